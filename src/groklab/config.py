@@ -1,0 +1,252 @@
+"""Run configuration as frozen dataclasses, validated when built.
+
+Every invalid value raises :class:`ConfigError` naming the key, the value and what is
+allowed, so a typo in ``params.yaml`` or on the command line fails before any training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+TASKS = ("x_plus_y", "x_minus_y", "x_div_y", "permutation", "multi_add", "parity")
+ENCODINGS = ("full", "compact")
+ARCHS = ("transformer", "mlp", "lstm", "bit_mlp")
+OPTIMIZER_KINDS = ("adamw", "adam", "sgd")
+AUGMENTATIONS = ("baseline", "reversal", "negation", "combined15", "combined30")
+CURRICULA = ("none", "linear", "sqrt", "step", "random", "anti")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the key and the allowed values."""
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not known; choose one of: {', '.join(allowed)}")
+
+
+def _positive(key: str, value: Any, *, integer: bool = True) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        noun = "a positive integer" if integer else "a positive number"
+        raise ConfigError(f"{key}={value!r} must be {noun}")
+
+
+def is_prime(n: int) -> bool:
+    """Trial division; p is at most a few hundred here."""
+    if n < 2:
+        return False
+    return all(n % d for d in range(2, int(n**0.5) + 1))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which equations exist and how they are split and encoded."""
+
+    task: str = "x_plus_y"
+    p: int = 97  # modulus of the modular tasks
+    train_fraction: float = 0.5
+    encoding: str = "full"  # full: [a, op, b, =]; compact: [a, b, =]
+    operands: int = 2  # K for multi_add
+    parity_bits: int = 3  # k informative bits of the parity task
+    concealed_bits: int = 0  # n random bits appended to each parity example
+    parity_examples: int = 1000  # how many bit vectors the parity task draws
+
+    def __post_init__(self) -> None:
+        _choice("task", self.task, TASKS)
+        _choice("encoding", self.encoding, ENCODINGS)
+        frac = self.train_fraction
+        if isinstance(frac, bool) or not isinstance(frac, int | float) or not 0 < frac < 1:
+            raise ConfigError(
+                f"train_fraction={frac!r} must lie strictly between 0 and 1 "
+                "(the rest of the equations form the validation split)"
+            )
+        _positive("p", self.p)
+        if self.task in ("x_plus_y", "x_minus_y", "x_div_y", "multi_add") and self.p < 2:
+            raise ConfigError(f"p={self.p} must be at least 2")
+        if self.task == "x_div_y" and not is_prime(self.p):
+            raise ConfigError(
+                f"p={self.p} is not prime, so x_div_y is not defined for every divisor "
+                "(modular inverses need a prime modulus); use a prime such as 97 or 113"
+            )
+        _positive("operands", self.operands)
+        if self.task == "multi_add" and self.operands < 2:
+            raise ConfigError(f"operands={self.operands} must be at least 2 for multi_add")
+        _positive("parity_bits", self.parity_bits)
+        if isinstance(self.concealed_bits, bool) or not isinstance(self.concealed_bits, int) or (
+            self.concealed_bits < 0
+        ):
+            raise ConfigError(f"concealed_bits={self.concealed_bits!r} must be an integer >= 0")
+        _positive("parity_examples", self.parity_examples)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and its sizes (seed 002/003 defaults)."""
+
+    arch: str = "transformer"
+    layers: int = 2  # transformer blocks
+    width: int = 128  # embedding / residual width
+    heads: int = 4
+    dropout: float = 0.0
+    mlp_hidden: int = 512  # MLP hidden width (seed 003)
+    mlp_layers: int = 2  # MLP hidden layers (seed 003)
+    lstm_hidden: int = 20  # LSTM hidden size (seed 003)
+    bit_mlp_hidden: int = 1000  # parity MLP hidden width (seed 004)
+
+    def __post_init__(self) -> None:
+        _choice("arch", self.arch, ARCHS)
+        for key in ("layers", "width", "heads", "mlp_hidden", "mlp_layers", "lstm_hidden",
+                    "bit_mlp_hidden"):
+            _positive(key, getattr(self, key))
+        if self.width % self.heads:
+            raise ConfigError(f"width={self.width} must be divisible by heads={self.heads}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout={self.dropout!r} must lie in [0, 1)")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser, its hyper-parameters and the linear warm-up."""
+
+    kind: str = "adamw"
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.5
+    momentum: float = 0.0  # sgd only
+    nesterov: bool = False  # sgd only
+    warmup: int = 50  # updates of linear warm-up
+
+    def __post_init__(self) -> None:
+        _choice("optimizer kind", self.kind, OPTIMIZER_KINDS)
+        _positive("lr", self.lr, integer=False)
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas={self.betas!r} must be two numbers in [0, 1)")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay={self.weight_decay!r} must be >= 0")
+        if self.kind != "adamw" and self.kind != "sgd" and self.weight_decay:
+            raise ConfigError(
+                f"weight_decay={self.weight_decay} with kind={self.kind!r}: Adam adds L2 to the "
+                "gradient, which is not what the papers vary; use kind 'adamw' for decoupled decay"
+            )
+        if self.nesterov and (self.kind != "sgd" or self.momentum <= 0):
+            raise ConfigError("nesterov=true needs kind 'sgd' and momentum > 0")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ConfigError(f"warmup={self.warmup!r} must be an integer >= 0")
+
+
+@dataclass(frozen=True)
+class CurriculumConfig:
+    """Pacing of the training pool (see groklab.curriculum)."""
+
+    name: str = "none"
+    start: float = 0.2  # delta0: fraction of the training split in the first pool
+    ramp: float = 0.5  # fraction of training over which the pool grows to the whole split
+    step_size: float = 0.2  # step schedule: how much delta grows when the pool is fit
+    step_threshold: float = 0.99  # step schedule: train accuracy on the pool that advances delta
+
+    def __post_init__(self) -> None:
+        _choice("curriculum", self.name, CURRICULA)
+        if not 0 < self.start <= 1:
+            raise ConfigError(f"curriculum start={self.start!r} must lie in (0, 1]")
+        if not 0 < self.ramp <= 1:
+            raise ConfigError(f"curriculum ramp={self.ramp!r} must lie in (0, 1]")
+        if not 0 < self.step_size <= 1:
+            raise ConfigError(f"curriculum step_size={self.step_size!r} must lie in (0, 1]")
+        if not 0 < self.step_threshold <= 1:
+            raise ConfigError(
+                f"curriculum step_threshold={self.step_threshold!r} must lie in (0, 1]"
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop: budget, batches, evaluation cadence, data regime."""
+
+    steps: int = 7500
+    batch_size: int | None = 512  # None: full batch (the whole training split every update)
+    eval_every: int = 10
+    aug: str = "baseline"
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    stop_after_grok: int | None = None  # updates to continue once val acc first reaches 0.99
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.curriculum, CurriculumConfig):  # a mapping from YAML/JSON
+            object.__setattr__(self, "curriculum",
+                               _build(CurriculumConfig, self.curriculum, "curriculum"))
+        _positive("steps", self.steps)
+        if self.batch_size is not None:
+            _positive("batch_size", self.batch_size)
+        _positive("eval_every", self.eval_every)
+        _choice("aug", self.aug, AUGMENTATIONS)
+        _choice("device", self.device, DEVICES)
+        if self.stop_after_grok is not None and (
+            not isinstance(self.stop_after_grok, int) or self.stop_after_grok < 0
+        ):
+            raise ConfigError(
+                f"stop_after_grok={self.stop_after_grok!r} must be null or an integer >= 0"
+            )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one cell's training, for any number of seeds."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.arch == "bit_mlp" and self.data.task != "parity":
+            raise ConfigError(
+                f"arch='bit_mlp' reads binary vectors, which only the parity task has "
+                f"(task={self.data.task!r}); use transformer, mlp or lstm"
+            )
+        if self.data.task == "parity" and self.data.encoding != "full":
+            raise ConfigError("the parity task has no compact encoding; use encoding='full'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys are errors."""
+        return cls(
+            data=_build(DataConfig, d.get("data", {}), "data"),
+            model=_build(ModelConfig, d.get("model", {}), "model"),
+            optim=_build(OptimConfig, d.get("optim", {}), "optim"),
+            train=_build(TrainConfig, d.get("train", {}), "train"),
+        )
+
+    def replace(self, **sections: dict[str, Any]) -> RunConfig:
+        """A copy with some fields of some sections changed.
+
+        ``cfg.replace(train={"steps": 10}, data={"p": 31})``
+        """
+        new = {}
+        for name, changes in sections.items():
+            new[name] = _build(type(getattr(self, name)), changes, name, base=getattr(self, name))
+        return dataclasses.replace(self, **new)
+
+
+def _build(cls: type, values: Any, section: str, base: Any = None) -> Any:
+    """Instantiate ``cls`` from a mapping, naming any unknown key and the known ones."""
+    if isinstance(values, cls):
+        return values
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section} must be a mapping, got {values!r}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in {section}: {', '.join(unknown)}; known keys: {', '.join(known)}"
+        )
+    if base is not None:
+        return dataclasses.replace(base, **values)
+    return cls(**values)

@@ -1,0 +1,47 @@
+"""Optimisers and the learning-rate schedule (linear warm-up, then constant)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from groklab.config import OptimConfig
+
+
+def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimiser ``cfg.kind`` over ``params``.
+
+    Weight decay applies to every parameter, as in the reference. All three optimisers
+    act elementwise, so an ensemble's members keep separate state in one optimiser.
+    """
+    params = list(params)
+    # The fused kernels update all tensors in one pass (CPU and CUDA alike).
+    if cfg.kind == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas,
+                                 weight_decay=cfg.weight_decay, fused=True)
+    if cfg.kind == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=0.0,
+                                fused=True)
+    if cfg.kind == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    raise AssertionError(cfg.kind)  # OptimConfig validated the name
+
+
+def warmup_factor(step: int, warmup: int) -> float:
+    """Multiplier of the base learning rate for update ``step`` (0-based).
+
+    Rises linearly over the first ``warmup`` updates, ``(step + 1) / warmup``, so the
+    first update already moves the weights, and stays at 1 afterwards.
+    """
+    if warmup <= 0:
+        return 1.0
+    return min((step + 1) / warmup, 1.0)
+
+
+def build_schedule(cfg: OptimConfig, opt: torch.optim.Optimizer) -> LambdaLR:
+    """Linear warm-up over ``cfg.warmup`` updates, then the constant base rate."""
+    return LambdaLR(opt, lambda step: warmup_factor(step, cfg.warmup))

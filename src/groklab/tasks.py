@@ -1,0 +1,249 @@
+"""The algorithmic tasks: every equation as tensors, labels, encodings and the split.
+
+A task holds its operands as an ``(N, K)`` integer tensor (one row per equation) and
+knows how to label, encode, validate and index any operand rows, so augmented examples
+can be relabelled and located without per-example Python.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from groklab import rng
+from groklab.config import ConfigError, DataConfig
+
+BINARY_MODULAR = ("x_plus_y", "x_minus_y", "x_div_y")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Indices (into the task's equations) of the training and validation examples."""
+
+    train: Tensor  # (N_train,) int64
+    val: Tensor  # (N_val,) int64
+
+
+def split(n: int, train_fraction: float, seed: int) -> Split:
+    """Shuffle ``range(n)`` with ``seed`` and cut it at ``floor(n * train_fraction)``."""
+    perm = torch.randperm(n, generator=rng.generator(seed, "split"))
+    n_train = int(n * train_fraction)
+    if n_train == 0 or n_train == n:
+        raise ConfigError(
+            f"train_fraction={train_fraction} of {n} equations leaves an empty "
+            f"{'training' if n_train == 0 else 'validation'} split; choose a fraction that "
+            "keeps at least one equation on each side"
+        )
+    return Split(train=perm[:n_train].sort().values, val=perm[n_train:].sort().values)
+
+
+def encode_operands(ops: Tensor, op_token: int, eq_token: int, encoding: str) -> Tensor:
+    """Tokens ``[x1, op, x2, ..., op, xK, =]`` (full) or ``[x1, ..., xK, =]`` (compact)."""
+    eq = torch.full((*ops.shape[:-1], 1), eq_token, dtype=ops.dtype, device=ops.device)
+    if encoding == "compact":
+        return torch.cat([ops, eq], -1)
+    op = torch.full_like(ops, op_token)
+    interleaved = torch.stack([ops, op], -1).flatten(-2)  # x1, op, x2, op, ..., xK, op
+    return torch.cat([interleaved[..., :-1], eq], -1)
+
+
+class Task:
+    """Base class: subclasses define the operand space, labels and token layout."""
+
+    name: str
+    n_classes: int
+    vocab_size: int
+    seq_len: int
+    # How many leading token positions depend only on the first operand (causal models
+    # can compute them once per distinct first operand).
+    prefix_len: int
+    operands: Tensor  # (N, K) every equation's operands
+    labels: Tensor  # (N,)
+
+    def label(self, ops: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def encode(self, ops: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def valid(self, ops: Tensor) -> Tensor:
+        """Which operand rows are legal equations (all of them, unless overridden)."""
+        return torch.ones(ops.shape[:-1], dtype=torch.bool, device=ops.device)
+
+    def index(self, ops: Tensor) -> Tensor:
+        """Row of ``self.operands`` holding each operand row (for leakage accounting)."""
+        raise NotImplementedError(f"task {self.name} has no operand index")
+
+    def reverse(self, ops: Tensor) -> Tensor:
+        raise NotImplementedError(f"reversal is not defined for task {self.name}")
+
+    def negate(self, ops: Tensor) -> Tensor:
+        raise NotImplementedError(f"negation is not defined for task {self.name}")
+
+    @property
+    def tokens(self) -> Tensor:
+        return self.encode(self.operands)
+
+    def __len__(self) -> int:
+        return self.operands.shape[0]
+
+
+class ModularTask(Task):
+    """x_plus_y, x_minus_y, x_div_y and multi_add over Z_p.
+
+    full encoding: ``[a, op, b, =]`` (``[x1, op, x2, op, ..., =]`` for multi_add), with
+    operands as tokens ``0..p-1``, op ``p`` and ``=`` ``p+1``; compact: ``[a, b, =]``.
+    """
+
+    def __init__(self, name: str, p: int, encoding: str = "full", k: int = 2):
+        self.name, self.p, self.encoding = name, p, encoding
+        self.k = k if name == "multi_add" else 2
+        self.n_classes = p
+        self.vocab_size = p + 2
+        self.op_token, self.eq_token = p, p + 1
+        self.seq_len = (2 * self.k if encoding == "full" else self.k + 1)
+        self.prefix_len = 2 if encoding == "full" else 1
+        first = torch.arange(p)
+        second = torch.arange(1, p) if name == "x_div_y" else torch.arange(p)
+        if self.k == 2:
+            self.operands = torch.cartesian_prod(first, second)
+        else:
+            self.operands = torch.cartesian_prod(*[first] * self.k)
+        # Modular inverses by Fermat's little theorem (p is prime for x_div_y).
+        self.inverse = torch.tensor([pow(int(b), p - 2, p) if b else 0 for b in range(p)])
+        self.labels = self.label(self.operands)
+
+    def label(self, ops: Tensor) -> Tensor:
+        a, b = ops[..., 0], ops[..., 1]
+        if self.name == "x_plus_y":
+            return (a + b) % self.p
+        if self.name == "x_minus_y":
+            return (a - b) % self.p
+        if self.name == "x_div_y":
+            return (a * self.inverse.to(ops.device)[b]) % self.p
+        return ops.sum(-1) % self.p  # multi_add
+
+    def encode(self, ops: Tensor) -> Tensor:
+        return encode_operands(ops, self.op_token, self.eq_token, self.encoding)
+
+    def valid(self, ops: Tensor) -> Tensor:
+        if self.name == "x_div_y":
+            return ops[..., 1] != 0
+        return super().valid(ops)
+
+    def index(self, ops: Tensor) -> Tensor:
+        if self.name == "x_div_y":
+            return ops[..., 0] * (self.p - 1) + ops[..., 1] - 1
+        idx = torch.zeros(ops.shape[:-1], dtype=torch.long, device=ops.device)
+        for i in range(self.k):
+            idx = idx * self.p + ops[..., i]
+        return idx
+
+    def reverse(self, ops: Tensor) -> Tensor:
+        return ops.flip(-1)
+
+    def negate(self, ops: Tensor) -> Tensor:
+        if self.name == "x_div_y":  # (-a)/b: only the dividend changes sign
+            return torch.stack([(-ops[..., 0]) % self.p, ops[..., 1]], -1)
+        return (-ops) % self.p
+
+
+class PermutationTask(Task):
+    """Composition in S_n (n=5: 120 elements): label(a, b) = a ∘ b, i.e. i -> a[b[i]].
+
+    Elements are indexed in lexicographic order of their one-line notation.
+    """
+
+    def __init__(self, n: int = 5, encoding: str = "full"):
+        self.name, self.encoding = "permutation", encoding
+        perms = list(itertools.permutations(range(n)))
+        self.perms = torch.tensor(perms)  # (m, n)
+        m = len(perms)
+        self.n_classes = m
+        self.vocab_size = m + 2
+        self.op_token, self.eq_token = m, m + 1
+        self.seq_len = 4 if encoding == "full" else 3
+        self.prefix_len = 2 if encoding == "full" else 1
+        # Composition and inverse tables, computed once with tensor indexing: a
+        # permutation's one-line notation read as a base-n number keys its index.
+        digits = torch.tensor([n**j for j in reversed(range(n))])
+        code_to_index = torch.full((n**n,), -1, dtype=torch.long)
+        code_to_index[(self.perms * digits).sum(-1)] = torch.arange(m)
+        composed = self.perms[:, None, :].expand(m, m, n).gather(
+            2, self.perms[None, :, :].expand(m, m, n)
+        )  # composed[a, b, i] = perms[a][perms[b][i]]
+        self.table = code_to_index[(composed * digits).sum(-1)]  # (m, m)
+        self.inverse = code_to_index[(self.perms.argsort(-1) * digits).sum(-1)]  # (m,)
+        self.operands = torch.cartesian_prod(torch.arange(m), torch.arange(m))
+        self.labels = self.label(self.operands)
+
+    def label(self, ops: Tensor) -> Tensor:
+        return self.table.to(ops.device)[ops[..., 0], ops[..., 1]]
+
+    def encode(self, ops: Tensor) -> Tensor:
+        return encode_operands(ops, self.op_token, self.eq_token, self.encoding)
+
+    def index(self, ops: Tensor) -> Tensor:
+        return ops[..., 0] * self.n_classes + ops[..., 1]
+
+    def reverse(self, ops: Tensor) -> Tensor:
+        return ops.flip(-1)
+
+    def negate(self, ops: Tensor) -> Tensor:  # the group analogue of -x: the inverse
+        return self.inverse.to(ops.device)[ops]
+
+
+class ParityTask(Task):
+    """Parity of the first ``k`` bits of a binary vector with ``n`` concealment bits.
+
+    Draws ``examples`` vectors of ``k + n`` uniform bits with ``data_seed`` (duplicates are
+    possible when ``k + n`` is small, as in Miller et al.). Tokens are the bits (vocab 2).
+    """
+
+    def __init__(self, k: int, n: int, examples: int, data_seed: int = 0):
+        self.name, self.k, self.n = "parity", k, n
+        self.n_classes, self.vocab_size = 2, 2
+        self.seq_len = k + n
+        self.prefix_len = 0
+        gen = torch.Generator().manual_seed(data_seed)
+        self.operands = torch.randint(0, 2, (examples, k + n), generator=gen)
+        self.labels = self.label(self.operands)
+
+    def label(self, ops: Tensor) -> Tensor:
+        return ops[..., : self.k].sum(-1) % 2
+
+    def encode(self, ops: Tensor) -> Tensor:
+        return ops
+
+
+def build_task(cfg: DataConfig) -> Task:
+    """The task named by ``cfg.task`` with its equations generated."""
+    if cfg.task in BINARY_MODULAR or cfg.task == "multi_add":
+        return ModularTask(cfg.task, cfg.p, cfg.encoding, cfg.operands)
+    if cfg.task == "permutation":
+        return PermutationTask(5, cfg.encoding)
+    if cfg.task == "parity":
+        return ParityTask(cfg.parity_bits, cfg.concealed_bits, cfg.parity_examples)
+    raise AssertionError(cfg.task)  # DataConfig validated the name
+
+
+def chance_accuracy(task: Task) -> float:
+    """Accuracy of uniform guessing, the floor of the accuracy curves."""
+    return 1.0 / task.n_classes
+
+
+def n_equations(cfg: DataConfig) -> int:
+    """Size of the task's equation table without building it."""
+    if cfg.task == "x_div_y":
+        return cfg.p * (cfg.p - 1)
+    if cfg.task == "multi_add":
+        return cfg.p**cfg.operands
+    if cfg.task == "permutation":
+        return math.factorial(5) ** 2
+    if cfg.task == "parity":
+        return cfg.parity_examples
+    return cfg.p**2

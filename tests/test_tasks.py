@@ -1,0 +1,109 @@
+"""Tasks against plain-Python arithmetic and permutation composition."""
+
+import itertools
+
+import pytest
+import torch
+
+from groklab.config import ConfigError, DataConfig, RunConfig
+from groklab.tasks import ModularTask, ParityTask, PermutationTask, build_task, n_equations, split
+
+
+@pytest.mark.parametrize("p", [7, 13])
+def test_binary_modular_labels_match_python(p):
+    oracles = {
+        "x_plus_y": lambda a, b: (a + b) % p,
+        "x_minus_y": lambda a, b: (a - b) % p,
+        "x_div_y": lambda a, b: (a * pow(b, -1, p)) % p,
+    }
+    for name, oracle in oracles.items():
+        task = ModularTask(name, p)
+        pairs = [(a, b) for a in range(p) for b in range(p) if name != "x_div_y" or b]
+        assert sorted(map(tuple, task.operands.tolist())) == sorted(pairs)
+        for (a, b), y in zip(task.operands.tolist(), task.labels.tolist(), strict=True):
+            assert y == oracle(a, b), (name, a, b)
+
+
+def test_division_checks_its_own_answer():
+    task = ModularTask("x_div_y", 11)
+    a, b, c = task.operands[:, 0], task.operands[:, 1], task.labels
+    assert torch.equal((c * b) % 11, a)  # c = a / b  <=>  c * b = a (mod p)
+
+
+def test_multi_add_labels_and_tokens():
+    task = ModularTask("multi_add", 5, k=3)
+    assert len(task) == 125
+    for ops, y in zip(task.operands.tolist(), task.labels.tolist(), strict=True):
+        assert y == sum(ops) % 5
+    x1, x2, x3 = task.operands[17].tolist()
+    assert task.tokens[17].tolist() == [x1, 5, x2, 5, x3, 6]
+    assert task.prefix_len == 2 and task.seq_len == 6
+
+
+def test_permutation_composition_matches_python():
+    task = PermutationTask(5)
+    perms = list(itertools.permutations(range(5)))
+    assert len(task) == 120 * 120
+    for row in range(0, len(task), 37):
+        a, b = task.operands[row].tolist()
+        pa, pb = perms[a], perms[b]
+        composed = tuple(pa[pb[i]] for i in range(5))
+        assert perms[task.labels[row]] == composed
+    for i, p in enumerate(perms):  # negate is the group inverse
+        inv = perms[task.negate(torch.tensor([i, 0]))[0]]
+        assert tuple(p[inv[j]] for j in range(5)) == tuple(range(5))
+
+
+def test_encodings():
+    full = ModularTask("x_plus_y", 7)
+    compact = ModularTask("x_plus_y", 7, encoding="compact")
+    row = full.operands.tolist().index([3, 5])
+    assert full.tokens[row].tolist() == [3, 7, 5, 8]
+    assert compact.tokens[row].tolist() == [3, 5, 8]
+    assert full.vocab_size == 9 and full.n_classes == 7
+
+
+def test_parity_labels_are_parity_of_first_bits_only():
+    task = ParityTask(k=3, n=20, examples=500)
+    assert task.tokens.shape == (500, 23)
+    for bits, y in zip(task.operands.tolist(), task.labels.tolist(), strict=True):
+        assert y == sum(bits[:3]) % 2
+    assert set(task.operands.unique().tolist()) == {0, 1}
+
+
+def test_split_is_deterministic_disjoint_and_sized():
+    a, b = split(100, 0.3, seed=4), split(100, 0.3, seed=4)
+    assert torch.equal(a.train, b.train) and torch.equal(a.val, b.val)
+    assert len(a.train) == 30 and len(a.val) == 70
+    assert sorted(a.train.tolist() + a.val.tolist()) == list(range(100))
+    assert not torch.equal(split(100, 0.3, seed=5).train, a.train)
+
+
+def test_n_equations_matches_built_tasks():
+    for cfg in [DataConfig(task="x_div_y", p=13), DataConfig(task="multi_add", p=5, operands=3),
+                DataConfig(task="permutation"), DataConfig(task="x_minus_y", p=11)]:
+        assert n_equations(cfg) == len(build_task(cfg))
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"task": "x_times_y"}, ["x_times_y", "x_plus_y"]),
+    ({"task": "x_div_y", "p": 96}, ["p=96", "prime"]),
+    ({"train_fraction": 1.5}, ["train_fraction=1.5", "between 0 and 1"]),
+    ({"train_fraction": 0.0}, ["train_fraction=0.0"]),
+    ({"encoding": "onehot"}, ["onehot", "full", "compact"]),
+])
+def test_bad_data_config_names_value_and_allowed(kwargs, words):
+    with pytest.raises(ConfigError) as err:
+        DataConfig(**kwargs)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match="unknown key.*stepz.*known keys"):
+        RunConfig().replace(train={"stepz": 3})
+
+
+def test_tiny_split_that_empties_a_side_is_refused():
+    with pytest.raises(ConfigError, match="empty training split"):
+        split(10, 0.05, seed=0)
