@@ -1,0 +1,49 @@
+"""Dataset cards: what a task's equation table holds, and the leakage of each augmentation."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from groklab.augment import AUGMENTATIONS, reachable
+from groklab.config import DataConfig
+from groklab.tasks import Task, build_task, split
+
+
+def labels_digest(task: Task) -> str:
+    """SHA-256 of the operands and labels: the identity of an equation table."""
+    h = hashlib.sha256()
+    h.update(task.operands.contiguous().numpy().tobytes())
+    h.update(task.labels.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def dataset_card(cfg: DataConfig, seeds: list[int]) -> dict[str, Any]:
+    """Sizes, vocabulary, split sizes per seed and ``val_reachable`` per augmentation."""
+    task = build_task(cfg)
+    card: dict[str, Any] = {
+        "task": cfg.task,
+        "config": {k: v for k, v in vars(cfg).items() if k != "task"},
+        "n_equations": len(task),
+        "n_operands": task.operands.shape[1],
+        "n_classes": task.n_classes,
+        "vocab_size": task.vocab_size,
+        "seq_len": task.seq_len,
+        "example_tokens": task.tokens[min(5, len(task) - 1)].tolist(),
+        "digest": labels_digest(task),
+        "splits": {},
+        "val_reachable": {},
+    }
+    splits = {seed: split(len(task), cfg.train_fraction, seed) for seed in seeds}
+    for seed, sp in splits.items():
+        card["splits"][str(seed)] = {"train": len(sp.train), "val": len(sp.val)}
+    for name, aug in AUGMENTATIONS.items():
+        if not aug.active:
+            continue
+        try:
+            per_seed = {str(seed): reachable(task, sp.train, aug)[sp.val].double().mean().item()
+                        for seed, sp in splits.items()}
+        except NotImplementedError:  # the augmentation is not defined for this task
+            continue
+        card["val_reachable"][name] = per_seed
+    return card

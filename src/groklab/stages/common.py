@@ -1,0 +1,28 @@
+"""What every stage entry point shares: clean failures and its MLflow run."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from groklab.config import ConfigError
+from groklab.tracking import StageTracker, run_tags
+from groklab.train import TrainingDiverged
+
+
+def fail_cleanly(main: Callable[[], Any]) -> None:
+    """Run ``main``; a configuration or training error is one line on stderr, exit 1."""
+    try:
+        main()
+    except (ConfigError, TrainingDiverged, FileNotFoundError) as err:
+        print(f"groklab: error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+def tracker_for(experiment: str, stage: str, *, task: str | None = None,
+                variant: str | None = None, params: Mapping[str, Any] | None = None
+                ) -> StageTracker:
+    """The MLflow run of one stage execution, tagged with the DVC stage and git commit."""
+    tags = run_tags(stage=stage, study=experiment, task=task, variant=variant)
+    return StageTracker(experiment, stage, tags=tags, params=params)

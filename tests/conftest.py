@@ -1,0 +1,79 @@
+"""Shared fixtures: a real MLflow tracking server on localhost, started once per session."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SERVER_START_TIMEOUT_S = 60
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    # The server forks uvicorn workers: signal its whole process group, which it leads.
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the server keeps its database, artifacts and log (server.log)."""
+    return tmp_path_factory.mktemp("mlflow_server", numbered=False)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_server_dir: Path) -> Iterator[str]:
+    """URI of a real ``mlflow server`` (SQLite backend, proxied artifacts) for the session."""
+    tmp, port = mlflow_server_dir, free_port()
+    mlflow = Path(sys.executable).parent / "mlflow"
+    cmd = [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
+           "--artifacts-destination", str(tmp / "artifacts"),
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    # No job runner (its huey consumers add processes and seconds of start-up); unbuffered
+    # so server.log has each request line by the time the client has its answer.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log_path = tmp / "server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                _stop(proc)
+                pytest.fail(f"mlflow server did not answer {uri}/health within "
+                            f"{SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()[-5000:]}")
+            time.sleep(0.25)
+    yield uri
+    _stop(proc)
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A localhost port with nothing listening (for an unreachable tracking URI)."""
+    return free_port()

@@ -1,0 +1,108 @@
+"""Stage entry points as DVC runs them: real processes, real files, a real MLflow server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow_api import api, runs_of, tags_of
+
+from groklab.params import load_params
+from groklab.presets import OPTIMIZERS
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+TINY = {"seeds": [0, 1], "data": {"p": 11, "train_fraction": 0.5, "encoding": "full"},
+        "model": {"width": 32, "heads": 2},
+        "train": {"steps": 30, "batch_size": 64, "eval_every": 10}}
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    params = load_params(ROOT / "params.yaml")
+    for key, value in TINY.items():
+        params[key] = {**params[key], **value} if isinstance(value, dict) else value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return tmp_path
+
+
+def stage(workdir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    return subprocess.run([sys.executable, "-m", *args], cwd=workdir, capture_output=True,
+                          text=True, timeout=300, env={**base, "DVC_ROOT": str(workdir), **env})
+
+
+def test_train_stage_logs_runs_seeds_curves_tags_and_artifacts(workdir, mlflow_server):
+    assert stage(workdir, "groklab.stages.generate", "x_plus_y").returncode == 0
+    proc = stage(workdir, "groklab.stages.train", "augmentation", "task=x_plus_y",
+                 "aug=combined30", MLFLOW_TRACKING_URI=mlflow_server, DVC_EXP_NAME="e1")
+    assert proc.returncode == 0, proc.stderr
+    runs = runs_of(mlflow_server, "augmentation")
+    parent = next(r for r in runs if "mlflow.parentRunId" not in tags_of(r))
+    tags = tags_of(parent)
+    assert tags["dvc.stage"] == "augmentation@x_plus_y-combined30"
+    assert tags["dvc.exp_name"] == "e1" and tags["variant"] == "combined30"
+    assert parent["info"]["status"] == "FINISHED"
+    params = {p["key"]: p["value"] for p in parent["data"]["params"]}
+    assert params["data.p"] == "11" and params["train.aug"] == "combined30"
+    children = [r for r in runs if tags_of(r).get("mlflow.parentRunId") == parent["info"]["run_id"]]
+    assert sorted(tags_of(c)["seed"] for c in children) == ["0", "1"]
+    history = api(mlflow_server, "metrics/get-history", run_id=children[0]["info"]["run_id"],
+                  metric_key="val_acc")["metrics"]
+    assert sorted(m["step"] for m in history) == [0, 10, 20, 30]
+    reached = {m["key"]: m["value"] for m in children[0]["data"]["metrics"]}
+    assert 0.5 < reached["val_reachable"] < 1
+    files = {f["path"] for f in api(mlflow_server, "artifacts/list",
+                                    run_id=parent["info"]["run_id"])["files"]}
+    assert {"history.csv", "summary.json", "data"} <= files
+    seed_files = {f["path"] for f in api(mlflow_server, "artifacts/list",
+                                         run_id=children[0]["info"]["run_id"])["files"]}
+    assert any(f.startswith("seed") and f.endswith(".pt") for f in seed_files)
+
+
+def test_unreachable_tracking_keeps_outputs_and_says_so(workdir, unused_port):
+    proc = stage(workdir, "groklab.stages.train", "train", "task=x_div_y",
+                 MLFLOW_TRACKING_URI=f"http://127.0.0.1:{unused_port}")
+    assert proc.returncode == 0, proc.stderr
+    assert "tracking skipped" in proc.stderr and str(unused_port) in proc.stderr
+    summary = json.loads((workdir / "models/train/x_div_y/summary.json").read_text())
+    assert [s["seed"] for s in summary["seeds"]] == [0, 1]
+
+
+def test_failed_run_leaves_finished_results_untouched(workdir, unused_port):
+    env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{unused_port}"}
+    assert stage(workdir, "groklab.stages.train", "train", "task=x_plus_y", **env).returncode == 0
+    before = (workdir / "models/train/x_plus_y/history.csv").read_bytes()
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["optimizers"]["adamw"]["lr"] = 1e12  # diverges at once
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = stage(workdir, "groklab.stages.train", "train", "task=x_plus_y", **env)
+    assert proc.returncode == 1
+    assert "groklab: error: loss became NaN/inf" in proc.stderr and "Traceback" not in proc.stderr
+    assert (workdir / "models/train/x_plus_y/history.csv").read_bytes() == before
+
+
+def test_bad_params_fail_with_the_key_named(workdir):
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["aug"] = "rotation"
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = stage(workdir, "groklab.stages.train", "train", "task=x_plus_y")
+    assert proc.returncode == 1
+    assert "aug='rotation' is not known" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_params_yaml_holds_the_papers_base_configuration():
+    """params.yaml and the library defaults (used by `groklab run`) must not drift apart."""
+    from groklab.config import RunConfig
+    from groklab.params import experiment_config
+
+    params = load_params(ROOT / "params.yaml")
+    assert params["optimizers"] == OPTIMIZERS
+    assert experiment_config(params, "x_plus_y") == RunConfig()
+    assert params["seeds"] == [0, 1, 2]
