@@ -62,13 +62,19 @@ class Block(nn.Module):
         return self.qkv(x, cols=slice(d, 3 * d)).split(d, dim=-1)
 
     def forward(self, x: Tensor, past: tuple[Tensor, Tensor] | None = None,
-                last_only: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+                last_only: bool = False, qkv: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
         """Run positions ``x`` (S, B, T, d) that follow the ``past`` keys/values.
 
+        ``qkv``, when given, is ``self.qkv(x)`` computed by the caller (e.g. looked up).
         Returns the block's output (S, B, T or 1, d) and the keys and values of ``x``.
         """
         d = x.shape[-1]
-        if last_only:  # keys and values everywhere, the query only where the answer is
+        if qkv is not None:
+            q, k, v = qkv.split(d, dim=-1)
+            if last_only:
+                q, x = q[:, :, -1:], x[:, :, -1:]
+        elif last_only:  # keys and values everywhere, the query only where the answer is
             k, v = self.kv(x)
             x = x[:, :, -1:]
             q = self.qkv(x, cols=slice(0, d))
@@ -128,7 +134,8 @@ class Transformer(nn.Module):
         prefix = torch.stack([(uniq // self.vocab_size ** (m - 1 - i)) % self.vocab_size
                               for i in range(m)], -1)  # (U, m)
         h_pre = self.embed(prefix.expand(S, *prefix.shape), 0)  # (S, U, m, d)
-        h = self.embed(tokens[..., m:], m)  # (S, B, T-m, d)
+        suffix = tokens[..., m:]
+        h = self.embed(suffix, m)  # (S, B, T-m, d)
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             if i < last:
@@ -136,7 +143,21 @@ class Transformer(nn.Module):
             else:
                 k_pre, v_pre = block.kv(h_pre)
             past = (gather_rows(k_pre, inverse), gather_rows(v_pre, inverse))  # (S,B,m,d)
-            h = block(h, past, last_only=i == last)[0]
+            qkv = self._first_layer_qkv(suffix, m) if i == 0 else None
+            h = block(h, past, last_only=i == last, qkv=qkv)[0]
             if i < last:
                 h_pre = h_pre_next
         return h
+
+    def _first_layer_qkv(self, suffix: Tensor, m: int) -> Tensor:
+        """First-block q, k, v of the suffix tokens (S, B, Ts), by table lookup.
+
+        A first-block projection depends only on the token and its position, so it is
+        computed once per (position, vocabulary entry) and gathered: Ts * V rows instead
+        of Ts * B.
+        """
+        S, _, Ts = suffix.shape
+        x = self.tok.weight.unsqueeze(1) + self.pos.weight[:, m:, None, :]  # (S, Ts, V, d)
+        table = self.blocks[0].qkv(x).flatten(1, 2)  # (S, Ts * V, 3d)
+        offsets = torch.arange(Ts, device=suffix.device) * self.vocab_size
+        return gather_rows(table, suffix + offsets)  # (S, B, Ts, 3d)
