@@ -63,7 +63,7 @@ class PoolSampler:
                  total_steps: int, generators: list[torch.Generator]):
         self.cfg, self.total_steps, self.generators = cfg, total_steps, generators
         self.members, self.n_train = train_idx.shape
-        self.delta = [cfg.start if cfg.name == "step" else 1.0] * self.members
+        self.advances = [0] * self.members  # step schedule: times each member's pool grew
         self.order, self.pool_end = train_idx, None
         if cfg.name == "none":
             return
@@ -91,9 +91,13 @@ class PoolSampler:
         """How many of member ``s``'s ordered training examples are in its pool now."""
         if self.pool_end is None:
             return self.n_train
-        delta = self.delta[s] if self.cfg.name == "step" else pacing(self.cfg, step,
-                                                                       self.total_steps)
-        k = max(1, min(self.n_train, math.ceil(delta * self.n_train)))
+        if self.cfg.name == "step":
+            delta = min(1.0, self.cfg.start + self.advances[s] * self.cfg.step_size)
+        else:
+            delta = pacing(self.cfg, step, self.total_steps)
+        # The tolerance keeps float noise (0.2 + 0.4 = 0.6000000000000001) from adding one
+        # example, which would pull in the whole next difficulty level with its ties.
+        k = max(1, min(self.n_train, math.ceil(delta * self.n_train - 1e-9)))
         return int(self.pool_end[s, k - 1])
 
     def sample(self, step: int, batch_size: int | None) -> Tensor:
@@ -113,6 +117,7 @@ class PoolSampler:
         if self.cfg.name != "step":
             return
         for s, acc in enumerate(member_train_acc):
-            if acc >= self.cfg.step_threshold and self.delta[s] < 1.0:
-                self.delta[s] = min(1.0, self.delta[s] + self.cfg.step_size)
+            full = self.cfg.start + self.advances[s] * self.cfg.step_size >= 1.0
+            if acc >= self.cfg.step_threshold and not full:
+                self.advances[s] += 1
 

@@ -54,17 +54,30 @@ def experiment_config(params: dict[str, Any], task: str) -> RunConfig:
     return run_config(params, task, **knobs)
 
 
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``extra``, merging nested mappings instead of replacing them."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 @dataclass(frozen=True)
 class Study:
-    """A grid over tasks and one factor; ``apply`` maps a factor value to config changes."""
+    """A grid over tasks and one factor.
+
+    ``apply(value, spec)`` maps a factor value to config changes: factor overrides
+    (``aug``, ``curriculum``, ``arch``, ``optimizer``) and/or section overrides
+    (``{"data": {...}}``). A study's ``settings`` in params.yaml apply to all its cells.
+    """
 
     name: str
     factor: str  # name of the varied factor in cells and tables
     values_key: str  # key under studies.<name> listing the factor's values
-    apply: Callable[[Any], dict[str, Any]]  # value -> factor overrides and/or sections
-
-    def values(self, params: dict[str, Any]) -> list[Any]:
-        return list(self.spec(params)[self.values_key])
+    apply: Callable[[Any, dict[str, Any]], dict[str, Any]]
 
     def spec(self, params: dict[str, Any]) -> dict[str, Any]:
         studies = params.get("studies") or {}
@@ -72,20 +85,49 @@ class Study:
             raise ConfigError(f"params.yaml has no `studies.{self.name}` section")
         return studies[self.name]
 
+    def values(self, params: dict[str, Any]) -> list[Any]:
+        return list(self.spec(params)[self.values_key])
+
     def cells(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Every (task, value) cell, in DVC's matrix order."""
         return [{"task": t, self.factor: v}
                 for t, v in itertools.product(self.spec(params)["tasks"], self.values(params))]
 
     def config(self, params: dict[str, Any], cell: dict[str, Any]) -> RunConfig:
-        changes = self.apply(cell[self.factor])
+        spec = self.spec(params)
+        value = _typed(cell[self.factor], self.values(params))
+        changes = deep_merge(spec.get("settings") or {}, self.apply(value, spec))
         factors = {k: changes.pop(k, v) for k, v in PAPER_DEFAULTS.items()}
         return run_config(params, cell["task"], **factors, **changes)
 
 
-STUDIES: dict[str, Study] = {
-    "augmentation": Study("augmentation", "aug", "augs", lambda v: {"aug": v}),
-}
+def _typed(value: Any, values: list[Any]) -> Any:
+    """The factor value as params.yaml types it (the command line passes strings)."""
+    for v in values:
+        if str(v) == str(value):
+            return v
+    raise ConfigError(f"{value!r} is not one of this study's values: {values}")
+
+
+def _fraction(value: float, spec: dict[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {"train_fraction": value}
+    p = (spec.get("p_by_fraction") or {}).get(value)  # seed 002's no-grok case: p=113 at 0.05
+    if p is not None:
+        data["p"] = p
+    return {"data": data}
+
+
+STUDIES: dict[str, Study] = {s.name: s for s in [
+    Study("augmentation", "aug", "augs", lambda v, _: {"aug": v}),
+    Study("curriculum", "curriculum", "schedules", lambda v, _: {"curriculum": v}),
+    Study("architecture", "arch", "archs", lambda v, _: {"arch": v}),
+    Study("optimizer", "optimizer", "variants", lambda v, _: {"optimizer": v}),
+    Study("data_fraction", "train_fraction", "fractions", _fraction),
+    Study("batch_size", "batch_size", "sizes", lambda v, _: {"train": {"batch_size": v}}),
+    Study("multivariate", "operands", "operands", lambda v, _: {"data": {"operands": v}}),
+    Study("concealment", "concealed_bits", "concealed_bits",
+          lambda v, _: {"data": {"concealed_bits": v}}),
+]}
 
 
 def cell_name(cell: dict[str, Any]) -> str:

@@ -23,6 +23,8 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
     "dropout": {**_ADAMW, "dropout": 0.1},
     "wd_0.05": {**_ADAMW, "weight_decay": 0.05},
     "wd_1.0": {**_ADAMW, "weight_decay": 1.0},
+    # seed 004's parity MLP: plain SGD, lr 1e-2, weight decay 1e-2
+    "sgd_parity": {"kind": "sgd", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.01, "warmup": 0},
 }
 
 _MISSING = object()

@@ -159,10 +159,11 @@ def train(cfg: RunConfig, seeds: Sequence[int],
                 f"(task {cfg.data.task}, optimizer {cfg.optim.kind} lr {cfg.optim.lr}); "
                 "lower the learning rate or add warm-up"
             )
+        if batches:  # the step schedule advances on accuracy over its pool's batches
+            sampler.observe(row[:, 2].tolist())
         train_loss_sum.zero_()
         train_acc_sum.zero_()
         batches = 0
-        sampler.observe(row[:, 2].tolist())
         val_acc = row[:, 4].tolist()
         for i, acc in enumerate(val_acc):
             if grokked_at[i] is None and acc >= GROK_THRESHOLD:

@@ -53,15 +53,24 @@ def cell_config(params: dict, study: str, cell: dict[str, str]) -> RunConfig:
 
 
 def check_card(cfg: RunConfig, data_dir: Path) -> None:
-    """Refuse to train on a task whose generated table differs from the current settings."""
+    """Refuse to train on a task whose generated table differs from what the code builds.
+
+    Cells whose data settings differ from the shared ones (a study's own p or operand
+    count) build their own table and have no card to check against.
+    """
     card_path = data_dir / cfg.data.task / "card.json"
     if not card_path.exists():
-        return  # outside the pipeline (e.g. a task without a generate stage)
+        return
     card = json.loads(card_path.read_text())
+    table_keys = ("p", "encoding", "operands", "parity_bits", "concealed_bits",
+                  "parity_examples")
+    mine = {k: getattr(cfg.data, k) for k in table_keys}
+    if {k: card["config"].get(k) for k in table_keys} != mine:
+        return
     if card["digest"] != labels_digest(build_task(cfg.data)):
         raise ConfigError(
-            f"{card_path} was generated with other data settings than this cell uses "
-            f"({card['config']}); run `dvc repro generate@{cfg.data.task}` first"
+            f"{card_path} does not match the equations this code builds for {mine}; "
+            f"run `dvc repro generate@{cfg.data.task}` first"
         )
 
 

@@ -1,0 +1,230 @@
+"""Named optimiser variants build what they name; warm-up against hand-computed factors."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from groklab import presets
+from groklab.config import ConfigError, OptimConfig, RunConfig
+from groklab.models import Transformer, build_model
+from groklab.optim import build_optimizer, build_schedule, warmup_factor
+from groklab.presets import OPTIMIZERS, apply_variant
+from groklab.tasks import build_task
+
+PARAMS_YAML = Path(__file__).resolve().parent.parent / "params.yaml"
+
+# What each variant must build, written out by hand from the papers' settings:
+# (optimizer class, lr, betas or None, weight_decay, momentum or None, nesterov or None,
+#  batch_size, dropout)
+EXPECTED = {
+    "adamw": (torch.optim.AdamW, 1e-3, (0.9, 0.98), 0.5, None, None, 512, 0.0),
+    "adamw_fullbatch": (torch.optim.AdamW, 1e-3, (0.9, 0.98), 0.5, None, None, None, 0.0),
+    "adam": (torch.optim.Adam, 1e-3, (0.9, 0.98), 0.0, None, None, 512, 0.0),
+    "sgd_nesterov": (torch.optim.SGD, 0.1, None, 0.0, 0.9, True, 512, 0.0),
+    "dropout": (torch.optim.AdamW, 1e-3, (0.9, 0.98), 0.5, None, None, 512, 0.1),
+    "wd_0.05": (torch.optim.AdamW, 1e-3, (0.9, 0.98), 0.05, None, None, 512, 0.0),
+    "wd_1.0": (torch.optim.AdamW, 1e-3, (0.9, 0.98), 1.0, None, None, 512, 0.0),
+    "sgd_parity": (torch.optim.SGD, 0.01, None, 0.01, 0.0, False, 512, 0.0),
+}
+
+
+def small(cfg: RunConfig) -> RunConfig:
+    """A small task for building models quickly; the optimiser section is left alone."""
+    return cfg.replace(data={"p": 11}, model={"width": 32, "heads": 4})
+
+
+def test_every_variant_has_an_expectation():
+    assert set(OPTIMIZERS) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_variant_builds_what_it_names(name):
+    cls, lr, betas, wd, momentum, nesterov, batch_size, dropout = EXPECTED[name]
+    cfg = apply_variant(RunConfig(), name)
+    assert cfg.train.batch_size == batch_size
+    assert cfg.model.dropout == dropout
+    model = build_model(small(cfg).model, build_task(small(cfg).data), [0])
+    opt = build_optimizer(cfg.optim, model.parameters())
+    assert type(opt) is cls  # AdamW subclasses Adam in recent torch: compare exactly
+    group = opt.param_groups[0]
+    for values in (group, opt.defaults):
+        assert values["lr"] == pytest.approx(lr)
+        assert values["weight_decay"] == pytest.approx(wd)
+        if betas is not None:
+            assert tuple(values["betas"]) == pytest.approx(betas)
+        if momentum is not None:
+            assert values["momentum"] == pytest.approx(momentum)
+            assert values["nesterov"] is nesterov
+    # every parameter is optimised, all in one group
+    assert len(opt.param_groups) == 1
+    assert {id(p) for p in group["params"]} == {id(p) for p in model.parameters()}
+
+
+def test_adam_uses_no_decay_of_any_kind():
+    cfg = apply_variant(RunConfig(), "adam")
+    opt = build_optimizer(cfg.optim, [torch.nn.Parameter(torch.ones(3))])
+    assert not isinstance(opt, torch.optim.AdamW)
+    assert opt.defaults["weight_decay"] == 0
+    assert not opt.defaults.get("decoupled_weight_decay", False)
+
+
+def test_adamw_decays_decoupled():
+    # one AdamW step from zero gradient: the update is exactly -lr * wd * w (no Adam term)
+    cfg = apply_variant(RunConfig(), "wd_1.0")
+    w = torch.nn.Parameter(torch.full((4,), 2.0))
+    opt = build_optimizer(cfg.optim, [w])
+    w.grad = torch.zeros_like(w)
+    opt.step()
+    assert w.detach().tolist() == pytest.approx([2.0 * (1 - 1e-3 * 1.0)] * 4)
+
+
+def test_sgd_nesterov_step_matches_hand_computation():
+    # SGD with nesterov: b1 = g; update = g + momentum * b1 = 1.9 g for the first step
+    cfg = apply_variant(RunConfig(), "sgd_nesterov")
+    w = torch.nn.Parameter(torch.zeros(2))
+    opt = build_optimizer(cfg.optim, [w])
+    w.grad = torch.tensor([1.0, -2.0])
+    opt.step()
+    assert w.detach().tolist() == pytest.approx([-0.1 * 1.9, 0.1 * 3.8])
+
+
+def test_dropout_variant_applies_dropout_in_training_only():
+    cfg = small(apply_variant(RunConfig(), "dropout"))
+    assert cfg.model.dropout == 0.1
+    task = build_task(cfg.data)
+    model = build_model(cfg.model, task, [0])
+    assert isinstance(model, Transformer)
+    tokens = task.tokens[:64]
+    torch.manual_seed(0)
+    model.train()
+    a, b = model(tokens), model(tokens)
+    assert not torch.allclose(a, b)
+    model.eval()
+    with torch.no_grad():
+        c, d = model(tokens), model(tokens)
+    assert torch.equal(c, d)
+
+
+def test_variants_without_dropout_are_deterministic_in_training_mode():
+    cfg = small(apply_variant(RunConfig(), "adamw"))
+    task = build_task(cfg.data)
+    model = build_model(cfg.model, task, [0]).train()
+    tokens = task.tokens[:64]
+    assert torch.allclose(model(tokens), model(tokens))
+
+
+def test_variant_keeps_the_rest_of_the_config():
+    base = RunConfig().replace(data={"p": 31}, train={"steps": 10, "batch_size": 64},
+                               model={"dropout": 0.2})
+    cfg = apply_variant(base, "sgd_nesterov")
+    assert cfg.data == base.data
+    assert cfg.model == base.model  # the variant sets no dropout: unchanged
+    assert cfg.train == base.train  # nor a batch size
+    assert cfg.optim == OptimConfig(kind="sgd", lr=0.1, momentum=0.9, nesterov=True,
+                                    weight_decay=0.0, warmup=50)
+
+
+def test_apply_variant_does_not_change_the_table():
+    before = {k: dict(v) for k, v in OPTIMIZERS.items()}
+    for name in OPTIMIZERS:
+        apply_variant(RunConfig(), name)
+    assert before == OPTIMIZERS
+    assert OPTIMIZERS["adamw_fullbatch"]["batch_size"] is None
+    assert OPTIMIZERS["dropout"]["dropout"] == 0.1
+
+
+def test_variant_from_a_custom_table():
+    table = {"tiny": {"kind": "sgd", "lr": 0.5, "weight_decay": 0.0, "batch_size": 8}}
+    cfg = apply_variant(RunConfig(), "tiny", table)
+    assert (cfg.optim.kind, cfg.optim.lr, cfg.train.batch_size) == ("sgd", 0.5, 8)
+    with pytest.raises(ConfigError, match="adamw"):
+        apply_variant(RunConfig(), "adamw", table)  # not in the given table
+
+
+def test_unknown_variant_names_it_and_lists_the_known_ones():
+    with pytest.raises(ConfigError) as err:
+        apply_variant(RunConfig(), "adamw_typo")
+    msg = str(err.value)
+    assert "adamw_typo" in msg
+    for name in ["adamw", "adamw_fullbatch", "adam", "sgd_nesterov", "dropout", "wd_0.05",
+                 "wd_1.0", "sgd_parity"]:
+        assert name in msg
+
+
+# --- warm-up -------------------------------------------------------------------------------
+
+
+def test_warmup_factor_hand_values():
+    # warmup 4: (t + 1) / 4 for t = 0..3, then 1
+    assert [warmup_factor(t, 4) for t in range(7)] == pytest.approx(
+        [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0])
+    # warmup 50: 1/50, 2/50, ..., 1 at t = 49
+    assert warmup_factor(0, 50) == pytest.approx(0.02)
+    assert warmup_factor(24, 50) == pytest.approx(0.5)
+    assert warmup_factor(49, 50) == pytest.approx(1.0)
+    assert warmup_factor(1000, 50) == 1.0
+    assert [warmup_factor(t, 1) for t in range(3)] == [1.0, 1.0, 1.0]
+    assert [warmup_factor(t, 0) for t in (0, 1, 100)] == [1.0, 1.0, 1.0]
+
+
+def test_warmup_first_update_moves_the_weights():
+    assert warmup_factor(0, 50) > 0
+
+
+@pytest.mark.parametrize(("warmup", "factors"), [
+    (4, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]),
+    (0, [1.0] * 6),
+    (1, [1.0] * 6),
+])
+def test_schedule_gives_warmed_up_learning_rate_per_update(warmup, factors):
+    # plain SGD on loss = sum(w): each update moves w by exactly -lr_t, so the weights
+    # show which learning rate each opt.step() really used
+    cfg = OptimConfig(kind="sgd", lr=0.1, weight_decay=0.0, warmup=warmup)
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = build_optimizer(cfg, [w])
+    schedule = build_schedule(cfg, opt)
+    lrs, moved, expected_w = [], [], 0.0
+    for factor in factors:
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.zero_grad()
+        w.sum().backward()
+        before = w.item()
+        opt.step()
+        schedule.step()
+        moved.append(before - w.item())
+        expected_w -= 0.1 * factor
+    assert lrs == pytest.approx([0.1 * f for f in factors])
+    assert moved == pytest.approx([0.1 * f for f in factors])
+    assert w.item() == pytest.approx(expected_w)
+
+
+def test_schedule_for_the_adamw_preset():
+    cfg = apply_variant(RunConfig(), "adamw")
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = build_optimizer(cfg.optim, [w])
+    schedule = build_schedule(cfg.optim, opt)
+    lrs = []
+    for _ in range(52):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.zero_grad()
+        w.sum().backward()
+        opt.step()
+        schedule.step()
+    assert lrs[:3] == pytest.approx([1e-3 / 50, 2e-3 / 50, 3e-3 / 50])
+    assert lrs[49:] == pytest.approx([1e-3] * 3)
+
+
+# --- params.yaml ---------------------------------------------------------------------------
+
+
+def test_params_yaml_optimizers_equal_presets():
+    params = yaml.safe_load(PARAMS_YAML.read_text())
+    assert params["optimizers"] == presets.OPTIMIZERS
+
+
+def test_params_yaml_optimizer_choice_is_a_known_variant():
+    params = yaml.safe_load(PARAMS_YAML.read_text())
+    assert params["optimizer"] in presets.OPTIMIZERS
+    assert set(params["studies"]["optimizer"]["variants"]) <= set(presets.OPTIMIZERS)
