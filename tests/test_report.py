@@ -1,13 +1,16 @@
 """The report stage: figures, markdown pieces and report.md from a small fixture tree.
 
-The fixture tree has the layout the `evaluate` stage writes. Its histories are synthetic
-(erf-shaped curves, a few seconds to build) but the per-seed and per-cell tables come from
-the real :func:`seed_summaries_from` and :func:`cell_summary`, so the columns are exact.
-A slow test repeats the check on a tree trained for real.
+The fixture tree has the layout the `evaluate` stage writes, for the experiment and every
+study. Its histories are synthetic (erf-shaped curves, a few seconds to build) but the
+per-seed and per-cell tables come from the real :func:`seed_summaries_from` and
+:func:`cell_summary`, so the columns are exact. The linear student-teacher tables are
+synthetic with the columns its stage writes. A slow test repeats the check on a tree
+trained for real.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
@@ -18,9 +21,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from scipy import special
+from scipy import special, stats
 
-from groklab.report import figures, markdown
+from groklab.params import STUDIES, cell_name
+from groklab.report import curriculum, figures, markdown, sharpness
 from groklab.stages.report import main
 from groklab.summary import cell_summary, seed_summaries_from
 from groklab.train import HISTORY_COLUMNS
@@ -31,38 +35,78 @@ TASKS = ["x_plus_y", "x_minus_y", "x_div_y", "permutation"]
 AUGS = ["baseline", "reversal", "negation", "combined15", "combined30"]
 FINAL_COLUMNS = ["seed", "final_train_loss", "final_train_acc", "final_val_loss",
                  "final_val_acc", "final_clean_val_acc", "val_reachable", "n_train", "n_val"]
-# Synthetic knobs: how late each task and augmentation groks, how much validation leaks.
-TASK_DELAY = {"x_plus_y": 0.8, "x_minus_y": 1.2, "x_div_y": 1.0, "permutation": 1.3}
-AUG_DELAY = {"baseline": 1.0, "reversal": 0.95, "negation": 0.5, "combined15": 0.45,
-             "combined30": 0.4}
+# Synthetic knobs: how late each task and factor value groks, how much validation leaks.
+TASK_DELAY = {"x_plus_y": 0.8, "x_minus_y": 1.2, "x_div_y": 1.0, "permutation": 1.3,
+              "multi_add": 0.9, "parity": 1.0}
+DELAY = {
+    "aug": {"baseline": 1.0, "reversal": 0.95, "negation": 0.5, "combined15": 0.45,
+            "combined30": 0.4},
+    "curriculum": {"none": 1.0, "linear": 0.8, "sqrt": 0.85, "step": 0.9, "random": 0.95,
+                   "anti": 1.1},
+    "arch": {"transformer": 1.0},
+    "optimizer": {"adamw": 1.0, "adamw_fullbatch": 0.9, "sgd_nesterov": 1.15, "dropout": 0.85,
+                  "wd_0.05": 1.2, "wd_1.0": 0.8},
+    "train_fraction": {0.1: 1.2, 0.3: 1.05, 0.45: 0.95, 0.5: 0.9, 0.6: 0.8, 0.8: 0.6},
+    "batch_size": {64: 1.2, 128: 1.0, 512: 0.7},
+    "operands": {2: 0.7, 3: 1.1},
+}
+# Cells that never grok: (factor, value) or (factor, value, task).
+NEVER = {("aug", "permutation"), ("curriculum", "permutation"), ("arch", "mlp"),
+         ("arch", "lstm"), ("optimizer", "adam"), ("train_fraction", 0.05)}
 REACHABLE = {"baseline": 0.0, "reversal": 0.5, "negation": 0.5, "combined15": 0.72,
              "combined30": 0.86}
-FIGURES = ["train_curves", "augmentation_curves", "augmentation_steps_to_99",
-           "augmentation_final_accuracy", "augmentation_leakage"]
+LAMS = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+FIGURES = [
+    "train_curves", "augmentation_curves", "augmentation_steps_to_99",
+    "augmentation_final_accuracy", "augmentation_leakage", "curriculum_steps_to_99",
+    "curriculum_final_accuracy", "curriculum_curves", "architecture_steps_to_99",
+    "architecture_curves", "optimizer_steps_to_99", "optimizer_curves",
+    "data_fraction_trends", "data_fraction_curves", "batch_size_trends", "batch_size_curves",
+    "multivariate_curves", "concealment_gap", "concealment_sharpness", "concealment_curves",
+    "linear_teacher_sharpness", "linear_teacher_curves", "modular_sharpness",
+]
+SECTIONS = ["## Experiment", "## Augmentation study", "## Curriculum study",
+            "## Architecture study", "## Optimizer study", "## Data-fraction study",
+            "## Batch-size study", "## Multivariate study", "## Concealment study",
+            "## Linear student-teacher study", "## Sharpness across all modular-arithmetic runs"]
+ALL_STUDIES = ("train", *STUDIES, "linear_teacher")
 
 
-def synthetic_cell(task: str, aug: str, seeds: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _never(factor: str, value, task: str) -> bool:
+    if factor in ("aug", "curriculum") and task == "permutation":
+        # Permutation groks only with combined15 / linear, as in the papers' runs.
+        return value not in ("combined15", "linear")
+    return (factor, value) in NEVER
+
+
+def synthetic_cell(task: str, factor: str, value, seeds: list[int]
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """History (HISTORY_COLUMNS) and final table (FINAL_COLUMNS) of one cell."""
-    rng = np.random.default_rng([TASKS.index(task), AUGS.index(aug)])
-    chance = 1 / 120 if task == "permutation" else 1 / 97
+    rng = np.random.default_rng(sum(map(ord, f"{task}/{factor}/{value}")))
+    chance = 0.5 if task == "parity" else 1 / 120 if task == "permutation" else 1 / 97
     t = np.arange(0, BUDGET + 1, EVAL_EVERY, dtype=float)
     histories, finals = [], []
     for seed in seeds:
-        rise = lambda tau, s: chance + (1 - chance) * (0.5 + 0.5 * special.erf(s * (t - tau)))  # noqa: E731
+        def rise(tau, s):
+            return chance + (1 - chance) * (0.5 + 0.5 * special.erf(s * (t - tau)))
         train = rise(40 + 5 * seed, 0.04)
-        if task == "permutation" and aug != "combined15":  # never groks
+        if _never(factor, value, task):
             val = chance + 0.03 * t / BUDGET
+        elif factor == "concealed_bits":  # more concealed bits: later and softer (seed 004)
+            val = rise((60 + 5 * value) * (1 + 0.1 * seed), 0.06 / (1 + 0.08 * value))
         else:
-            val = rise(200 * TASK_DELAY[task] * AUG_DELAY[aug] * (1 + 0.1 * seed), 0.03)
+            delay = TASK_DELAY[task] * DELAY[factor].get(value, 1.0)
+            val = rise(200 * delay * (1 + 0.1 * seed), 0.03)
         val = np.clip(val + rng.normal(0, 0.005, t.size), 0, 1)
-        reach = REACHABLE[aug] * (1 + 0.01 * seed)
+        reach = REACHABLE.get(value, 0.0) * (1 + 0.01 * seed) if factor == "aug" else 0.0
         clean = np.clip(val - 0.1 * reach * (1 - val), 0, 1)  # leaked pairs are learnt first
         histories.append(pd.DataFrame({
             "seed": seed, "step": t.astype(int), "train_loss": -np.log(np.clip(train, 1e-3, 1)),
             "train_acc": train, "val_loss": -np.log(np.clip(val, 1e-3, 1)), "val_acc": val,
             "clean_val_acc": clean, "lr": 1e-3 * np.minimum(1, t / 50),
         }))
-        n = 14400 if task == "permutation" else (97 * 96 if task == "x_div_y" else 97 * 97)
+        n = {"permutation": 14400, "x_div_y": 97 * 96, "parity": 1000,
+             "multi_add": 23 ** (value if factor == "operands" else 2)}.get(task, 97 * 97)
         finals.append({"seed": seed, "final_train_loss": -math.log(train[-1]),
                        "final_train_acc": train[-1], "final_val_loss": -math.log(val[-1]),
                        "final_val_acc": val[-1], "final_clean_val_acc": clean[-1],
@@ -70,18 +114,20 @@ def synthetic_cell(task: str, aug: str, seeds: list[int]) -> tuple[pd.DataFrame,
     return pd.concat(histories, ignore_index=True), pd.DataFrame(finals)
 
 
-def write_study(root: Path, study: str, cells: list[dict[str, str]],
-                make=synthetic_cell, budget: int = BUDGET) -> None:
+def write_study(root: Path, study: str, cells: list[dict], make=synthetic_cell,
+                budget: int = BUDGET) -> None:
     """models/<study>/<cell>/history.csv and reports/tables/<study>_{runs,cells}.csv."""
     runs, summaries = [], []
     for cell in cells:
-        name = "-".join(cell.values())
-        history, final = make(cell["task"], cell.get("aug", "baseline"), SEEDS)
+        name = cell_name(cell)
+        factor = next((k for k in cell if k != "task"), "aug")
+        history, final = make(cell["task"], factor, cell.get(factor, "baseline"), SEEDS)
         assert list(history.columns) == list(HISTORY_COLUMNS)
         assert list(final.columns) == FINAL_COLUMNS
         (root / "models" / study / name).mkdir(parents=True)
         history.to_csv(root / "models" / study / name / "history.csv", index=False)
-        chance = 1 / 120 if cell["task"] == "permutation" else 1 / 97
+        chance = 0.5 if cell["task"] == "parity" else (
+            1 / 120 if cell["task"] == "permutation" else 1 / 97)
         rows = pd.DataFrame(seed_summaries_from(history, final, budget=budget, chance=chance))
         for i, (key, value) in enumerate({"study": study, "cell": name, **cell}.items()):
             rows.insert(i, key, value)
@@ -93,18 +139,73 @@ def write_study(root: Path, study: str, cells: list[dict[str, str]],
     pd.DataFrame(summaries).to_csv(tables / f"{study}_cells.csv", index=False)
 
 
-def build_tree(root: Path, studies: tuple[str, ...] = ("train", "augmentation")) -> Path:
+def write_linear_teacher(root: Path) -> None:
+    """Synthetic linear student-teacher tables (the columns its stage writes) and curves."""
+    runs, cells, curves = [], [], []
+    fit_keys = ("a", "s", "tau", "b", "r2", "ok", "reason")
+    steps = np.unique(np.round(np.geomspace(1, 1e5, 60))).astype(int)
+    for lam in LAMS:
+        gap = 0.2 / (1 - lam)  # the gap grows as lam -> 1, sharpness falls with it
+        rows = []
+        for seed in SEEDS:
+            g = gap * (1 + 0.03 * seed)
+            ok = not (lam == 0.95 and seed == 2)  # one failed fit, to be counted
+            fit = dict(zip(fit_keys, (0.5, 2.0, 3.0, 0.5, 0.99, True, ""), strict=True))
+            vfit = fit | ({"s": 2.0 * g ** -0.5, "tau": 3.0 * (1 + g)} if ok else
+                          {"s": math.nan, "tau": math.nan, "ok": False,
+                           "reason": "poor fit: R^2=0.500 < min_r2=0.9"})
+            rows.append({
+                "study": "linear_teacher", "cell": f"lam-{lam}", "lam": lam, "seed": seed,
+                **{f"train_fit_{k}": v for k, v in fit.items()},
+                **{f"val_fit_{k}": v for k, v in vfit.items()},
+                "relative_gap": g if ok else math.nan,
+                "relative_sharpness": g ** -0.5 if ok else math.nan,
+                "absolute_sharpness": 0.01 * g ** -0.8 if ok else math.nan,
+                "train_mid_step": 1000.0, "val_mid_step": 1000.0 * 10 ** g if ok else math.nan,
+                "grokked": True, "final_train_acc": 1.0, "final_val_acc": 0.999,
+            })
+            x = np.log10(steps)
+            curves.append(pd.DataFrame({
+                "lam": lam, "seed": seed, "step": steps,
+                "train_acc": 0.5 + 0.5 * special.erf(2 * (x - 3)),
+                "val_acc": 0.5 + 0.5 * special.erf(2 * g ** -0.5 * (x - 3 * (1 + g))),
+                "train_loss": 10.0 ** -x, "val_loss": 10.0 ** (-x / (1 + g)),
+            }))
+        r = pd.DataFrame(rows)
+        runs.append(r)
+        cell = {"study": "linear_teacher", "cell": f"lam-{lam}", "lam": lam,
+                "n_seeds": len(r), "n_fit_ok": int(r["val_fit_ok"].sum())}
+        for m in ("relative_gap", "relative_sharpness", "absolute_sharpness", "val_mid_step",
+                  "train_mid_step"):
+            v = r[m].dropna()
+            half = 4.3 * v.std() / math.sqrt(len(v))
+            cell |= {f"{m}_mean": v.mean(), f"{m}_sd": v.std(), f"{m}_ci_low": v.mean() - half,
+                     f"{m}_ci_high": v.mean() + half}
+        cells.append(cell)
+    tables = root / "reports" / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    pd.concat(runs).to_csv(tables / "linear_teacher_runs.csv", index=False)
+    pd.DataFrame(cells).to_csv(tables / "linear_teacher_cells.csv", index=False)
+    (root / "models" / "linear_teacher").mkdir(parents=True)
+    pd.concat(curves).to_csv(root / "models" / "linear_teacher" / "curves.csv", index=False)
+
+
+def build_tree(root: Path, studies: tuple[str, ...] = ALL_STUDIES) -> Path:
     """A fixture tree: params.yaml, references/, models/ and reports/tables/."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"].update(steps=BUDGET, eval_every=EVAL_EVERY)
     params["seeds"] = SEEDS
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "references").mkdir(parents=True)
-    shutil.copy(REPO / "references" / "augmentation_paper_runs.json", root / "references")
-    if "train" in studies:
-        write_study(root, "train", [{"task": t} for t in TASKS])
-    if "augmentation" in studies:
-        write_study(root, "augmentation", [{"task": t, "aug": a} for t in TASKS for a in AUGS])
+    for name in ("augmentation_paper_runs.json", "curriculum_paper_tables.json"):
+        shutil.copy(REPO / "references" / name, root / "references")
+    for study in studies:
+        if study == "train":
+            write_study(root, "train", [{"task": t} for t in TASKS])
+        elif study == "linear_teacher":
+            write_linear_teacher(root)
+        else:
+            write_study(root, study, STUDIES[study].cells(params))
     return root
 
 
@@ -115,6 +216,11 @@ def run_report(root: Path) -> tuple[list[Path], str]:
                   "--out-figures", str(root / "reports/figures"),
                   "--out-report", str(root / "reports/report.md")])
     return paths, (root / "reports" / "report.md").read_text()
+
+
+def section(text: str, header: str) -> str:
+    """The markdown from ``header`` to the next level-2 header."""
+    return text.split(header + "\n", 1)[1].split("\n## ", 1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -132,19 +238,38 @@ def test_every_figure_is_a_png(report):
         image = mpimg.imread(path)
         assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 500
     assert root / "reports" / "report.md" in paths
+    assert len(paths) == len(FIGURES) + 1
 
 
-def test_report_has_sections_tables_and_links(report):
+def test_report_has_every_section_in_order_with_its_figures(report):
     _, _, text = report
-    for header in ("# Grokking report", "## Experiment", "## Augmentation study",
-                   "### Comparison with the published numbers", "### Reading"):
-        assert header in text
-    for task in TASKS:
-        assert f"| {task} |" in text
+    positions = [text.index(f"\n{header}\n") for header in SECTIONS]
+    assert positions == sorted(positions)
+    for header in SECTIONS[1:]:  # the experiment has its table and curves, no reading
+        body = section(text, header)
+        assert "### Reading" in body and "Skipped" not in body, header
     for name in FIGURES:
         assert f"](figures/{name}.png)" in text
+    for task in TASKS:
+        assert f"| {task} |" in text
     assert "p = 97" in text and f"{BUDGET} updates" in text and "seeds 0, 1, 2" in text
     assert "counted at the budget" in text and "dropped" in text
+
+
+def test_sections_state_what_varied_and_what_was_held_fixed(report):
+    _, _, text = report
+    for header, factor in (("## Curriculum study", "curriculum"), ("## Optimizer study",
+                           "optimizer"), ("## Concealment study", "concealed_bits"),
+                           ("## Multivariate study", "operands")):
+        body = section(text, header)
+        assert f"**Varied:** `{factor}`" in body and "**Held fixed:**" in body
+    multi = section(text, "## Multivariate study")
+    assert "p = 23" in multi and "K = 3" in multi and "23 ** 3" not in multi
+    assert "12167 equations" in multi  # 23^3
+    conceal = section(text, "## Concealment study")
+    assert "parity of 3 bits" in conceal and "sgd" in conceal and "bit_mlp" in conceal
+    fraction = section(text, "## Data-fraction study")
+    assert "fraction 0.05 runs at p = 113" in fraction and "seed 002 saw none: agrees" in fraction
 
 
 def test_report_shows_published_means_of_listed_seeds(report):
@@ -158,19 +283,100 @@ def test_report_shows_published_means_of_listed_seeds(report):
     assert "| x_plus_y | baseline |" in text and "| 2363 |" in text  # paper Table 1
 
 
+def test_curriculum_section_has_the_papers_tables_and_their_contradictions(report):
+    _, _, text = report
+    body = section(text, "## Curriculum study")
+    paper = json.loads((REPO / "references" / "curriculum_paper_tables.json").read_text())
+    for table in paper["tables"].values():
+        for row in table["rows"].values():
+            for value in row.values():
+                assert curriculum.paper_number(value) in body, value
+    for literal in ("0.0176595", "7.19393", "0.973958", "0.0159", "0.0259", "0.0359"):
+        assert literal in body
+    assert "| Full method | `linear` |" in body and "`random`" in body and "`none`" in body
+    assert "sqrt pacing" in body and "step pacing" in body
+    assert "Table 3's final *training* accuracy" in body  # 0.9739 in the text
+    assert "does not name its task" in body and "exceeds ln 120" in body
+
+
+def test_batch_size_counts_examples_seen(report):
+    root, _, text = report
+    cells = pd.read_csv(root / "reports" / "tables" / "batch_size_cells.csv")
+    body = section(text, "## Batch-size study")
+    for _, c in cells.iterrows():
+        steps = markdown.cell_steps(c)
+        examples = markdown.fmt_steps(c["steps_to_99_mean"] * c["batch_size"],
+                                      c["steps_to_99_ci_low"] * c["batch_size"],
+                                      c["steps_to_99_ci_high"] * c["batch_size"],
+                                      n_censored=int(c["n_censored"]),
+                                      n_seeds=int(c["n_seeds"]))
+        assert f"| {steps} |" in body and f"| {examples} |" in body
+
+
+def test_sharpness_sections_report_the_loglog_fit(report):
+    root, _, text = report
+    runs = pd.read_csv(root / "reports" / "tables" / "concealment_runs.csv")
+    fit = sharpness.loglog_fit(runs["relative_gap"], runs["relative_sharpness"])
+    body = section(text, "## Concealment study")
+    assert f"| {fit.slope:.3g} |" in body and f"| {fit.r:.3f} |" in body
+    assert fit.slope < 0  # synthetic: softer transitions with more concealed bits
+    modular = section(text, "## Sharpness across all modular-arithmetic runs")
+    tables = root / "reports" / "tables"
+    n = sum(len(pd.read_csv(p).query("task != 'parity'")) for p in tables.glob("*_runs.csv")
+            if not p.name.startswith(("concealment", "linear_teacher")))
+    assert f"{n} runs from" in modular and "flat curve" in modular
+    lt = section(text, "## Linear student-teacher study")
+    assert "poor fit (1)" in lt  # the one failed synthetic fit, by reason
+
+
+def test_missing_studies_skip_only_their_sections(tmp_path):
+    root = build_tree(tmp_path, studies=("train", "concealment"))
+    paths, text = run_report(root)
+    assert "## Experiment" in text and "| x_div_y |" in text
+    for header, study in (("## Augmentation study", "augmentation"),
+                          ("## Curriculum study", "curriculum"),
+                          ("## Linear student-teacher study", "linear_teacher")):
+        body = section(text, header)
+        assert "Skipped" in body and f"{study}_cells.csv" in body and "###" not in body
+    assert "Skipped" not in section(text, "## Concealment study")
+    assert sorted(p.name for p in paths) == sorted(
+        ["train_curves.png", "concealment_gap.png", "concealment_sharpness.png",
+         "concealment_curves.png", "modular_sharpness.png", "report.md"])
+
+
+def test_loglog_fit_recovers_a_power_law():
+    rng = np.random.default_rng(0)
+    x = np.geomspace(0.1, 100, 60)
+    y = 3 * x ** -0.5 * np.exp(rng.normal(0, 0.05, x.size))
+    fit = sharpness.loglog_fit(x, y)
+    slope, intercept = np.polyfit(np.log10(x), np.log10(y), 1)
+    r, _ = stats.pearsonr(np.log10(x), np.log10(y))
+    assert fit.slope == pytest.approx(slope) and fit.intercept == pytest.approx(intercept)
+    assert fit.r == pytest.approx(r)
+    assert fit.slope == pytest.approx(-0.5, abs=0.03)
+    assert fit.intercept == pytest.approx(math.log10(3), abs=0.03)
+    assert fit.r < -0.99 and fit.n == 60 and fit.n_nonpositive == fit.n_missing == 0
+
+
+def test_loglog_fit_excludes_and_counts_nonpositive_points():
+    rng = np.random.default_rng(1)
+    x = np.geomspace(0.5, 50, 20)
+    y = 3 * x ** -0.5 * np.exp(rng.normal(0, 0.05, x.size))
+    clean = sharpness.loglog_fit(x, y)
+    bad_x = np.append(x, [0.0, -1.0, 2.0, math.nan])
+    bad_y = np.append(y, [1.0, 1.0, -2.0, 1.0])
+    fit = sharpness.loglog_fit(bad_x, bad_y)
+    assert (fit.n, fit.n_nonpositive, fit.n_missing) == (20, 3, 1)
+    assert (fit.slope, fit.intercept, fit.r) == pytest.approx(
+        (clean.slope, clean.intercept, clean.r))
+    few = sharpness.loglog_fit([1.0, 2.0, -1.0], [1.0, 2.0, 3.0])
+    assert not few.ok and few.n == 2 and few.n_nonpositive == 1
+
+
 def test_censored_cells_render_as_lower_bounds(report):
     _, _, text = report
     # Synthetic permutation never groks except with combined15: all seeds at the budget.
     assert f"≥ {BUDGET} (0/3 grokked)" in text
-
-
-def test_missing_augmentation_tables_skip_only_that_section(tmp_path):
-    root = build_tree(tmp_path, studies=("train",))
-    paths, text = run_report(root)
-    assert "## Experiment" in text and "| x_div_y |" in text
-    section = text.split("## Augmentation study", 1)[1]
-    assert "Skipped" in section and "augmentation_cells.csv" in section
-    assert [p.name for p in paths] == ["train_curves.png", "report.md"]
 
 
 def test_fmt_steps_marks_censoring():
@@ -206,13 +412,14 @@ def test_steps_figure_hatches_censored_cells(report):
 REAL_BUDGET = 30
 
 
-def real_cell(task: str, aug: str, seeds: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def real_cell(task: str, factor: str, value, seeds: list[int]
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A cell trained for real on a tiny configuration (seconds on a CPU)."""
     from groklab.config import RunConfig
     from groklab.train import train
 
     cfg = RunConfig().replace(data={"p": 13, "task": task}, model={"width": 32, "heads": 2},
-                              train={"steps": REAL_BUDGET, "batch_size": 64, "aug": aug,
+                              train={"steps": REAL_BUDGET, "batch_size": 64, "aug": value,
                                      "eval_every": EVAL_EVERY, "device": "cpu"})
     result = train(cfg, seeds)
     return result.history, result.final
@@ -226,4 +433,21 @@ def test_report_from_really_trained_cells(tmp_path):
                                        for a in ("baseline", "combined30")],
                 make=real_cell, budget=REAL_BUDGET)
     paths, text = run_report(root)
-    assert len(paths) == 6 and "| x_plus_y | combined30 |" in text
+    assert len(paths) == 7 and "| x_plus_y | combined30 |" in text
+
+
+def test_sharpness_figures_and_tables_survive_runs_without_positive_points():
+    runs = pd.DataFrame({"study": "s", "relative_gap": [math.nan, -0.2, 0.0],
+                         "relative_sharpness": [math.nan, 0.5, 0.7],
+                         "absolute_sharpness": [math.nan, 0.01, 0.02],
+                         "train_fit_ok": [False, True, True], "val_fit_ok": [False, True, True],
+                         "train_fit_reason": ["flat curve: rises by 0.01", "", ""],
+                         "val_fit_reason": ["poor fit: R^2=0.1 < min_r2=0.9", "", ""]})
+    fig = sharpness.sharpness_panels(runs, hue="study")
+    assert len(fig.axes) == 4
+    for figure in (fig, sharpness.sharpness_vs_gap(runs, hue=None, log=True)):
+        figure.savefig(io.BytesIO(), format="png")  # drawing is where log axes would fail
+    table = sharpness.fit_table(runs)
+    assert "| relative sharpness | 3 | 0 | 2 | 1 | — |" in table
+    failures = sharpness.fit_failure_table(runs)
+    assert "flat curve (1)" in failures and "poor fit (1)" in failures

@@ -147,6 +147,20 @@ def _first_use_lock(uri: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _artifact_location(uri: str, experiment: str, root: Path) -> str | None:
+    """Where a new experiment's artifacts go: beside a SQLite store, else the server decides.
+
+    Set explicitly because MLflow's default (./mlruns under the current directory) would
+    land in a queued experiment's temporary copy, which is deleted after the run.
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    store_dir = Path(uri.removeprefix("sqlite:///")).resolve().parent
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        store_dir = root
+    return (store_dir / "mlartifacts" / re.sub(r"[^\w.-]", "_", experiment)).as_uri()
+
+
 def _connect(uri: str, experiment: str, root: Path) -> tuple[MlflowClient, str]:
     if uri.startswith(("http://", "https://")):
         for name, value in HTTP_DEFAULTS.items():
@@ -161,9 +175,7 @@ def _connect(uri: str, experiment: str, root: Path) -> tuple[MlflowClient, str]:
         client = MlflowClient(tracking_uri=uri)
         exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        # Explicit on the default store: a queued experiment's cwd is deleted after the run.
-        location = None if os.environ.get("MLFLOW_TRACKING_URI") else (
-            root / "mlartifacts" / re.sub(r"[^\w.-]", "_", experiment)).as_uri()
+        location = _artifact_location(uri, experiment, root)
         try:
             return client, client.create_experiment(experiment, artifact_location=location)
         except MlflowException:  # a concurrent stage created it first

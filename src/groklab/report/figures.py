@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
@@ -38,7 +39,20 @@ def _levels(df: pd.DataFrame, col: str | None) -> list[Hashable]:
 
 
 def _palette(levels: Sequence[Hashable]) -> dict[Hashable, Any]:
+    """Distinct colours; an ordered (sequential) palette when every level is a number."""
+    numeric = len(levels) > 1 and all(isinstance(v, numbers.Number) and not isinstance(v, bool)
+                                      for v in levels)
+    if numeric:  # sorted so that colour follows value (e.g. more concealed bits, darker)
+        shades = sns.color_palette("viridis", len(levels) + 1)[:len(levels)]  # no pale yellow
+        return dict(zip(sorted(levels), shades, strict=True))  # type: ignore[type-var]
     return dict(zip(levels, sns.color_palette("colorblind", len(levels)), strict=True))
+
+
+def _label(hue: str | None, level: Hashable) -> str:
+    """A legend entry: a bare number means nothing without the column it is a value of."""
+    if hue and isinstance(level, numbers.Number) and not isinstance(level, bool):
+        return f"{hue} = {level:g}"
+    return str(level)
 
 
 def _select(df: pd.DataFrame, **where: Any) -> pd.DataFrame:
@@ -83,24 +97,30 @@ def _mean_fit(runs: pd.DataFrame, prefix: str, t: np.ndarray) -> np.ndarray | No
 
 
 def accuracy_curves(histories: pd.DataFrame, runs: pd.DataFrame | None, *, hue: str | None,
-                    col: str = "task", title: str | None = None) -> Figure:
+                    col: str | None = "task", title: str | None = None, logx: bool = False,
+                    xlabel: str = "updates", train_label: str = "train (batch means)"
+                    ) -> Figure:
     """Accuracy against updates, one panel per ``col`` value and one colour per ``hue`` value.
 
     Solid: validation accuracy, dashed: training accuracy (batch means), both the mean over
     seeds with a band from the minimum to the maximum seed. Thin dotted lines: the erf fits
     ``a*erf(s*(t - tau)) + b`` of ``runs`` (per-seed fit columns), averaged over the seeds
-    whose fit succeeded.
+    whose fit succeeded. ``logx`` draws a logarithmic step axis (step 0 left out).
     """
+    if logx:
+        histories = histories[histories["step"] > 0]
     panels, levels = _levels(histories, col), _levels(histories, hue)
     colours = _palette(levels)
     with _style():
         ncols = 1 if len(panels) == 1 else 2
-        fig = Figure(figsize=(5.2 * ncols, 3.3 * math.ceil(len(panels) / ncols) + 1.0),
+        # A lone panel is drawn wider: it often carries many curves (one per factor value).
+        fig = Figure(figsize=(5.2 * ncols if ncols > 1 else 6.8,
+                              3.3 * math.ceil(len(panels) / ncols) + 1.0),
                      layout="constrained")
         axes = _panels(fig, len(panels))
         for ax, panel in zip(axes, panels, strict=True):
             for level in levels:
-                h = _select(histories, **{col: panel, hue or "_": level})
+                h = _select(histories, **{col or "_": panel, hue or "_": level})
                 if h.empty:
                     continue
                 stats = h.groupby("step")[["val_acc", "train_acc"]].agg(["mean", "min", "max"])
@@ -111,24 +131,31 @@ def accuracy_curves(histories: pd.DataFrame, runs: pd.DataFrame | None, *, hue: 
                     ax.fill_between(t, stats[(metric, "min")], stats[(metric, "max")],
                                     color=c, alpha=alpha, lw=0)
                 if runs is not None:
-                    r = _select(runs, **{col: panel, hue or "_": level})
-                    grid = np.linspace(t.min(), t.max(), 300)
+                    r = _select(runs, **{col or "_": panel, hue or "_": level})
+                    grid = (np.geomspace(t.min(), t.max(), 300) if logx
+                            else np.linspace(t.min(), t.max(), 300))
                     for prefix in ("val_fit", "train_fit"):
                         fit = _mean_fit(r, prefix, grid)
                         if fit is not None:  # darker, so the fit shows on top of its data
                             ax.plot(grid, fit, color=np.multiply(c, 0.6), ls=":", lw=1.4)
-            ax.set_title(str(panel))
+            if panel is not None:
+                ax.set_title(str(panel))
+            if logx:
+                ax.set_xscale("log")
             ax.set_ylim(-0.02, 1.03)
-            ax.set_xlabel("updates")
+            ax.set_xlabel(xlabel)
             ax.set_ylabel("accuracy")
             ax.label_outer()
-        handles = [Line2D([], [], color=colours[lv], lw=2, label=str(lv)) for lv in levels if hue]
+        handles = [Line2D([], [], color=colours[lv], lw=2, label=_label(hue, lv))
+                   for lv in levels if hue]
         handles += [
             Line2D([], [], color=".2", ls="-", label="validation, mean of seeds"),
-            Line2D([], [], color=".2", ls="--", label="train (batch means), mean of seeds"),
+            Line2D([], [], color=".2", ls="--", label=f"{train_label}, mean of seeds"),
             Patch(color=".2", alpha=0.2, label="band: seed minimum to maximum"),
-            Line2D([], [], color=".2", ls=":", label="erf fit, mean of seeds with fit ok"),
         ]
+        if runs is not None:
+            handles.append(Line2D([], [], color=".2", ls=":",
+                                  label="erf fit, mean of seeds with fit ok"))
         fig.legend(handles=handles, loc="outside lower center", ncols=2 * ncols,
                    frameon=False, fontsize="small")
         if title:

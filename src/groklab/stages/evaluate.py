@@ -14,11 +14,17 @@ from pathlib import Path
 import pandas as pd
 
 from groklab.config import RunConfig
+from groklab.linear_teacher import cell_name as cell_name_lam
+from groklab.linear_teacher import summarize_sweep
 from groklab.params import STUDIES, cell_name, load_params
 from groklab.stages.common import fail_cleanly, tracker_for
 from groklab.stages.outputs import atomic_dir, write_json
 from groklab.summary import cell_summary, metrics_tree, seed_summaries_from
 from groklab.tasks import build_task, chance_accuracy
+
+# Scalars of each λ that go to reports/metrics/linear_teacher.json.
+LINEAR_TEACHER_KEYS = ("relative_gap_mean", "relative_sharpness_mean", "absolute_sharpness_mean",
+                       "val_mid_step_mean", "train_mid_step_mean", "n_fit_ok", "frac_grokked")
 
 
 def study_cells(params: dict, study: str) -> list[dict[str, str]]:
@@ -56,16 +62,38 @@ def evaluate_study(params: dict, study: str, models: Path
     return pd.concat(runs, ignore_index=True), pd.DataFrame(cells), curves
 
 
+def evaluate_linear_teacher(models: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Erf fits of the closed-form λ sweep (see :func:`groklab.linear_teacher.summarize_sweep`)."""
+    path = models / "linear_teacher" / "curves.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; run `dvc repro linear_teacher` first")
+    curves = pd.read_csv(path)
+    runs, cells = summarize_sweep(curves)
+    by_lam = {cell_name_lam(lam): c.drop(columns=["lam", "seed"]).groupby("step").mean()
+              .reset_index() for lam, c in curves.groupby("lam")}
+    return runs, cells, by_lam
+
+
+def metrics_for(study: str, cells: pd.DataFrame, runs: pd.DataFrame) -> dict:
+    if study == "linear_teacher":
+        return {str(row["cell"]): {k: round(float(row[k]), 6) for k in LINEAR_TEACHER_KEYS
+                                   if pd.notna(row.get(k))}
+                for _, row in cells.iterrows()}
+    keys = ["task"] if study == "train" else ["task", STUDIES[study].factor]
+    return metrics_tree(cells, runs, keys)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="parameters file")
     parser.add_argument("--models", type=Path, default=Path("models"), help="trained cells")
     parser.add_argument("--reports", type=Path, default=Path("reports"), help="output root")
-    parser.add_argument("--studies", nargs="*", default=["train", *STUDIES],
+    parser.add_argument("--studies", nargs="*", default=["train", *STUDIES, "linear_teacher"],
                         help="which to evaluate (default: the experiment and every study)")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    results = {study: evaluate_study(params, study, args.models) for study in args.studies}
+    results = {study: evaluate_linear_teacher(args.models) if study == "linear_teacher"
+               else evaluate_study(params, study, args.models) for study in args.studies}
 
     written = []
     for sub in ("tables", "metrics", "curves"):
@@ -73,8 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     for study, (runs, cells, curves) in results.items():
         runs.to_csv(args.reports / "tables" / f"{study}_runs.csv", index=False)
         cells.to_csv(args.reports / "tables" / f"{study}_cells.csv", index=False)
-        keys = ["task"] if study == "train" else ["task", STUDIES[study].factor]
-        write_json(args.reports / "metrics" / f"{study}.json", metrics_tree(cells, runs, keys))
+        write_json(args.reports / "metrics" / f"{study}.json", metrics_for(study, cells, runs))
         with atomic_dir(args.reports / "curves" / study) as tmp:
             for name, curve in curves.items():
                 curve.to_csv(tmp / f"{name}.csv", index=False)

@@ -1,8 +1,10 @@
 """DVC stage `report`: figures and reports/report.md from the evaluated tables.
 
-Reads params.yaml, reports/tables/<study>_{runs,cells}.csv (study: train, augmentation),
-models/<study>/<cell>/history.csv and the published augmentation runs; writes
-reports/figures/*.png and reports/report.md. A study without tables is skipped with a note.
+Reads params.yaml, reports/tables/<study>_{runs,cells}.csv (the experiment `train`, every
+study of :data:`groklab.params.STUDIES` and `linear_teacher`), models/<study>/<cell>/history.csv,
+models/linear_teacher/curves.csv and the papers' numbers under references/; writes
+reports/figures/<study>_<what>.png and reports/report.md. The sections and their order are
+:data:`groklab.report.sections.SECTIONS`; a study without tables is skipped with a note.
 """
 
 from __future__ import annotations
@@ -10,19 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from groklab.config import RunConfig
-from groklab.params import PAPER_DEFAULTS, load_params, run_config
-from groklab.report import figures as fg
-from groklab.report import markdown as md
+from groklab.params import PAPER_DEFAULTS, STUDIES, load_params, run_config
+from groklab.report.context import Context, StudyTables, describe_config
+from groklab.report.sections import render_sections
 
 DPI = 120
+LINEAR_TEACHER = "linear_teacher"
 
 INTRO = (
     "This pipeline reproduces *grokking* — validation accuracy jumping to near 100% long "
@@ -34,16 +35,16 @@ INTRO = (
     "erf fit `a·erf(s·(t − τ)) + b` of the training and validation curves, and, under "
     "augmentation, how many validation pairs an augmented training example can equal."
 )
+STUDIES_INTRO = (
+    "Then the studies, one section each: curriculum schedules (seed 001), architecture, "
+    "optimizer, training fraction, batch size and number of operands (seeds 002, 003), "
+    "and the sharpness of grokking (seed 004) on concealed parity, in the linear "
+    "student-teacher model and across every modular-arithmetic run. A study whose tables "
+    "are missing is skipped with a note."
+)
 
-
-@dataclass
-class StudyTables:
-    """What the report reads for one study; ``notes`` say what was missing."""
-
-    cells: pd.DataFrame
-    runs: pd.DataFrame | None
-    histories: pd.DataFrame | None
-    notes: list[str] = field(default_factory=list)
+__all__ = ["StudyTables", "build_report", "describe_config", "load_study", "main",
+           "write_report"]
 
 
 def _ordered(df: pd.DataFrame, order: dict[str, list[Any]]) -> pd.DataFrame:
@@ -57,7 +58,11 @@ def _ordered(df: pd.DataFrame, order: dict[str, list[Any]]) -> pd.DataFrame:
 
 def load_study(study: str, tables_dir: Path, models_dir: Path,
                order: dict[str, list[Any]]) -> StudyTables | None:
-    """The study's cell and seed tables and histories; None when its cell table is missing."""
+    """The study's cell and seed tables and histories; None when its cell table is missing.
+
+    ``order`` maps columns to their values in params order; its keys also name the cell
+    columns copied onto each history row (e.g. ``task`` and the study's factor).
+    """
     cells_path = Path(tables_dir) / f"{study}_cells.csv"
     if not cells_path.exists():
         return None
@@ -67,7 +72,7 @@ def load_study(study: str, tables_dir: Path, models_dir: Path,
     runs = _ordered(pd.read_csv(runs_path), order) if runs_path.exists() else None
     if runs is None:
         notes.append(f"`{runs_path}` is missing: no erf fits are drawn.")
-    keys = [k for k in ("task", "aug") if k in cells]
+    keys = [k for k in order if k in cells]
     frames, missing = [], []
     for _, cell in cells.iterrows():
         path = Path(models_dir) / study / str(cell["cell"]) / "history.csv"
@@ -82,147 +87,65 @@ def load_study(study: str, tables_dir: Path, models_dir: Path,
     return StudyTables(cells, runs, histories, notes)
 
 
-def describe_config(cfg: RunConfig, seeds: list[int]) -> str:
-    """One line with the settings that define a run: data, model, optimiser, budget, seeds."""
-    d, m, o, t = cfg.data, cfg.model, cfg.optim, cfg.train
-    model = {"transformer": f"{m.layers} layers, width {m.width}, {m.heads} heads",
-             "mlp": f"{m.mlp_layers} hidden layers of {m.mlp_hidden}",
-             "lstm": f"hidden size {m.lstm_hidden}"}.get(m.arch, m.arch)
-    model += f", dropout {m.dropout:g}" if m.dropout else ""
-    opt = f"{o.kind}, lr {o.lr:g}, " + (
-        f"momentum {o.momentum:g}{' (Nesterov)' if o.nesterov else ''}" if o.kind == "sgd"
-        else f"betas ({o.betas[0]:g}, {o.betas[1]:g})")
-    opt += f", weight decay {o.weight_decay:g}, {o.warmup}-update linear warm-up"
-    batch = ("full batch" if t.batch_size is None
-             else f"batch {t.batch_size} sampled with replacement")
-    return (f"p = {d.p}, training fraction {d.train_fraction:g} ({d.encoding} encoding); "
-            f"{m.arch} ({model}); {opt}; {batch}; {t.steps} updates, validation every "
-            f"{t.eval_every}; seeds {', '.join(map(str, seeds))}.")
+def load_linear_teacher(tables_dir: Path, models_dir: Path) -> StudyTables | None:
+    """The λ sweep's tables and ``models/linear_teacher/curves.csv``; None without its cells."""
+    cells_path = Path(tables_dir) / f"{LINEAR_TEACHER}_cells.csv"
+    if not cells_path.exists():
+        return None
+    notes = []
+    runs_path = Path(tables_dir) / f"{LINEAR_TEACHER}_runs.csv"
+    curves_path = Path(models_dir) / LINEAR_TEACHER / "curves.csv"
+    runs = pd.read_csv(runs_path).sort_values(["lam", "seed"]) if runs_path.exists() else None
+    curves = pd.read_csv(curves_path).sort_values(["lam", "seed", "step"]) \
+        if curves_path.exists() else None
+    for path, what in ((runs_path, "the sharpness figures"), (curves_path, "the curves")):
+        if not path.exists():
+            notes.append(f"`{path}` is missing: {what} are left out.")
+    return StudyTables(pd.read_csv(cells_path).sort_values("lam").reset_index(drop=True),
+                       runs, curves, notes)
 
 
-def _budget(study: StudyTables, params: dict[str, Any]) -> int:
-    if study.runs is not None and "budget" in study.runs:
-        return int(study.runs["budget"].max())
-    return int(params["train"]["steps"])
+def load_all(params: dict[str, Any], tables_dir: Path, models_dir: Path
+             ) -> dict[str, StudyTables | None]:
+    """Every study's tables (None where missing), the experiment's under ``train``."""
+    studies: dict[str, StudyTables | None] = {
+        "train": load_study("train", tables_dir, models_dir, {"task": list(params["tasks"])})}
+    for name, study in STUDIES.items():
+        spec = (params.get("studies") or {}).get(name) or {}
+        order = {"task": list(spec.get("tasks", [])),
+                 study.factor: list(spec.get(study.values_key, []))}
+        studies[name] = load_study(name, tables_dir, models_dir, order)
+    studies[LINEAR_TEACHER] = load_linear_teacher(tables_dir, models_dir)
+    return studies
 
 
-def _figure(name: str, alt: str, link: str) -> str:
-    return f"![{alt}]({link}/{name}.png)"
-
-
-def _skipped(study: str, tables_dir: Path) -> str:
-    return (f"_Skipped: `{Path(tables_dir) / f'{study}_cells.csv'}` does not exist "
-            f"(run the `{study}` stages and `evaluate` first)._")
-
-
-def experiment_section(params: dict[str, Any], study: StudyTables | None, tables_dir: Path,
-                       figures: dict[str, Figure], link: str) -> str:
-    knobs = {k: params.get(k, v) for k, v in PAPER_DEFAULTS.items()}
-    lines = ["## Experiment", "",
-             "The `train` stage trains every task in `tasks` with the current knobs: "
-             + ", ".join(f"{k} = `{v}`" for k, v in knobs.items()) + "."]
-    if knobs != PAPER_DEFAULTS:
-        cfg = run_config(params, params["tasks"][0], **knobs)
-        lines += ["", f"Resolved settings: {describe_config(cfg, params['seeds'])}"]
-    if study is None:
-        return "\n".join([*lines, "", _skipped("train", tables_dir)])
-    cells, budget = study.cells, _budget(study, params)
-    n_all = int((cells["n_censored"] == 0).sum())
-    lines += [
-        "", md.experiment_table(cells), "",
-        f"{n_all} of {len(cells)} tasks reached 99% validation accuracy in every seed. "
-        "Steps to 99%: mean ± half-width of the 95% interval over seeds; seeds that never "
-        f"reached 99% are counted at the budget ({budget} updates) and the cell shows "
-        "`≥ mean (k/n grokked)`, a lower bound. Relative gap τ_val/τ_train − 1 and relative "
-        "sharpness s_val/s_train come from the erf fits of seeds where both fits succeeded "
-        "(`fits ok`).",
-    ]
-    if study.runs is not None:
-        lines += ["", f"Fit failures: {md.fit_failures(study.runs)}"]
-    lines += [f"\n_{note}_" for note in study.notes]
-    if study.histories is not None:
-        figures["train_curves"] = fg.accuracy_curves(
-            study.histories, study.runs, hue=None, col="task",
-            title="Experiment: accuracy vs updates (" + ", ".join(map(str, knobs.values())) + ")")
-        lines += ["", _figure("train_curves", "Experiment accuracy curves", link)]
-    return "\n".join(lines)
-
-
-def augmentation_section(params: dict[str, Any], study: StudyTables | None, tables_dir: Path,
-                         reference: dict[str, Any] | None, figures: dict[str, Figure],
-                         link: str) -> str:
-    lines = ["## Augmentation study", "",
-             "Every task of `studies.augmentation.tasks` trained with every augmentation of "
-             "`studies.augmentation.augs`; every other factor is the paper default "
-             "(curriculum none, transformer, adamw)."]
-    if study is None:
-        return "\n".join([*lines, "", _skipped("augmentation", tables_dir)])
-    cells, budget = study.cells, _budget(study, params)
-    published = md.published_steps(reference) if reference else None
-    figures["augmentation_steps_to_99"] = fg.steps_to_99(cells, budget=budget)
-    figures["augmentation_final_accuracy"] = fg.final_accuracy(cells)
-    figures["augmentation_leakage"] = fg.leakage(cells)
-    lines += ["", "### Steps to 99% validation accuracy", "", md.steps_pivot(cells), "",
-              md.censoring_note(cells, budget=budget), "",
-              _figure("augmentation_steps_to_99", "Steps to 99% per task and augmentation", link)]
-    if study.histories is not None:
-        figures["augmentation_curves"] = fg.accuracy_curves(
-            study.histories, study.runs, hue="aug", col="task",
-            title="Augmentation study: accuracy vs updates")
-        lines += ["", _figure("augmentation_curves", "Accuracy curves per augmentation", link)]
-    lines += [f"\n_{note}_" for note in study.notes]
-
-    lines += ["", "### Comparison with the published numbers", ""]
-    if reference is None:
-        lines.append("_The published runs file was not found; no comparison._")
-    else:
-        lines += [
-            f"Published runs: {reference.get('source', 'reference runs')}. They list "
-            "`step_val_acc_99` only for seeds that reached 99% — seeds that did not were "
-            "dropped — so their means are over the listed seeds only, while ours count such "
-            f"seeds at the budget. The reference ran {md.REFERENCE_BUDGET} updates; ours ran "
-            f"{budget}.", "",
-            "Paper Table 1 is the table printed in the paper. " + md.table1_check(published),
-            "",
-            md.comparison_table(cells, published), "",
-            "Notes on the reference runs:", "",
-            *[f"- {note}" for note in reference.get("notes", [])],
-        ]
-
-    lines += ["", "### Final accuracy and leakage", "", md.leakage_table(cells), "",
-              _figure("augmentation_final_accuracy", "Final train and validation accuracy", link),
-              "", _figure("augmentation_leakage", "Validation accuracy vs reachable pairs", link),
-              "", "### Reading", "", md.reading(cells, published, budget=budget), "",
-              md.leakage_reading(cells)]
-    if published is not None:
-        lines += ["", md.published_dropped(published)]
-    return "\n".join(lines)
+def _read_json(path: Path | None) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path is not None and path.exists() else None
 
 
 def build_report(params: dict[str, Any], tables_dir: Path | str, models_dir: Path | str,
-                 references_path: Path | str, *, figures_link: str = "figures"
-                 ) -> tuple[str, dict[str, Figure]]:
+                 references_path: Path | str, *, figures_link: str = "figures",
+                 curriculum_path: Path | str | None = None) -> tuple[str, dict[str, Figure]]:
     """The report's markdown and its figures (by file stem); reads inputs, writes nothing.
 
+    ``references_path``: the published augmentation runs; ``curriculum_path``: the curriculum
+    paper's tables (default: ``curriculum_paper_tables.json`` beside ``references_path``).
     ``figures_link`` is the figures folder relative to the report, used in image links.
     """
-    tables_dir, models_dir = Path(tables_dir), Path(models_dir)
-    aug_spec = (params.get("studies") or {}).get("augmentation") or {}
-    ref_path = Path(references_path)
-    reference = json.loads(ref_path.read_text()) if ref_path.exists() else None
-    train = load_study("train", tables_dir, models_dir, {"task": list(params["tasks"])})
-    aug = load_study("augmentation", tables_dir, models_dir,
-                     {"task": list(aug_spec.get("tasks", [])), "aug": list(aug_spec.get("augs",
-                                                                                        []))})
-    figures: dict[str, Figure] = {}
+    tables_dir, models_dir, ref_path = Path(tables_dir), Path(models_dir), Path(references_path)
+    cur_path = Path(curriculum_path) if curriculum_path else \
+        ref_path.parent / "curriculum_paper_tables.json"
+    ctx = Context(params=params, studies=load_all(params, tables_dir, models_dir),
+                  references={"augmentation": _read_json(ref_path),
+                              "curriculum": _read_json(cur_path)},
+                  tables_dir=tables_dir, link=figures_link)
     shared = run_config(params, params["tasks"][0], **PAPER_DEFAULTS)
     parts = [
-        "# Grokking report", INTRO,
+        "# Grokking report", INTRO, STUDIES_INTRO,
         f"**Configuration** (shared settings): {describe_config(shared, params['seeds'])}",
-        experiment_section(params, train, tables_dir, figures, figures_link),
-        augmentation_section(params, aug, tables_dir, reference, figures, figures_link),
+        *render_sections(ctx),
     ]
-    return "\n\n".join(parts) + "\n", figures
+    return "\n\n".join(parts) + "\n", ctx.figures
 
 
 def write_report(text: str, figures: dict[str, Figure], out_figures: Path,
@@ -251,12 +174,16 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--references", type=Path,
                         default=Path("references/augmentation_paper_runs.json"),
                         help="published augmentation runs (JSON)")
+    parser.add_argument("--curriculum-references", type=Path, default=None,
+                        help="the curriculum paper's Tables 1-4 (JSON; default: "
+                             "curriculum_paper_tables.json beside --references)")
     parser.add_argument("--out-figures", type=Path, default=Path("reports/figures"))
     parser.add_argument("--out-report", type=Path, default=Path("reports/report.md"))
     args = parser.parse_args(argv)
     link = Path(os.path.relpath(args.out_figures, args.out_report.parent)).as_posix()
     text, figures = build_report(load_params(args.params), args.tables, args.models,
-                                 args.references, figures_link=link)
+                                 args.references, figures_link=link,
+                                 curriculum_path=args.curriculum_references)
     paths = write_report(text, figures, args.out_figures, args.out_report)
     print(f"report: wrote {args.out_report} and {len(figures)} figures in {args.out_figures}")
     return paths

@@ -1,0 +1,118 @@
+"""What a report section gets: the loaded tables, the params, and where its figures go.
+
+Pure apart from holding data: loading files is the stage's job (:mod:`groklab.stages.report`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from groklab.config import ConfigError, RunConfig
+from groklab.params import PAPER_DEFAULTS, STUDIES, cell_name
+from groklab.report import markdown as md
+
+
+@dataclass
+class StudyTables:
+    """What the report reads for one study; ``notes`` say what was missing."""
+
+    cells: pd.DataFrame
+    runs: pd.DataFrame | None
+    histories: pd.DataFrame | None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    """Inputs of every section builder; builders add their figures to ``figures``."""
+
+    params: dict[str, Any]
+    studies: dict[str, StudyTables | None]
+    references: dict[str, dict[str, Any] | None]
+    tables_dir: Path
+    link: str = "figures"  # the figures folder relative to the report, for image links
+    figures: dict[str, Figure] = field(default_factory=dict)
+
+    def figure(self, name: str, figure: Figure, alt: str) -> str:
+        """Keep ``figure`` as ``<name>.png`` and return its markdown image link."""
+        self.figures[name] = figure
+        return f"![{alt}]({self.link}/{name}.png)"
+
+    def budget(self, study: str) -> int:
+        """Updates per run of ``study``: from its runs table, else the shared setting."""
+        tables = self.studies.get(study)
+        if tables is not None and tables.runs is not None and "budget" in tables.runs:
+            return int(tables.runs["budget"].max())
+        return int(self.params["train"]["steps"])
+
+    def skipped(self, study: str) -> str:
+        return (f"_Skipped: `{Path(self.tables_dir) / f'{study}_cells.csv'}` does not exist "
+                f"(run the `{study}` stages and `evaluate` first)._")
+
+
+def describe_config(cfg: RunConfig, seeds: list[int]) -> str:
+    """One line with the settings that define a run: data, model, optimiser, budget, seeds."""
+    d, m, o, t = cfg.data, cfg.model, cfg.optim, cfg.train
+    model = {"transformer": f"{m.layers} layers, width {m.width}, {m.heads} heads",
+             "mlp": f"{m.mlp_layers} hidden layers of {m.mlp_hidden}",
+             "lstm": f"hidden size {m.lstm_hidden}",
+             "bit_mlp": f"one ReLU hidden layer of {m.bit_mlp_hidden} on the bit vector",
+             }.get(m.arch, m.arch)
+    model += f", dropout {m.dropout:g}" if m.dropout else ""
+    opt = f"{o.kind}, lr {o.lr:g}, " + (
+        f"momentum {o.momentum:g}{' (Nesterov)' if o.nesterov else ''}" if o.kind == "sgd"
+        else f"betas ({o.betas[0]:g}, {o.betas[1]:g})")
+    opt += f", weight decay {o.weight_decay:g}, {o.warmup}-update linear warm-up"
+    batch = ("full batch" if t.batch_size is None
+             else f"batch {t.batch_size} sampled with replacement")
+    if d.task == "parity":
+        data = (f"parity of {d.parity_bits} bits plus {d.concealed_bits} concealed random bits, "
+                f"{d.parity_examples} examples, training fraction {d.train_fraction:g}")
+    else:
+        data = (f"p = {d.p}, " + (f"K = {d.operands} operands, " if d.task == "multi_add" else "")
+                + f"training fraction {d.train_fraction:g} ({d.encoding} encoding)")
+    return (f"{data}; {m.arch} ({model}); {opt}; {batch}; {t.steps} updates, validation every "
+            f"{t.eval_every}; seeds {', '.join(map(str, seeds))}.")
+
+
+def study_settings(params: dict[str, Any], study: str) -> str:
+    """What a study varied and what it held fixed, from params (the first cell's settings)."""
+    try:
+        spec, s = STUDIES[study].spec(params), STUDIES[study]
+        cells = s.cells(params)
+        cfg = s.config(params, cells[0])
+    except (ConfigError, KeyError, IndexError) as exc:
+        return f"_The settings of `studies.{study}` could not be read from params ({exc})._"
+    values = ", ".join(f"`{v}`" for v in s.values(params))
+    tasks = ", ".join(f"`{t}`" for t in spec["tasks"])
+    defaults = ", ".join(f"{k} {v}" for k, v in PAPER_DEFAULTS.items() if k != s.factor)
+    extra = spec.get("settings") or {}
+    return (f"**Varied:** `{s.factor}` ∈ {{{values}}} (`studies.{study}.{s.values_key}`) on "
+            f"{tasks}. **Held fixed:** every other factor at the paper default ({defaults})"
+            + (f" unless this study's `settings` override it: {_flat(extra)}" if extra else "")
+            + f". The first cell (`{cell_name(cells[0])}`) runs with "
+            + describe_config(cfg, params["seeds"]))
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> str:
+    """``{"data": {"p": 23}}`` -> ``data.p = 23`` (for stating a study's settings)."""
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.append(_flat(v, f"{prefix}{k}."))
+        else:
+            out.append(f"`{prefix}{k} = {v}`")
+    return ", ".join(out)
+
+
+def censoring_and_fits(tables: StudyTables, budget: int) -> list[str]:
+    """The censoring note, the fit failures and what was missing, as report paragraphs."""
+    out = ["", md.censoring_note(tables.cells, budget=budget)]
+    if tables.runs is not None:
+        out += ["", f"Fit failures: {md.fit_failures(tables.runs)}"]
+    return out + [f"\n_{note}_" for note in tables.notes]
