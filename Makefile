@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: repro test bench
+.PHONY: repro test bench first-look
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,8 +12,22 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# DVC runs stages as `python -m ...`: put the venv first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
+
 repro: $(BIN)/.installed  ## run the pipeline
-	$(BIN)/dvc repro
+	dvc repro
+
+first-look: $(BIN)/.installed  ## every study at small scale, about 15 minutes on 2 cores
+	dvc exp run -n first-look -S 'seeds=[0]' -S 'tasks=[x_plus_y]' \
+	  -S train.steps=3000 -S train.stop_after_grok=200 \
+	  -S 'studies.augmentation.tasks=[x_plus_y]' -S 'studies.augmentation.augs=[baseline,negation,combined30]' \
+	  -S 'studies.curriculum.tasks=[x_plus_y]' -S 'studies.curriculum.schedules=[none,linear]' \
+	  -S 'studies.architecture.tasks=[x_plus_y]' -S 'studies.architecture.archs=[transformer,mlp]' \
+	  -S 'studies.optimizer.variants=[adamw,sgd_nesterov]' \
+	  -S 'studies.data_fraction.fractions=[0.3,0.8]' -S 'studies.batch_size.sizes=[128,512]' \
+	  -S 'studies.concealment.concealed_bits=[4,8]' -S studies.concealment.settings.train.steps=12000 \
+	  -S 'studies.linear_teacher.seeds=[0]'
 
 test: $(BIN)/.installed  ## lint and run the tests
 	$(BIN)/ruff check .
