@@ -22,10 +22,10 @@ first-look: $(BIN)/.installed  ## every study at small scale, about 15 minutes o
 	dvc exp run -n first-look -S 'seeds=[0]' -S 'tasks=[x_plus_y]' \
 	  -S train.steps=3000 -S train.stop_after_grok=200 \
 	  -S 'studies.augmentation.tasks=[x_plus_y]' -S 'studies.augmentation.augs=[baseline,negation,combined30]' \
-	  -S 'studies.curriculum.tasks=[x_plus_y]' -S 'studies.curriculum.schedules=[none,linear]' \
-	  -S 'studies.architecture.tasks=[x_plus_y]' -S 'studies.architecture.archs=[transformer,mlp]' \
-	  -S 'studies.optimizer.variants=[adamw,sgd_nesterov]' \
-	  -S 'studies.data_fraction.fractions=[0.3,0.8]' -S 'studies.batch_size.sizes=[128,512]' \
+	  -S 'studies.curriculum.tasks=[x_plus_y]' -S 'studies.curriculum.schedules=[linear]' \
+	  -S 'studies.architecture.tasks=[x_plus_y]' -S 'studies.architecture.archs=[mlp]' \
+	  -S 'studies.optimizer.variants=[sgd_nesterov]' \
+	  -S 'studies.data_fraction.fractions=[0.3,0.8]' -S 'studies.batch_size.sizes=[128]' \
 	  -S 'studies.concealment.concealed_bits=[4,8]' -S studies.concealment.settings.train.steps=12000 \
 	  -S 'studies.linear_teacher.seeds=[0]'
 

@@ -109,8 +109,13 @@ class _Data:
 
 
 def train(cfg: RunConfig, seeds: Sequence[int],
-          progress: Callable[[Progress], None] | None = None) -> TrainResult:
-    """Train one cell (``cfg``) for every seed in ``seeds`` and record its history."""
+          progress: Callable[[Progress], None] | None = None,
+          model_factory: Callable[[RunConfig], nn.Module] | None = None) -> TrainResult:
+    """Train one cell (``cfg``) for every seed in ``seeds`` and record its history.
+
+    ``model_factory`` replaces :func:`groklab.models.build_model` (benchmarks use it to
+    train the straightforward reference model through the same loop).
+    """
     seeds = list(seeds)
     if not seeds:
         raise ConfigError("seeds is empty; give at least one seed")
@@ -123,7 +128,8 @@ def train(cfg: RunConfig, seeds: Sequence[int],
     task = build_task(cfg.data)
     aug = get_augmentation(tc.aug, task)
     data = _Data(task, cfg, seeds, device, aug)
-    model = build_model(cfg.model, task, seeds).to(device)
+    model = (model_factory(cfg) if model_factory else build_model(cfg.model, task, seeds)
+             ).to(device)
     opt = build_optimizer(cfg.optim, model.parameters())
     schedule = build_schedule(cfg.optim, opt)
     gens = [rng.generator(s, "data", device) for s in seeds]
