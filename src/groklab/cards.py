@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from groklab.augment import AUGMENTATIONS, reachable
+from groklab.augment import AUGMENTATIONS, val_reachable
 from groklab.config import DataConfig
 from groklab.tasks import Task, build_task, split
 
@@ -41,7 +41,7 @@ def dataset_card(cfg: DataConfig, seeds: list[int]) -> dict[str, Any]:
         if not aug.active:
             continue
         try:
-            per_seed = {str(seed): reachable(task, sp.train, aug)[sp.val].double().mean().item()
+            per_seed = {str(seed): val_reachable(task, sp.train, sp.val, aug)
                         for seed, sp in splits.items()}
         except NotImplementedError:  # the augmentation is not defined for this task
             continue

@@ -26,7 +26,7 @@ from groklab.cpu import CpuShare
 from groklab.presets import OPTIMIZERS, apply_variant
 from groklab.progress import ProgressBar
 from groklab.summary import seed_summaries
-from groklab.train import Progress, TrainingDiverged, train
+from groklab.train import TrainingDiverged, train
 
 
 def _batch_size(text: str) -> int | None:
@@ -99,12 +99,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def run(args: argparse.Namespace) -> dict:
     cfg = config_from_args(args)
     label = f"{cfg.data.task} {cfg.train.aug} seed {args.seed}"
-    with CpuShare() as cpu, ProgressBar(label, cfg.train.steps, disable=args.quiet) as bar:
-        def progress(p: Progress) -> None:
-            bar.update(p)
-            cpu.rebalance()
-
-        result = train(cfg, [args.seed], progress=progress)
+    with CpuShare() as cpu, ProgressBar(label, cfg.train.steps, disable=args.quiet,
+                                        on_update=cpu.rebalance) as bar:
+        result = train(cfg, [args.seed], progress=bar.update)
     summary = seed_summaries(result)[0]
     if args.out is not None:
         from groklab.stages.outputs import save_run

@@ -26,7 +26,7 @@ from groklab.stages.outputs import save_run
 from groklab.summary import cell_summary, seed_summaries
 from groklab.tasks import build_task
 from groklab.tracking import StageTracker
-from groklab.train import Progress, TrainResult, train
+from groklab.train import TrainResult, train
 
 SUMMARY_METRICS = ("steps_to_99", "grokked", "steps_to_99_train", "max_val_acc_rate",
                    "final_train_acc", "final_val_acc", "final_train_loss", "final_val_loss",
@@ -112,12 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     variant = "-".join(v for k, v in cell.items() if k != "task") or None
     with tracker_for(args.study, stage, task=cell["task"], variant=variant,
                      params={**cfg.to_dict(), "seeds": seeds}) as tracker:
-        with CpuShare() as cpu, ProgressBar(f"{stage} seeds {seeds}", cfg.train.steps) as bar:
-            def progress(p: Progress) -> None:
-                bar.update(p)
-                cpu.rebalance()  # other cells may have started or finished (dvc queue -j N)
-
-            result = train(cfg, seeds, progress=progress)
+        with CpuShare() as cpu, ProgressBar(f"{stage} seeds {seeds}", cfg.train.steps,
+                                            on_update=cpu.rebalance) as bar:
+            result = train(cfg, seeds, progress=bar.update)
         summaries = seed_summaries(result)
         save_run(result, out, summary={"stage": stage, "seeds": summaries})
         log_to_mlflow(tracker, result, out, summaries, args.data / cfg.data.task / "card.json")
