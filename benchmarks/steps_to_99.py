@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 
 import torch
@@ -74,9 +75,13 @@ def main() -> None:
             print(f"{task:12} {name:16} {str(steps):30} {sum(steps) / len(steps):6.0f} "
                   f"{wall:6.0f}s")
         if len(args.seeds) > 1:
-            p = stats.ttest_ind(fast, plain, equal_var=False).pvalue
-            out[task]["welch_p"] = round(float(p), 3)
-            print(f"{task:12} Welch t-test of the means: p = {p:.2f}")
+            p = float(stats.ttest_ind(fast, plain, equal_var=False).pvalue)
+            if math.isnan(p):  # no spread, e.g. every seed censored at the budget
+                out[task]["welch_p"] = None
+                print(f"{task:12} Welch t-test undefined: both paths have no spread")
+            else:
+                out[task]["welch_p"] = round(p, 3)
+                print(f"{task:12} Welch t-test of the means: p = {p:.2f}")
     print(json.dumps(out))
 
 
