@@ -92,7 +92,7 @@ class PoolSampler:
         if self.pool_end is None:
             return self.n_train
         if self.cfg.name == "step":
-            delta = min(1.0, self.cfg.start + self.advances[s] * self.cfg.step_size)
+            delta = min(1.0, self._step_delta(s))
         else:
             delta = pacing(self.cfg, step, self.total_steps)
         # The tolerance keeps float noise (0.2 + 0.4 = 0.6000000000000001) from adding one
@@ -117,7 +117,10 @@ class PoolSampler:
         if self.cfg.name != "step":
             return
         for s, acc in enumerate(member_train_acc):
-            full = self.cfg.start + self.advances[s] * self.cfg.step_size >= 1.0
-            if acc >= self.cfg.step_threshold and not full:
+            if acc >= self.cfg.step_threshold and self._step_delta(s) < 1.0:
                 self.advances[s] += 1
+
+    def _step_delta(self, s: int) -> float:
+        """The step schedule's pool fraction for member ``s`` (may exceed 1 once full)."""
+        return self.cfg.start + self.advances[s] * self.cfg.step_size
 

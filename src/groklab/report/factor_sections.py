@@ -31,13 +31,9 @@ def _per_cell(runs: pd.DataFrame | None, factor: str,
     return {key: stat(g) for key, g in runs.groupby(["task", factor], sort=False)}
 
 
-def _truthy(s: pd.Series) -> pd.Series:
-    return s.astype(str).str.strip().str.lower().isin(["true", "1", "1.0"])
-
-
 def _train_fit_column(runs: pd.DataFrame | None, factor: str) -> dict[str, Callable]:
     """Extra table column: seeds whose *training* accuracy reached 99% (k/n)."""
-    fit = _per_cell(runs, factor, lambda g: f"{int(_truthy(g['train_reached']).sum())}/{len(g)}")
+    fit = _per_cell(runs, factor, lambda g: f"{int(md.as_bool(g['train_reached']).sum())}/{len(g)}")
     if not fit:
         return {}
     return {"train reached 99%": lambda c: fit.get((c["task"], c[factor]), md.DASH)}
@@ -66,7 +62,7 @@ def architecture_body(ctx: Context, study: StudyTables) -> list[str]:
                       "Architecture study: accuracy vs updates"),
              "", "### Published", "", *claims.quotes(claims.ARCH_QUOTES)]
     verdicts = []
-    fits = _per_cell(study.runs, "arch", lambda g: (int(_truthy(g["train_reached"]).sum()),
+    fits = _per_cell(study.runs, "arch", lambda g: (int(md.as_bool(g["train_reached"]).sum()),
                                                     len(g)))
     for arch, groks in claims.ARCH_GROKS.items():
         rows = cells[cells["arch"] == arch]

@@ -23,6 +23,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from scipy import special
 
+from groklab.report.markdown import as_bool
+
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 CENSORED_HATCH = "///"
 
@@ -64,13 +66,6 @@ def _select(df: pd.DataFrame, **where: Any) -> pd.DataFrame:
     return df[mask]
 
 
-def _as_bool(s: pd.Series) -> pd.Series:
-    # CSV round trips can leave "True"/"False" strings, and bool("False") is True.
-    if s.dtype == bool:
-        return s
-    return s.map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
-
-
 def _col(df: pd.DataFrame, name: str) -> str:
     """``name_mean`` in a per-cell table, ``name`` itself in a per-seed table."""
     return f"{name}_mean" if f"{name}_mean" in df else name
@@ -89,7 +84,7 @@ def _mean_fit(runs: pd.DataFrame, prefix: str, t: np.ndarray) -> np.ndarray | No
     """Mean over seeds with a successful fit of ``a*erf(s*(t-tau))+b`` (None if none)."""
     if f"{prefix}_ok" not in runs:
         return None
-    ok = runs[_as_bool(runs[f"{prefix}_ok"])]
+    ok = runs[as_bool(runs[f"{prefix}_ok"])]
     if ok.empty:
         return None
     a, s, tau, b = (ok[f"{prefix}_{k}"].to_numpy(float)[:, None] for k in ("a", "s", "tau", "b"))

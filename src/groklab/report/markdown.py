@@ -32,6 +32,14 @@ def _missing(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
+def as_bool(s: pd.Series) -> pd.Series:
+    """A flag column as booleans: CSV round trips can leave "True"/"False" strings (or
+    1/0), and ``bool("False")`` is True."""
+    if s.dtype == bool:
+        return s
+    return s.astype(str).str.strip().str.lower().isin(["true", "1", "1.0"])
+
+
 def markdown_table(df: pd.DataFrame, *, align: Sequence[str] | None = None) -> str:
     """A GitHub-flavoured markdown table of ``df`` (no index); numbers right-aligned.
 
@@ -284,7 +292,7 @@ def fit_failures(runs: pd.DataFrame) -> str:
     """Count of failed erf fits per curve, by reason (the text before the first colon)."""
     parts = []
     for prefix, name in (("train_fit", "training"), ("val_fit", "validation")):
-        ok = runs[f"{prefix}_ok"].astype(str).str.lower().isin(["true", "1", "1.0"])
+        ok = as_bool(runs[f"{prefix}_ok"])
         reasons = runs.loc[~ok, f"{prefix}_reason"].fillna("unknown").astype(str)
         counts = reasons.str.split(":").str[0].value_counts()
         detail = ", ".join(f"{reason}: {n}" for reason, n in counts.items())

@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 from groklab.report.figures import _label, _levels, _palette, _style
-from groklab.report.markdown import DASH, markdown_table
+from groklab.report.markdown import DASH, as_bool, markdown_table
 
 GAP = "relative_gap"
 MEASURES = {"relative_sharpness": "relative sharpness s_val/s_train",
@@ -216,10 +216,6 @@ def _reason(text: Any) -> str:
     return re.sub(r"\s+", " ", head).strip()
 
 
-def _ok(s: pd.Series) -> pd.Series:
-    return s.astype(str).str.strip().str.lower().isin(["true", "1", "1.0"])
-
-
 def fit_failure_table(runs: pd.DataFrame, by: str | None = None) -> str:
     """Failed erf fits per curve (training, validation) by reason, per ``by`` value."""
     groups = runs.groupby(by, sort=False) if by else [(None, runs)]
@@ -228,7 +224,7 @@ def fit_failure_table(runs: pd.DataFrame, by: str | None = None) -> str:
         row: dict[str, Any] = ({by: key} if by else {}) | {"runs": len(g)}
         for prefix, name in (("train_fit", "training"), ("val_fit", "validation")):
             reasons = g[f"{prefix}_reason"] if f"{prefix}_reason" in g else pd.Series("", g.index)
-            failed = reasons[~_ok(g[f"{prefix}_ok"])].map(_reason)
+            failed = reasons[~as_bool(g[f"{prefix}_ok"])].map(_reason)
             counts = failed.value_counts()
             row[f"{name} fits failed"] = len(failed)
             row[f"{name} reasons"] = "; ".join(f"{r} ({n})" for r, n in counts.items()) or DASH

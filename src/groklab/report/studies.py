@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from groklab.report.markdown import DASH, _missing, cell_steps, fmt_mean_ci, markdown_table
+from groklab.report.markdown import (
+    DASH,
+    _missing,
+    as_bool,
+    cell_steps,
+    fmt_mean_ci,
+    markdown_table,
+)
 
 
 def fmt_sig(mean: float, ci_low: float = math.nan, ci_high: float = math.nan,
@@ -140,5 +147,5 @@ def factor_reading(cells: pd.DataFrame, factor: str, *, budget: int,
 
 def train_fit_fraction(runs: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
     """Per cell (``keys``), the fraction of seeds whose training accuracy reached 99%."""
-    reached = runs["train_reached"].astype(str).str.lower().isin(["true", "1", "1.0"])
+    reached = as_bool(runs["train_reached"])
     return reached.groupby([runs[k] for k in keys], sort=False).mean()

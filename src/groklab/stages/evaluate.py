@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from groklab.config import RunConfig
+from groklab.linear_teacher import STUDY as LINEAR_TEACHER
 from groklab.linear_teacher import cell_name as cell_name_lam
 from groklab.linear_teacher import summarize_sweep
 from groklab.params import STUDIES, cell_name, load_params
@@ -64,9 +65,9 @@ def evaluate_study(params: dict, study: str, models: Path
 
 def evaluate_linear_teacher(models: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Erf fits of the closed-form λ sweep (see :func:`groklab.linear_teacher.summarize_sweep`)."""
-    path = models / "linear_teacher" / "curves.csv"
+    path = models / LINEAR_TEACHER / "curves.csv"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; run `dvc repro linear_teacher` first")
+        raise FileNotFoundError(f"{path} is missing; run `dvc repro {LINEAR_TEACHER}` first")
     curves = pd.read_csv(path)
     runs, cells = summarize_sweep(curves)
     by_lam = {cell_name_lam(lam): c.drop(columns=["lam", "seed"]).groupby("step").mean()
@@ -75,7 +76,7 @@ def evaluate_linear_teacher(models: Path) -> tuple[pd.DataFrame, pd.DataFrame, d
 
 
 def metrics_for(study: str, cells: pd.DataFrame, runs: pd.DataFrame) -> dict:
-    if study == "linear_teacher":
+    if study == LINEAR_TEACHER:
         return {str(row["cell"]): {k: round(float(row[k]), 6) for k in LINEAR_TEACHER_KEYS
                                    if pd.notna(row.get(k))}
                 for _, row in cells.iterrows()}
@@ -88,11 +89,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml", help="parameters file")
     parser.add_argument("--models", type=Path, default=Path("models"), help="trained cells")
     parser.add_argument("--reports", type=Path, default=Path("reports"), help="output root")
-    parser.add_argument("--studies", nargs="*", default=["train", *STUDIES, "linear_teacher"],
+    parser.add_argument("--studies", nargs="*", default=["train", *STUDIES, LINEAR_TEACHER],
                         help="which to evaluate (default: the experiment and every study)")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    results = {study: evaluate_linear_teacher(args.models) if study == "linear_teacher"
+    results = {study: evaluate_linear_teacher(args.models) if study == LINEAR_TEACHER
                else evaluate_study(params, study, args.models) for study in args.studies}
 
     written = []

@@ -18,12 +18,12 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from groklab.linear_teacher import STUDY as LINEAR_TEACHER
 from groklab.params import PAPER_DEFAULTS, STUDIES, load_params, run_config
 from groklab.report.context import Context, StudyTables, describe_config
 from groklab.report.sections import render_sections
 
 DPI = 120
-LINEAR_TEACHER = "linear_teacher"
 
 INTRO = (
     "This pipeline reproduces *grokking* — validation accuracy jumping to near 100% long "
