@@ -121,7 +121,7 @@ def test_permutation_difficulty_is_not_symmetric_in_operands():
 
 
 def test_parity_difficulty_counts_informative_set_bits():
-    t = ParityTask(k=3, n=4, examples=50, data_seed=1)
+    t = ParityTask(k=3, n=4, examples=50, seeds=[1])
     expected = [float(sum(row[:3])) for row in t.operands.tolist()]
     assert difficulty(t, t.operands).tolist() == expected
 

@@ -34,7 +34,8 @@ BUDGET, EVAL_EVERY, SEEDS = 300, 10, [0, 1, 2]
 TASKS = ["x_plus_y", "x_minus_y", "x_div_y", "permutation"]
 AUGS = ["baseline", "reversal", "negation", "combined15", "combined30"]
 FINAL_COLUMNS = ["seed", "final_train_loss", "final_train_acc", "final_val_loss",
-                 "final_val_acc", "final_clean_val_acc", "val_reachable", "n_train", "n_val"]
+                 "final_val_acc", "final_clean_val_acc", "val_reachable", "val_in_train",
+                 "n_train", "n_val"]
 # Synthetic knobs: how late each task and factor value groks, how much validation leaks.
 TASK_DELAY = {"x_plus_y": 0.8, "x_minus_y": 1.2, "x_div_y": 1.0, "permutation": 1.3,
               "multi_add": 0.9, "parity": 1.0}
@@ -102,7 +103,8 @@ def synthetic_cell(task: str, factor: str, value, seeds: list[int]
         clean = np.clip(val - 0.1 * reach * (1 - val), 0, 1)  # leaked pairs are learnt first
         histories.append(pd.DataFrame({
             "seed": seed, "step": t.astype(int), "train_loss": -np.log(np.clip(train, 1e-3, 1)),
-            "train_acc": train, "val_loss": -np.log(np.clip(val, 1e-3, 1)), "val_acc": val,
+            "train_acc": train, "batch_loss": -np.log(np.clip(train, 1e-3, 1)),
+            "batch_acc": train, "val_loss": -np.log(np.clip(val, 1e-3, 1)), "val_acc": val,
             "clean_val_acc": clean, "lr": 1e-3 * np.minimum(1, t / 50),
         }))
         n = {"permutation": 14400, "x_div_y": 97 * 96, "parity": 1000,
@@ -110,7 +112,8 @@ def synthetic_cell(task: str, factor: str, value, seeds: list[int]
         finals.append({"seed": seed, "final_train_loss": -math.log(train[-1]),
                        "final_train_acc": train[-1], "final_val_loss": -math.log(val[-1]),
                        "final_val_acc": val[-1], "final_clean_val_acc": clean[-1],
-                       "val_reachable": reach, "n_train": n // 2, "n_val": n - n // 2})
+                       "val_reachable": reach, "val_in_train": 0.0, "n_train": n // 2,
+                       "n_val": n - n // 2})
     return pd.concat(histories, ignore_index=True), pd.DataFrame(finals)
 
 

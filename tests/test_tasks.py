@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from groklab.config import ConfigError, DataConfig, RunConfig
-from groklab.tasks import ModularTask, ParityTask, PermutationTask, build_task, n_equations, split
+from groklab.tasks import (
+    ModularTask,
+    ParityTask,
+    PermutationTask,
+    Split,
+    build_task,
+    n_equations,
+    split,
+    val_in_train,
+)
 
 
 @pytest.mark.parametrize("p", [7, 13])
@@ -107,3 +116,47 @@ def test_unknown_key_is_named():
 def test_tiny_split_that_empties_a_side_is_refused():
     with pytest.raises(ConfigError, match="empty training split"):
         split(10, 0.05, seed=0)
+
+
+def _vectors(task, idx):
+    return {tuple(row) for row in task.operands[idx].tolist()}
+
+
+@pytest.mark.parametrize("n", [4, 8, 12])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_parity_split_shares_no_vector_between_training_and_validation(n, seed):
+    task = ParityTask(k=3, n=n, examples=1000, seeds=[0, 1, 2])
+    sp = task.split(0.75, seed)
+    train, val = task.operands[sp.train].tolist(), task.operands[sp.val].tolist()
+    # Brute force: every validation vector against every training vector.
+    assert not any(v == t for v in val for t in train)
+    assert len(set(map(tuple, train + val))) == len(train) + len(val)  # all distinct
+    assert len(train) + len(val) == min(1000, 2 ** (3 + n))
+
+
+def test_parity_with_fewer_vectors_than_asked_uses_all_of_them():
+    task = ParityTask(k=3, n=4, examples=1000, seeds=[5])
+    sp = task.split(0.75, 5)
+    every = {tuple((c >> s) & 1 for s in range(6, -1, -1)) for c in range(128)}
+    assert _vectors(task, torch.cat([sp.train, sp.val])) == every
+    assert (len(sp.train), len(sp.val)) == (96, 32)
+
+
+def test_parity_draw_depends_on_the_seed():
+    task = ParityTask(k=3, n=20, examples=200, seeds=[0, 1])
+    a, b = task.split(0.5, 0), task.split(0.5, 1)
+    assert _vectors(task, a.train) != _vectors(task, b.train)
+    again = ParityTask(k=3, n=20, examples=200, seeds=[1])
+    assert _vectors(again, again.split(0.5, 1).train) == _vectors(task, b.train)
+
+
+def test_val_in_train_against_a_brute_force_count():
+    # Rows 0 and 2 are the same input: with 0 in training, validation row 2 is a copy.
+    tokens = torch.tensor([[0, 1], [1, 1], [0, 1], [1, 0], [1, 1]])
+    sp = Split(train=torch.tensor([0, 3]), val=torch.tensor([1, 2, 4]))
+    train_rows = [tokens[i].tolist() for i in sp.train]
+    expected = sum(tokens[i].tolist() in train_rows for i in sp.val) / len(sp.val)
+    assert expected == pytest.approx(1 / 3)
+    assert val_in_train(tokens, sp) == pytest.approx(expected)
+    modular = ModularTask("x_plus_y", 11)
+    assert val_in_train(modular.tokens, modular.split(0.5, 0)) == 0.0

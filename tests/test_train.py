@@ -6,8 +6,10 @@ import pytest
 import torch
 from pandas.testing import assert_frame_equal
 
+from groklab.checkpoint import checkpoint, load_model
 from groklab.config import ConfigError, RunConfig
 from groklab.summary import seed_summaries
+from groklab.tasks import build_task
 from groklab.train import TrainingDiverged, train
 
 # A configuration that groks within a few hundred updates (about 5 s per seed on 2 cores).
@@ -41,27 +43,65 @@ def test_batched_seeds_match_training_each_alone(aug):
 def test_history_layout_and_eval_steps():
     res = train(TINY, [0, 1])
     h = res.history
-    assert list(h.columns) == ["seed", "step", "train_loss", "train_acc", "val_loss", "val_acc",
-                               "clean_val_acc", "lr"]
+    assert list(h.columns) == ["seed", "step", "train_loss", "train_acc", "batch_loss",
+                               "batch_acc", "val_loss", "val_acc", "clean_val_acc", "lr"]
     assert h[h.seed == 0].step.tolist() == [0, 10, 20, 30]
     assert (h.val_acc == h.clean_val_acc).all()  # no augmentation: nothing leaks
     assert len(res.final) == 2 and (res.final.n_train == int(169 * 0.5)).all()
 
 
-@pytest.mark.slow
-def test_small_configuration_groks():
-    res = train(FAST_GROK, [0, 1])
-    for s in seed_summaries(res):
-        assert s["grokked"], s
-        assert s["final_val_acc"] >= 0.99 or s["steps_to_99"] < 1500
-        assert s["steps_to_99_train"] <= s["steps_to_99"]
+def _final_model(res):
+    return load_model(checkpoint(res.model, res.config, res.seeds, 0, res.steps_done)).eval()
+
+
+def _accuracy(model, tokens, labels) -> float:
+    """Plain-Python accuracy of a one-member model, one example at a time."""
+    with torch.no_grad():
+        hits = [int(model(t[None]).argmax(-1)) == int(y) for t, y in zip(tokens, labels,
+                                                                          strict=True)]
+    return sum(hits) / len(hits)
 
 
 def test_augmented_run_reports_leakage_and_clean_accuracy():
+    """val_reachable and clean_val_acc against a brute-force count on the saved model."""
     res = train(TINY.replace(train={"aug": "combined30"}), [0])
     (s,) = seed_summaries(res)
-    assert 0.5 < s["val_reachable"] < 1.0
-    assert 0.0 <= s["clean_val_acc"] <= 1.0
+    task = build_task(res.config.data, [0])
+    sp = task.split(0.5, 0)
+    p = res.config.data.p
+    reach = set()
+    for a, b in task.operands[sp.train].tolist():  # reversal and negation, each or both
+        for x, y in {(a, b), (b, a)}:
+            reach |= {(x, y), ((-x) % p, (-y) % p)}
+    val = task.operands[sp.val].tolist()
+    clean = [i for i, (a, b) in zip(sp.val.tolist(), val, strict=True) if (a, b) not in reach]
+    assert s["val_reachable"] == pytest.approx(1 - len(clean) / len(val))
+    assert 0 < len(clean) < len(val)
+    model = _final_model(res)
+    expected = _accuracy(model, task.tokens[clean], task.labels[clean])
+    assert s["clean_val_acc"] == pytest.approx(expected)
+    assert s["val_in_train"] == 0.0
+
+
+def test_training_curve_is_accuracy_on_the_unaugmented_training_split():
+    """train_acc is the model in eval mode on training examples, not the augmented batches."""
+    cfg = TINY.replace(train={"aug": "combined30"})
+    res = train(cfg, [0])
+    task = build_task(cfg.data, [0])
+    sp = task.split(0.5, 0)
+    expected = _accuracy(_final_model(res), task.tokens[sp.train], task.labels[sp.train])
+    last = res.history.iloc[-1]
+    assert len(sp.train) < cfg.train.curve_examples  # so the curve sees the whole split
+    assert last.train_acc == pytest.approx(expected)
+    assert res.final.final_train_acc.iloc[0] == pytest.approx(expected)
+    assert res.history.batch_acc.isna().tolist() == [True, False, False, False]
+
+
+def test_training_curve_sample_is_fixed_and_of_the_requested_size():
+    cfg = TINY.replace(train={"curve_examples": 20})
+    h = train(cfg, [0]).history
+    assert ((h.train_acc * 20).round(6) % 1 == 0).all()  # k/20 at every evaluation
+    assert not ((h.train_acc * 84).round(6) % 1 == 0).all()
 
 
 def test_divergence_is_reported_with_a_fix():
@@ -70,11 +110,31 @@ def test_divergence_is_reported_with_a_fix():
         train(cfg, [0])
 
 
-def test_stop_after_grok_stops_early_and_censoring_is_kept():
+def test_censored_run_keeps_the_budget_and_says_why_fits_failed():
     res = train(TINY, [0])
     (s,) = seed_summaries(res)
+    assert res.history.val_acc.max() < 0.99  # 30 updates at p=13 are far from grokking
     assert not s["grokked"] and s["steps_to_99"] == 30  # censored at the budget
-    assert math.isnan(s["relative_gap"]) or isinstance(s["relative_gap"], float)
+    assert math.isnan(s["relative_gap"])
+    assert not (s["val_fit_ok"] and s["train_fit_ok"])
+    assert s["val_fit_reason"] or s["train_fit_reason"]
+
+
+@pytest.mark.slow
+def test_stop_after_grok_stops_at_the_first_evaluation_that_many_updates_later():
+    full = train(FAST_GROK.replace(train={"stop_after_grok": None, "steps": 1500}), [0, 1])
+    first = [int(h.step[h.val_acc >= 0.99].min()) for _, h in full.history.groupby("seed")]
+    assert full.steps_done == 1500
+    for s in seed_summaries(full):  # it groks: training fits first, validation follows
+        assert s["grokked"] and s["steps_to_99_train"] < s["steps_to_99"], s
+    stopped = train(FAST_GROK.replace(train={"stop_after_grok": 40, "steps": 1500}), [0, 1])
+    # Both seeds reached 99%; training ends at the first evaluation 40 updates after the
+    # later of the two (evaluations every 10), with the same history up to then.
+    expected = max(first) + 40
+    assert stopped.steps_done == expected < 1500
+    assert int(stopped.history.step.max()) == expected
+    prefix = full.history[full.history.step <= expected].reset_index(drop=True)
+    assert_frame_equal(stopped.history, prefix, check_exact=True)
 
 
 def test_bad_inputs_fail_before_training():

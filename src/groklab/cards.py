@@ -7,7 +7,7 @@ from typing import Any
 
 from groklab.augment import AUGMENTATIONS, val_reachable
 from groklab.config import DataConfig
-from groklab.tasks import Task, build_task, split
+from groklab.tasks import Task, build_task, val_in_train
 
 
 def labels_digest(task: Task) -> str:
@@ -20,7 +20,7 @@ def labels_digest(task: Task) -> str:
 
 def dataset_card(cfg: DataConfig, seeds: list[int]) -> dict[str, Any]:
     """Sizes, vocabulary, split sizes per seed and ``val_reachable`` per augmentation."""
-    task = build_task(cfg)
+    task = build_task(cfg, seeds)
     card: dict[str, Any] = {
         "task": cfg.task,
         "config": {k: v for k, v in vars(cfg).items() if k != "task"},
@@ -34,9 +34,11 @@ def dataset_card(cfg: DataConfig, seeds: list[int]) -> dict[str, Any]:
         "splits": {},
         "val_reachable": {},
     }
-    splits = {seed: split(len(task), cfg.train_fraction, seed) for seed in seeds}
+    splits = {seed: task.split(cfg.train_fraction, seed) for seed in seeds}
+    tokens = task.tokens
     for seed, sp in splits.items():
-        card["splits"][str(seed)] = {"train": len(sp.train), "val": len(sp.val)}
+        card["splits"][str(seed)] = {"train": len(sp.train), "val": len(sp.val),
+                                     "val_in_train": val_in_train(tokens, sp)}
     for name, aug in AUGMENTATIONS.items():
         if not aug.active:
             continue

@@ -27,6 +27,6 @@ def checkpoint(model: nn.Module, cfg: RunConfig, seeds: list[int], member: int,
 def load_model(ckpt: dict[str, Any]) -> nn.Module:
     """Rebuild a one-member model from :func:`checkpoint` output (strict key check)."""
     cfg = RunConfig.from_dict(ckpt["config"])
-    model = build_model(cfg.model, build_task(cfg.data), [ckpt["seed"]])
+    model = build_model(cfg.model, build_task(cfg.data, [ckpt["seed"]]), [ckpt["seed"]])
     model.load_state_dict(ckpt["state_dict"], strict=True)
     return model

@@ -170,6 +170,7 @@ class TrainConfig:
     steps: int = 7500
     batch_size: int | None = 512  # None: full batch (the whole training split every update)
     eval_every: int = 10
+    curve_examples: int = 1024  # training examples in the training-curve sample (at most)
     aug: str = "baseline"
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     stop_after_grok: int | None = None  # updates to continue once val acc first reaches 0.99
@@ -183,6 +184,7 @@ class TrainConfig:
         if self.batch_size is not None:
             _positive("batch_size", self.batch_size)
         _positive("eval_every", self.eval_every)
+        _positive("curve_examples", self.curve_examples)
         _choice("aug", self.aug, AUGMENTATIONS)
         _choice("device", self.device, DEVICES)
         if self.stop_after_grok is not None and (

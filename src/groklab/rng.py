@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-_PURPOSES = ("split", "init", "data", "curriculum")
+# Append only: a purpose's stream is keyed by its position.
+_PURPOSES = ("split", "init", "data", "curriculum", "parity", "train_curve")
 
 
 def derived_seed(seed: int, purpose: str) -> int:

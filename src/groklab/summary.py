@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from groklab.metrics import aggregate, summarize_history
-from groklab.tasks import build_task, chance_accuracy
+from groklab.tasks import chance_accuracy
 from groklab.train import TrainResult
 
 # Metrics aggregated across seeds for every cell (mean, sd, 95% interval).
@@ -41,7 +41,7 @@ def seed_summaries_from(history: pd.DataFrame, final: pd.DataFrame, *, budget: i
 
 def seed_summaries(result: TrainResult) -> list[dict[str, Any]]:
     """:func:`seed_summaries_from` for a result still in memory."""
-    chance = chance_accuracy(build_task(result.config.data))
+    chance = chance_accuracy(result.config.data)
     return seed_summaries_from(result.history, result.final, budget=result.config.train.steps,
                                chance=chance)
 

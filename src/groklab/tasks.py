@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,14 +32,26 @@ class Split:
 def split(n: int, train_fraction: float, seed: int) -> Split:
     """Shuffle ``range(n)`` with ``seed`` and cut it at ``floor(n * train_fraction)``."""
     perm = torch.randperm(n, generator=rng.generator(seed, "split"))
-    n_train = int(n * train_fraction)
-    if n_train == 0 or n_train == n:
+    return _cut(perm, train_fraction, n)
+
+
+def _cut(perm: Tensor, train_fraction: float, n: int) -> Split:
+    n_train = int(len(perm) * train_fraction)
+    if n_train == 0 or n_train == len(perm):
         raise ConfigError(
             f"train_fraction={train_fraction} of {n} equations leaves an empty "
             f"{'training' if n_train == 0 else 'validation'} split; choose a fraction that "
             "keeps at least one equation on each side"
         )
     return Split(train=perm[:n_train].sort().values, val=perm[n_train:].sort().values)
+
+
+def val_in_train(tokens: Tensor, sp: Split) -> float:
+    """Fraction of validation examples whose input (token row) also occurs in training."""
+    rows = torch.cat([tokens[sp.train], tokens[sp.val]])
+    ids = torch.unique(rows, dim=0, return_inverse=True)[1]
+    train_ids, val_ids = ids[: len(sp.train)], ids[len(sp.train):]
+    return torch.isin(val_ids, train_ids).double().mean().item()
 
 
 def encode_operands(ops: Tensor, op_token: int, eq_token: int, encoding: str) -> Tensor:
@@ -83,6 +96,10 @@ class Task:
 
     def negate(self, ops: Tensor) -> Tensor:
         raise NotImplementedError(f"negation is not defined for task {self.name}")
+
+    def split(self, train_fraction: float, seed: int) -> Split:
+        """The seed's training and validation examples (indices into ``operands``)."""
+        return split(len(self), train_fraction, seed)
 
     @property
     def tokens(self) -> Tensor:
@@ -200,18 +217,47 @@ class PermutationTask(Task):
 class ParityTask(Task):
     """Parity of the first ``k`` bits of a binary vector with ``n`` concealment bits.
 
-    Draws ``examples`` vectors of ``k + n`` uniform bits with ``data_seed`` (duplicates are
-    possible when ``k + n`` is small, as in Miller et al.). Tokens are the bits (vocab 2).
+    Each seed draws its own ``examples`` *distinct* vectors of ``k + n`` uniform bits (all
+    ``2^(k+n)`` of them, in a seeded order, when there are fewer), so a validation input never
+    also occurs in training. ``operands`` holds every seed's draw one block after another and
+    :meth:`split` cuts the seed's own block. Tokens are the bits (vocab 2).
     """
 
-    def __init__(self, k: int, n: int, examples: int, data_seed: int = 0):
+    def __init__(self, k: int, n: int, examples: int, seeds: Sequence[int] = (0,)):
         self.name, self.k, self.n = "parity", k, n
         self.n_classes, self.vocab_size = 2, 2
         self.seq_len = k + n
         self.prefix_len = 0
-        gen = torch.Generator().manual_seed(data_seed)
-        self.operands = torch.randint(0, 2, (examples, k + n), generator=gen)
+        self.n_distinct = 2 ** (k + n)
+        self.per_seed = min(examples, self.n_distinct)
+        self.blocks: dict[int, int] = {}  # seed -> first row of its block
+        draws = []
+        for i, seed in enumerate(dict.fromkeys(seeds)):
+            self.blocks[int(seed)] = i * self.per_seed
+            draws.append(self._draw(int(seed)))
+        self.operands = torch.cat(draws)
         self.labels = self.label(self.operands)
+
+    def _draw(self, seed: int) -> Tensor:
+        """``per_seed`` distinct vectors as bit rows (per_seed, k + n), in draw order."""
+        gen = rng.generator(seed, "parity")
+        bits = self.k + self.n
+        if self.per_seed == self.n_distinct:
+            codes = torch.randperm(self.n_distinct, generator=gen)
+        else:  # rejection: redraw until enough distinct codes (few rounds: draws are sparse)
+            seen: dict[int, None] = {}
+            while len(seen) < self.per_seed:
+                for c in _random_codes(bits, self.per_seed, gen).tolist():
+                    seen.setdefault(c, None)
+            codes = torch.tensor(list(seen)[: self.per_seed])
+        shifts = torch.arange(bits - 1, -1, -1)
+        return (codes[:, None] >> shifts) & 1
+
+    def split(self, train_fraction: float, seed: int) -> Split:
+        if seed not in self.blocks:
+            raise ValueError(f"seed {seed} has no parity draw; built for {list(self.blocks)}")
+        perm = torch.randperm(self.per_seed, generator=rng.generator(seed, "split"))
+        return _cut(self.blocks[seed] + perm, train_fraction, self.per_seed)
 
     def label(self, ops: Tensor) -> Tensor:
         return ops[..., : self.k].sum(-1) % 2
@@ -220,20 +266,39 @@ class ParityTask(Task):
         return ops
 
 
-def build_task(cfg: DataConfig) -> Task:
-    """The task named by ``cfg.task`` with its equations generated."""
+def _random_codes(bits: int, count: int, gen: torch.Generator) -> Tensor:
+    """``count`` uniform integers of ``bits`` bits (up to 62), as int64."""
+    lo = torch.randint(0, 2 ** min(bits, 31), (count,), generator=gen)
+    if bits <= 31:
+        return lo
+    hi = torch.randint(0, 2 ** (bits - 31), (count,), generator=gen)
+    return (hi << 31) | lo
+
+
+def build_task(cfg: DataConfig, seeds: Sequence[int] = (0,)) -> Task:
+    """The task named by ``cfg.task`` with its equations generated.
+
+    ``seeds`` matter only for parity, whose vectors each seed draws itself.
+    """
     if cfg.task in BINARY_MODULAR or cfg.task == "multi_add":
         return ModularTask(cfg.task, cfg.p, cfg.encoding, cfg.operands)
     if cfg.task == "permutation":
         return PermutationTask(5, cfg.encoding)
     if cfg.task == "parity":
-        return ParityTask(cfg.parity_bits, cfg.concealed_bits, cfg.parity_examples)
+        return ParityTask(cfg.parity_bits, cfg.concealed_bits, cfg.parity_examples, seeds)
     raise AssertionError(cfg.task)  # DataConfig validated the name
 
 
-def chance_accuracy(task: Task) -> float:
+def n_classes(cfg: DataConfig) -> int:
+    """Number of labels of the task, without building it."""
+    if cfg.task == "permutation":
+        return math.factorial(5)
+    return 2 if cfg.task == "parity" else cfg.p
+
+
+def chance_accuracy(cfg: DataConfig) -> float:
     """Accuracy of uniform guessing, the floor of the accuracy curves."""
-    return 1.0 / task.n_classes
+    return 1.0 / n_classes(cfg)
 
 
 def n_equations(cfg: DataConfig) -> int:
@@ -244,6 +309,6 @@ def n_equations(cfg: DataConfig) -> int:
         return cfg.p**cfg.operands
     if cfg.task == "permutation":
         return math.factorial(5) ** 2
-    if cfg.task == "parity":
-        return cfg.parity_examples
+    if cfg.task == "parity":  # per seed
+        return min(cfg.parity_examples, 2 ** (cfg.parity_bits + cfg.concealed_bits))
     return cfg.p**2

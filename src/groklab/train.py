@@ -2,10 +2,13 @@
 
 Data stay tensors on the device. Each update draws a batch per seed (with replacement,
 from the seed's training split or curriculum pool), augments it if asked, and takes one
-optimiser step for all seeds. Every ``eval_every`` updates the whole validation split
-is evaluated; the training loss and accuracy recorded then are the mean over the
-training batches since the previous evaluation (the reference's convention; on the
-batches as augmented). Final training metrics are measured on the whole training split.
+optimiser step for all seeds. Every ``eval_every`` updates the model is evaluated, in
+evaluation mode, on the whole validation split and on the *training curve sample*: a
+fixed, seed-drawn sample of ``curve_examples`` un-augmented training examples (the whole
+split when it is smaller). That sample gives ``train_acc``/``train_loss``, the same
+quantity in every cell whatever its augmentation, curriculum or dropout; the mean over the
+batches as trained since the previous evaluation (the reference's convention) is kept as
+``batch_acc``/``batch_loss``. Final metrics are measured on the whole splits.
 """
 
 from __future__ import annotations
@@ -25,13 +28,13 @@ from groklab.config import ConfigError, RunConfig
 from groklab.curriculum import PoolSampler
 from groklab.models import build_model
 from groklab.optim import build_optimizer, build_schedule
-from groklab.tasks import Task, build_task, split
+from groklab.tasks import Task, build_task, val_in_train
 
 log = logging.getLogger(__name__)
 
 GROK_THRESHOLD = 0.99
-HISTORY_COLUMNS = ("seed", "step", "train_loss", "train_acc", "val_loss", "val_acc",
-                   "clean_val_acc", "lr")
+HISTORY_COLUMNS = ("seed", "step", "train_loss", "train_acc", "batch_loss", "batch_acc",
+                   "val_loss", "val_acc", "clean_val_acc", "lr")
 
 
 class TrainingDiverged(RuntimeError):
@@ -92,7 +95,15 @@ class _Data:
 
     def __init__(self, task: Task, cfg: RunConfig, seeds: list[int], device: torch.device,
                  aug: Augmentation):
-        splits = [split(len(task), cfg.data.train_fraction, s) for s in seeds]
+        splits = [task.split(cfg.data.train_fraction, s) for s in seeds]
+        tokens = task.tokens
+        self.val_in_train = [val_in_train(tokens, sp) for sp in splits]
+        # The training curve sample: the same rows at every evaluation, drawn per seed.
+        n_train = len(splits[0].train)
+        m = min(n_train, cfg.train.curve_examples)
+        curve = [sp.train[torch.randperm(n_train, generator=rng.generator(s, "train_curve"))[:m]]
+                 for sp, s in zip(splits, seeds, strict=True)]
+        self.curve_idx = torch.stack(curve).to(device)
         self.operands = task.operands.to(device)
         self.tokens = task.tokens.to(device)
         self.labels = task.labels.to(device)
@@ -100,6 +111,8 @@ class _Data:
         self.val_idx = torch.stack([s.val for s in splits]).to(device)
         self.val_tokens = self.tokens[self.val_idx]
         self.val_labels = self.labels[self.val_idx]
+        self.curve_tokens = self.tokens[self.curve_idx]
+        self.curve_labels = self.labels[self.curve_idx]
         # Validation equations an augmented training example can equal, per seed.
         if aug.active:
             masks = [reachable(task, s.train, aug)[s.val] for s in splits]
@@ -125,7 +138,7 @@ def train(cfg: RunConfig, seeds: Sequence[int],
     if tc.batch_size is None and tc.curriculum.name != "none":
         raise ConfigError("a curriculum needs sampled batches; set train.batch_size")
     device = resolve_device(tc.device)
-    task = build_task(cfg.data)
+    task = build_task(cfg.data, seeds)
     aug = get_augmentation(tc.aug, task)
     data = _Data(task, cfg, seeds, device, aug)
     model = (model_factory(cfg) if model_factory else build_model(cfg.model, task, seeds)
@@ -136,7 +149,7 @@ def train(cfg: RunConfig, seeds: Sequence[int],
     sampler = PoolSampler(tc.curriculum, task, data.train_idx, seeds, tc.steps, gens)
     S = len(seeds)
 
-    rows: list[Tensor] = []  # per evaluation: (S, 7) of step, metrics, lr
+    rows: list[Tensor] = []  # per evaluation: (S, 9) of step, metrics, lr
     train_loss_sum = torch.zeros(S, device=device)
     train_acc_sum = torch.zeros(S, device=device)
     batches = 0
@@ -145,19 +158,19 @@ def train(cfg: RunConfig, seeds: Sequence[int],
     def record(step: int) -> list[float]:
         nonlocal batches
         val_loss, correct = evaluate(model, data.val_tokens, data.val_labels)
-        clean = ~data.val_reachable
-        clean_acc = (correct & clean).sum(1) / clean.sum(1).clamp(min=1)
+        clean_acc = _clean_accuracy(correct, data.val_reachable)
+        tr_loss, tr_correct = evaluate(model, data.curve_tokens, data.curve_labels)
         if batches:
-            tr_loss, tr_acc = train_loss_sum / batches, train_acc_sum / batches
-        else:  # before the first update: the whole training split
-            tr_loss, c = evaluate(model, data.tokens[data.train_idx], data.labels[data.train_idx])
-            tr_acc = c.float().mean(1)
+            b_loss, b_acc = train_loss_sum / batches, train_acc_sum / batches
+        else:  # before the first update no batch has been trained on
+            b_loss = b_acc = torch.full((S,), float("nan"), device=device)
         lr = torch.full((S,), opt.param_groups[0]["lr"], device=device)
         stepcol = torch.full((S,), float(step), device=device)
-        row = torch.stack([stepcol, tr_loss, tr_acc, val_loss, correct.float().mean(1),
-                           clean_acc, lr], 1)
+        row = torch.stack([stepcol, tr_loss, tr_correct.float().mean(1), b_loss, b_acc,
+                           val_loss, correct.float().mean(1), clean_acc, lr], 1)
         rows.append(row)
-        bad = ~torch.isfinite(row).all(1)
+        losses = [tr_loss, val_loss, *([b_loss] if batches else [])]
+        bad = ~torch.isfinite(torch.stack(losses, 1)).all(1)
         if bad.any():
             which = [seeds[i] for i in bad.nonzero().flatten().tolist()]
             raise TrainingDiverged(
@@ -166,11 +179,11 @@ def train(cfg: RunConfig, seeds: Sequence[int],
                 "lower the learning rate or add warm-up"
             )
         if batches:  # the step schedule advances on accuracy over its pool's batches
-            sampler.observe(row[:, 2].tolist())
+            sampler.observe(b_acc.tolist())
         train_loss_sum.zero_()
         train_acc_sum.zero_()
         batches = 0
-        val_acc = row[:, 4].tolist()
+        val_acc = row[:, 6].tolist()
         for i, acc in enumerate(val_acc):
             if grokked_at[i] is None and acc >= GROK_THRESHOLD:
                 grokked_at[i] = step
@@ -218,7 +231,7 @@ def _done_after_grok(grokked_at: list[int | None], step: int, extra: int | None)
 
 
 def _history_frame(rows: list[Tensor], seeds: list[int]) -> pd.DataFrame:
-    table = torch.stack(rows, 1).cpu()  # (S, evals, 7)
+    table = torch.stack(rows, 1).cpu()  # (S, evals, len(HISTORY_COLUMNS) - 1)
     frames = []
     for i, seed in enumerate(seeds):
         df = pd.DataFrame(table[i].numpy(), columns=HISTORY_COLUMNS[1:])
@@ -229,13 +242,19 @@ def _history_frame(rows: list[Tensor], seeds: list[int]) -> pd.DataFrame:
     return out
 
 
+def _clean_accuracy(correct: Tensor, reachable: Tensor) -> Tensor:
+    """Accuracy (S,) on the validation examples no augmented training example can equal;
+    NaN for a member with no such example (there is nothing clean to score)."""
+    clean = ~reachable
+    return (correct & clean).sum(1) / clean.sum(1).float().where(clean.any(1), float("nan"))
+
+
 def _final_frame(model: nn.Module, data: _Data, seeds: list[int],
                  history: pd.DataFrame) -> pd.DataFrame:
     train_loss, train_correct = evaluate(model, data.tokens[data.train_idx],
                                          data.labels[data.train_idx])
     val_loss, val_correct = evaluate(model, data.val_tokens, data.val_labels)
-    clean = ~data.val_reachable
-    clean_acc = (val_correct & clean).sum(1) / clean.sum(1).clamp(min=1)
+    clean_acc = _clean_accuracy(val_correct, data.val_reachable)
     out = pd.DataFrame({
         "seed": seeds,
         "final_train_loss": train_loss.cpu().numpy(),
@@ -244,6 +263,7 @@ def _final_frame(model: nn.Module, data: _Data, seeds: list[int],
         "final_val_acc": val_correct.float().mean(1).cpu().numpy(),
         "final_clean_val_acc": clean_acc.cpu().numpy(),
         "val_reachable": data.val_reachable.float().mean(1).cpu().numpy(),
+        "val_in_train": data.val_in_train,
         "n_train": data.train_idx.shape[1],
         "n_val": data.val_idx.shape[1],
     })

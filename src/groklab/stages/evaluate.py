@@ -21,7 +21,7 @@ from groklab.params import STUDIES, cell_name, load_params
 from groklab.stages.common import fail_cleanly, tracker_for
 from groklab.stages.outputs import atomic_dir, write_json
 from groklab.summary import cell_summary, metrics_tree, seed_summaries_from
-from groklab.tasks import build_task, chance_accuracy
+from groklab.tasks import chance_accuracy
 
 # Scalars of each λ that go to reports/metrics/linear_teacher.json.
 LINEAR_TEACHER_KEYS = ("relative_gap_mean", "relative_sharpness_mean", "absolute_sharpness_mean",
@@ -43,7 +43,7 @@ def read_cell(models: Path, study: str, cell: dict) -> tuple[pd.DataFrame, pd.Da
     history = pd.read_csv(path / "history.csv")
     final = pd.read_csv(path / "final.csv")
     cfg = RunConfig.from_dict(json.loads((path / "config.json").read_text())["config"])
-    chance = chance_accuracy(build_task(cfg.data))
+    chance = chance_accuracy(cfg.data)
     rows = pd.DataFrame(seed_summaries_from(history, final, budget=cfg.train.steps,
                                             chance=chance))
     for i, (key, value) in enumerate({"study": study, "cell": cell_name(cell), **cell}.items()):

@@ -52,7 +52,7 @@ def cell_config(params: dict, study: str, cell: dict[str, str]) -> RunConfig:
     return get_study(study).config(params, cell)
 
 
-def check_card(cfg: RunConfig, data_dir: Path) -> None:
+def check_card(cfg: RunConfig, data_dir: Path, seeds: list[int]) -> None:
     """Refuse to train on a task whose generated table differs from what the code builds.
 
     Cells whose data settings differ from the shared ones (a study's own p or operand
@@ -67,7 +67,7 @@ def check_card(cfg: RunConfig, data_dir: Path) -> None:
     mine = {k: getattr(cfg.data, k) for k in table_keys}
     if {k: card["config"].get(k) for k in table_keys} != mine:
         return
-    if card["digest"] != labels_digest(build_task(cfg.data)):
+    if card["digest"] != labels_digest(build_task(cfg.data, seeds)):
         raise ConfigError(
             f"{card_path} does not match the equations this code builds for {mine}; "
             f"run `dvc repro generate@{cfg.data.task}` first"
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     cell = parse_cell(args.cell)
     cfg = cell_config(params, args.study, cell)
-    check_card(cfg, args.data)
     seeds = [int(s) for s in params["seeds"]]
+    check_card(cfg, args.data, seeds)
     name = cell_name(cell)
     stage = f"{args.study}@{name}"
     out = args.models / args.study / name
