@@ -18,16 +18,16 @@ export PATH := $(abspath $(BIN)):$(PATH)
 repro: $(BIN)/.installed  ## run the pipeline
 	dvc repro
 
-first-look: $(BIN)/.installed  ## every study at small scale, about 15 minutes on 2 cores
-	dvc exp run -n first-look -S 'seeds=[0]' -S 'tasks=[x_plus_y]' \
+first-look: $(BIN)/.installed  ## every study at small scale (see README for its time)
+	dvc exp run -n first-look -S 'seeds=[0]' -S 'tasks=[x_plus_y]' -S 'baseline.tasks=[x_plus_y]' \
 	  -S train.steps=3000 -S train.stop_after_grok=200 \
-	  -S 'studies.augmentation.tasks=[x_plus_y]' -S 'studies.augmentation.augs=[baseline,negation,combined30]' \
-	  -S 'studies.curriculum.tasks=[x_plus_y]' -S 'studies.curriculum.schedules=[linear]' \
-	  -S 'studies.architecture.tasks=[x_plus_y]' -S 'studies.architecture.archs=[mlp]' \
-	  -S 'studies.optimizer.variants=[sgd_nesterov]' \
-	  -S 'studies.data_fraction.fractions=[0.3,0.8]' -S 'studies.batch_size.sizes=[128]' \
-	  -S 'studies.concealment.concealed_bits=[4,8]' -S studies.concealment.settings.train.steps=12000 \
-	  -S 'studies.linear_teacher.seeds=[0]'
+	  -S 'studies.augmentation.tasks=[x_plus_y]' -S 'studies.augmentation.values=[negation,combined30]' \
+	  -S 'studies.curriculum.tasks=[x_plus_y]' -S 'studies.curriculum.values=[linear]' \
+	  -S 'studies.architecture.tasks=[x_plus_y]' -S 'studies.architecture.values=[mlp]' \
+	  -S 'studies.optimizer.tasks=[x_plus_y]' -S 'studies.optimizer.values=[sgd_nesterov]' \
+	  -S 'studies.data_fraction.values=[0.3,0.8]' -S 'studies.data_fraction.value_settings={}' \
+	  -S 'studies.batch_size.values=[128]' \
+	  -S 'studies.concealment.values=[4,8]' -S studies.concealment.settings.train.steps=12000
 
 test: $(BIN)/.installed  ## lint and run the tests
 	$(BIN)/ruff check .

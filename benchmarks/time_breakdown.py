@@ -54,7 +54,7 @@ def update_functions(cfg: RunConfig, compile_blocks: bool = False
                      ) -> tuple[Callable[[], None], Callable[[], None]]:
     """A training step and a whole-validation evaluation of the base configuration."""
     task = build_task(cfg.data)
-    data = _Data(task, cfg, [0], torch.device("cpu"), get_augmentation("baseline", task))
+    data = _Data(task, cfg, [0], torch.device("cpu"), get_augmentation(cfg.train.aug, task))
     model = build_model(cfg.model, task, [0])
     if compile_blocks:
         for block in model.blocks:

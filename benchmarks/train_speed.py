@@ -117,7 +117,7 @@ def update_flops(cfg: RunConfig, device: torch.device) -> tuple[float, float]:
     from groklab.train import _Data
 
     task = build_task(cfg.data)
-    data = _Data(task, cfg, [0], device, get_augmentation("baseline", task))
+    data = _Data(task, cfg, [0], device, get_augmentation(cfg.train.aug, task))
     model = build_model(cfg.model, task, [0]).to(device)
     idx = data.train_idx[:, :cfg.train.batch_size]
     with FlopCounterMode(display=False) as fc:

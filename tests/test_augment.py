@@ -4,9 +4,11 @@ import itertools
 
 import pytest
 import torch
+from registry import AUGMENTATIONS, PARAMS
 
-from groklab.augment import AUGMENTATIONS, augment, get_augmentation, reachable, val_reachable
+from groklab.augment import augment, get_augmentation, reachable, val_reachable
 from groklab.config import ConfigError
+from groklab.params import augmentation
 from groklab.tasks import ModularTask, ParityTask, PermutationTask, split
 
 P = 11
@@ -39,7 +41,7 @@ def python_images(name, a, b, aug):
 @pytest.mark.parametrize("aug_name", ["reversal", "negation", "combined30"])
 def test_augmented_examples_are_valid_and_correctly_labelled(name, aug_name):
     task = ModularTask(name, P)
-    aug = get_augmentation(aug_name, task)
+    aug = get_augmentation(AUGMENTATIONS[aug_name], task)
     gen = torch.Generator().manual_seed(0)
     ops = task.operands[torch.randint(0, len(task), (4000,), generator=gen)]
     new = augment(task, ops, aug, gen)
@@ -102,7 +104,7 @@ def test_combined30_leaks_most_of_x_plus_y_validation():
 
 
 def test_unknown_or_undefined_augmentation_is_refused():
-    with pytest.raises(ConfigError, match="aug='flip'.*baseline, reversal"):
-        get_augmentation("flip", ModularTask("x_plus_y", 7))
+    with pytest.raises(ConfigError, match="'flip' is not in `augmentations`.*baseline, reversal"):
+        augmentation(PARAMS, "flip")
     with pytest.raises(ConfigError, match="parity"):
-        get_augmentation("negation", ParityTask(3, 2, 100))
+        get_augmentation(AUGMENTATIONS["negation"], ParityTask(3, 2, 100))

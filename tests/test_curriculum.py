@@ -7,9 +7,10 @@ from fractions import Fraction
 
 import pytest
 import torch
+from registry import CURRICULA
 
 from groklab import rng
-from groklab.config import ConfigError, CurriculumConfig, RunConfig
+from groklab.config import PACING_KEYS, ConfigError, CurriculumConfig, RunConfig
 from groklab.curriculum import PoolSampler, difficulty, pacing
 from groklab.tasks import ModularTask, ParityTask, PermutationTask, split
 from groklab.train import train
@@ -53,8 +54,29 @@ def hard_cut(diffs: list[int], delta) -> tuple[int, int]:
     return sum(1 for d in diffs if d >= cut), cut
 
 
+# The six schedules of seed 001 and our ablations, as pacing and order.
+SCHEDULES = {"none": ("none", None), "linear": ("linear", "easiest_first"),
+             "sqrt": ("sqrt", "easiest_first"), "step": ("step", "easiest_first"),
+             "random": ("linear", "random"), "anti": ("linear", "hardest_first")}
+
+
+def schedule(name: str, **kw) -> CurriculumConfig:
+    """The named schedule with the settings its pacing reads (defaults as in params.yaml)."""
+    pace, order = SCHEDULES[name]
+    defaults = {"order": order, "start": 0.2, "ramp": 0.5, "step_size": 0.2,
+                "step_threshold": 0.99}
+    return CurriculumConfig(name=name, pacing=pace,
+                            **{k: kw.get(k, defaults[k]) for k in PACING_KEYS[pace]})
+
+
+def test_params_yaml_schedules_are_the_papers():
+    for name, (pace, order) in SCHEDULES.items():
+        assert (CURRICULA[name].pacing, CURRICULA[name].order) == (pace, order), name
+    assert CURRICULA["linear"] == schedule("linear")
+
+
 def make_sampler(name: str, task, seeds: list[int], steps: int = STEPS, **kw) -> PoolSampler:
-    cfg = CurriculumConfig(name=name, **kw)
+    cfg = schedule(name, **kw)
     train_idx = torch.stack([split(len(task), 0.5, s).train for s in seeds])
     gens = [rng.generator(s, "data") for s in seeds]
     return PoolSampler(cfg, task, train_idx, seeds, steps, gens)
@@ -131,32 +153,32 @@ def test_parity_difficulty_counts_informative_set_bits():
 
 @pytest.mark.parametrize("name", ["linear", "random", "anti"])
 def test_linear_pacing_hand_values(name):
-    cfg = CurriculumConfig(name=name, start=0.2, ramp=0.5)
+    cfg = schedule(name, start=0.2, ramp=0.5)
     # T = 100, ramp ends at t = 50: delta = 0.2 + 0.8 * min(1, t / 50)
     for t, expected in [(0, 0.2), (10, 0.36), (25, 0.6), (50, 1.0), (80, 1.0), (100, 1.0)]:
         assert pacing(cfg, t, 100) == pytest.approx(expected, abs=1e-12), t
-    cfg = CurriculumConfig(name=name, start=0.1, ramp=1.0)
+    cfg = schedule(name, start=0.1, ramp=1.0)
     # T = 40: delta = 0.1 + 0.9 * t / 40
     for t, expected in [(0, 0.1), (10, 0.325), (20, 0.55), (40, 1.0)]:
         assert pacing(cfg, t, 40) == pytest.approx(expected, abs=1e-12), t
 
 
 def test_sqrt_pacing_hand_values():
-    cfg = CurriculumConfig(name="sqrt", start=0.2, ramp=0.5)
+    cfg = schedule("sqrt", start=0.2, ramp=0.5)
     # delta = sqrt(0.04 + 0.96 * min(1, t / 50))
     cases = [(0, 0.2), (25, math.sqrt(0.52)), (10, math.sqrt(0.232)), (50, 1.0), (99, 1.0)]
     for t, expected in cases:
         assert pacing(cfg, t, 100) == pytest.approx(expected, abs=1e-12), t
     assert math.sqrt(0.52) == pytest.approx(0.7211102550927979)
-    cfg = CurriculumConfig(name="sqrt", start=0.5, ramp=1.0)
+    cfg = schedule("sqrt", start=0.5, ramp=1.0)
     # T = 8: delta = sqrt(0.25 + 0.75 t / 8); t = 4 -> sqrt(0.625)
     assert pacing(cfg, 4, 8) == pytest.approx(math.sqrt(0.625), abs=1e-12)
     assert pacing(cfg, 8, 8) == pytest.approx(1.0, abs=1e-12)
 
 
 def test_sqrt_runs_ahead_of_linear_during_ramp():
-    lin = CurriculumConfig(name="linear", start=0.2, ramp=0.5)
-    sq = CurriculumConfig(name="sqrt", start=0.2, ramp=0.5)
+    lin = schedule("linear", start=0.2, ramp=0.5)
+    sq = schedule("sqrt", start=0.2, ramp=0.5)
     for t in range(1, 50):
         assert pacing(sq, t, 100) > pacing(lin, t, 100)
 
@@ -164,7 +186,7 @@ def test_sqrt_runs_ahead_of_linear_during_ramp():
 @pytest.mark.parametrize("name", ["none", "step"])
 def test_untimed_schedules_have_no_pacing(name):
     with pytest.raises(ValueError, match=name):
-        pacing(CurriculumConfig(name=name), 0, 100)
+        pacing(schedule(name), 0, 100)
 
 
 # --- pool sizes ----------------------------------------------------------------------------
@@ -385,7 +407,7 @@ def test_curriculum_with_full_batch_is_an_error(task, name):
 
 def test_train_rejects_curriculum_with_full_batch():
     cfg = RunConfig().replace(data={"p": 11}, train={"batch_size": None, "steps": 2,
-                                                     "curriculum": {"name": "linear"}})
+                                                     "curriculum": CURRICULA["linear"]})
     with pytest.raises(ConfigError, match="batch_size"):
         train(cfg, [0])
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from scipy.linalg import expm
 
 from groklab.linear_teacher import (
@@ -18,13 +16,14 @@ from groklab.linear_teacher import (
     LinearTeacherConfig,
     closed_form,
     midpoint_step,
+    one_blas_thread,
+    run_cell,
     sample_problem,
     simulate,
     summarize_sweep,
     sweep,
     sweep_table,
 )
-from groklab.stages import linear_teacher as stage
 
 # Gradient flow vs discrete GD differs at first order in lr: the relative loss error is about
 # 1.5 * lr here, so lr = 1e-3 must agree to LOSS_RTOL; losses below LOSS_FLOOR are left out,
@@ -129,7 +128,7 @@ TAU_MID_RTOL = 0.1
 
 @pytest.fixture(scope="module")
 def summary() -> tuple[pd.DataFrame, pd.DataFrame]:
-    with stage.one_blas_thread():  # seconds instead of milliseconds when other jobs run
+    with one_blas_thread():  # seconds instead of milliseconds when other jobs run
         curves = sweep_table([0.5, 0.7, 0.9], [0, 1], LinearTeacherConfig(d_in=300))
     return summarize_sweep(curves)
 
@@ -181,33 +180,18 @@ def test_summarize_sweep_names_missing_columns() -> None:
                                               "train_loss"]))
 
 
-def test_stage_writes_every_lam_and_seed(tmp_path: Path, monkeypatch, unused_port, capsys
-                                         ) -> None:
-    spec = {"lams": [0.5, 0.8], "seeds": [0, 1], "d_in": 50, "steps": 20_000, "n_points": 60}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"studies": {"linear_teacher": spec}}))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{unused_port}")
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    out = tmp_path / "models" / "linear_teacher"
-    stage.main(["--params", str(tmp_path / "params.yaml"), "--out", str(out)])
-    curves = pd.read_csv(out / "curves.csv")
-    assert list(curves.columns) == ["lam", "seed", "step", "train_acc", "val_acc",
-                                    "train_loss", "val_loss"]
-    pairs = set(curves[["lam", "seed"]].itertuples(index=False, name=None))
-    assert pairs == {(0.5, 0), (0.5, 1), (0.8, 0), (0.8, 1)}
-    assert curves.groupby(["lam", "seed"]).size().nunique() == 1
-    config = yaml.safe_load((out / "config.json").read_text())  # JSON is YAML
-    assert config["config"]["d_in"] == 50 and config["config"]["lr"] == LinearTeacherConfig.lr
-    captured = capsys.readouterr()
-    assert "tracking skipped" in captured.err
-    assert captured.out.count("\n") == 1 and "4/4 runs with both erf fits ok" in captured.out
-
-
-@pytest.mark.parametrize("spec, message", [
-    ({"lams": [0.5], "seeds": [0], "lam": 0.5}, "unknown keys"),
-    ({"lams": [1.2], "seeds": [0]}, "lam=1.2"),
-    ({"lams": [], "seeds": [0]}, "at least one"),
-    ({"lams": 0.5, "seeds": [0]}, "must be lists"),
-])
-def test_stage_rejects_bad_settings(spec: dict, message: str) -> None:
-    with pytest.raises(stage.ConfigError, match=message):
-        stage.study_settings({"studies": {"linear_teacher": spec}})
+def test_run_cell_records_each_seeds_closed_form_curves() -> None:
+    cfg = LinearTeacherConfig(d_in=40, lam=0.6, steps=5_000, n_points=30)
+    result = run_cell(cfg, [3, 1])
+    assert list(result.history.columns) == ["seed", "step", "train_loss", "train_acc",
+                                            "val_loss", "val_acc"]
+    for seed in (3, 1):
+        direct = closed_form(dataclasses.replace(cfg, seed=seed))  # each seed its own draw
+        mine = result.history[result.history.seed == seed]
+        np.testing.assert_array_equal(mine["step"], direct["step"])
+        np.testing.assert_allclose(mine["val_acc"], direct["val_acc"], rtol=0, atol=0)
+        final = result.final.set_index("seed").loc[seed]
+        assert final["final_train_acc"] == direct["train_acc"][-1]
+        assert final["n_train"] == round(40 / 0.6)
+    assert not result.history[result.history.seed == 3]["train_acc"].equals(
+        result.history[result.history.seed == 1]["train_acc"].reset_index(drop=True))

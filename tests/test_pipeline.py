@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -22,20 +23,22 @@ pytestmark = pytest.mark.slow
 TINY = {
     "tasks": ["x_plus_y"],
     "seeds": [0],
+    "baseline": {"tasks": ["x_plus_y", "x_div_y"]},
     "data": {"p": 11, "train_fraction": 0.5, "encoding": "full"},
     "model": {"width": 32, "heads": 2},
-    "train": {"steps": 40, "batch_size": 64, "eval_every": 10},
+    "train": {"steps": 40, "batch_size": 32, "eval_every": 10},
     "studies": {  # every study, one or two tiny cells each
-        "augmentation": {"tasks": ["x_plus_y"], "augs": ["baseline", "combined30"]},
-        "curriculum": {"tasks": ["x_plus_y"], "schedules": ["linear"]},
-        "architecture": {"tasks": ["x_plus_y"], "archs": ["mlp"]},
-        "optimizer": {"tasks": ["x_div_y"], "variants": ["sgd_nesterov"]},
-        "data_fraction": {"tasks": ["x_plus_y"], "fractions": [0.3]},
-        "batch_size": {"tasks": ["x_plus_y"], "sizes": [32]},
-        "multivariate": {"operands": [3], "settings": {"data": {"p": 5}}},
-        "concealment": {"concealed_bits": [4],
+        "augmentation": {"tasks": ["x_plus_y"], "values": ["combined30"]},
+        "curriculum": {"tasks": ["x_plus_y"], "values": ["linear"]},
+        "architecture": {"tasks": ["x_plus_y"], "values": ["mlp"]},
+        "optimizer": {"tasks": ["x_div_y"], "values": ["sgd_nesterov"]},
+        "data_fraction": {"tasks": ["x_plus_y"], "values": [0.3, 0.7],
+                          "value_settings": {0.3: {"data": {"p": 13}}}},
+        "batch_size": {"tasks": ["x_plus_y"], "values": [16]},
+        "multivariate": {"values": [3], "settings": {"data": {"p": 5}}},
+        "concealment": {"values": [4],
                         "settings": {"train": {"steps": 40, "eval_every": 10}}},
-        "linear_teacher": {"lams": [0.5, 0.8], "seeds": [0], "d_in": 60},
+        "linear_teacher": {"values": [0.5, 0.8], "settings": {"d_in": 60}},
     },
 }
 
@@ -58,9 +61,11 @@ def pipeline_env(**extra: str) -> dict:
 
 
 def merge(base: dict, small: dict) -> dict:
+    """``base`` with ``small``'s values; mappings merge, except value_settings (replaced)."""
     out = dict(base)
     for key, value in small.items():
-        out[key] = merge(base[key], value) if isinstance(value, dict) and key in base else value
+        nested = isinstance(value, dict) and key in base and key != "value_settings"
+        out[key] = merge(base[key], value) if nested else value
     return out
 
 
@@ -88,37 +93,92 @@ def commit(repo: Path, message: str) -> None:
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], repo)
 
 
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run([str(BIN / "dvc"), *args], repo, check=check)
+
+
 def test_repro_produces_every_declared_output(repo):
-    for path in ["data/x_plus_y/card.json", "data/parity/equations.csv",
-                 "models/train/x_plus_y/history.csv", "models/train/x_plus_y/seed0.pt",
+    for path in ["data/x_plus_y/card.json", "data/x_div_y/equations.csv",
+                 "models/baseline/x_plus_y/history.csv", "models/baseline/x_plus_y/seed0.pt",
+                 "models/experiment/x_plus_y/source.json",
                  "models/augmentation/x_plus_y-combined30/final.csv",
-                 "reports/metrics/train.json", "reports/metrics/augmentation.json",
-                 "reports/tables/augmentation_cells.csv", "reports/curves/train/x_plus_y.csv",
+                 "reports/metrics/experiment.json", "reports/metrics/augmentation.json",
+                 "reports/tables/augmentation_cells.csv", "reports/curves/experiment/x_plus_y.csv",
                  "reports/report.md", "reports/figures/augmentation_leakage.png",
-                 "models/concealment/parity-4/history.csv", "models/linear_teacher/curves.csv",
+                 "models/concealment/parity-4/history.csv",
+                 "models/linear_teacher/linear_regression-0.8/history.csv",
                  "reports/metrics/linear_teacher.json", "reports/tables/multivariate_cells.csv"]:
         assert (repo / path).exists(), path
-    status = run([str(BIN / "dvc"), "status"], repo).stdout
+    status = dvc(repo, "status").stdout
     assert "up to date" in status.lower(), status
     card = json.loads((repo / "data/x_plus_y/card.json").read_text())
-    assert card["n_equations"] == 121 and card["splits"]["0"] == {"train": 60, "val": 61}
-    metrics = json.loads((repo / "reports/metrics/augmentation.json").read_text())
-    leak = metrics["x_plus_y"]["combined30"]["val_reachable_mean"]
+    assert card["n_equations"] == 121
+    assert card["splits"]["0"] == {"train": 60, "val": 61, "val_in_train": 0.0}
+    runs = pd.read_csv(repo / "reports/tables/augmentation_runs.csv")
+    leak = runs.set_index("aug").loc["combined30", "val_reachable"]
     assert leak == pytest.approx(card["val_reachable"]["combined30"]["0"], abs=1e-6)
 
 
-def test_knob_retrains_only_the_experiment_and_metrics_diff(repo):
-    out = run([str(BIN / "dvc"), "exp", "run", "-S", "aug=combined30", "-n", "c30"], repo)
+def test_no_trained_cell_repeats_another_run(repo):
+    """Every folder that holds a trained run has its own configuration and seeds; studies
+    read the base run for their default value instead of training it again."""
+    configs = {}
+    for path in sorted((repo / "models").glob("*/*/config.json")):
+        meta = json.loads(path.read_text())
+        key = json.dumps([meta["config"], meta["seeds"]], sort_keys=True)
+        assert key not in configs, f"{path.parent} repeats {configs.get(key)}"
+        configs[key] = path.parent
+    cells = pd.read_csv(repo / "reports/tables/augmentation_cells.csv")
+    assert cells.set_index("aug").loc["baseline", "source"] == "baseline@x_plus_y"
+    fraction = pd.read_csv(repo / "reports/tables/data_fraction_cells.csv")
+    assert list(fraction["train_fraction"]) == [0.3, 0.5, 0.7]
+    p = {f: json.loads((repo / "models" / path / "config.json").read_text())["config"]["data"]["p"]
+         for f, path in zip(fraction["train_fraction"], fraction["path"], strict=True)}
+    assert p == {0.3: 13, 0.5: 11, 0.7: 11}
+
+
+@pytest.mark.parametrize("edit, new_stage", [
+    (lambda p: (p["augmentations"].update(swap_only={"reverse": 0.5, "negate": 0.0}),
+                p["studies"]["augmentation"]["values"].append("swap_only")),
+     "augmentation@x_plus_y-swap_only"),
+    (lambda p: (p["curricula"].update(slow={"pacing": "linear", "order": "easiest_first",
+                                            "start": 0.1, "ramp": 0.9}),
+                p["studies"]["curriculum"]["values"].append("slow")),
+     "curriculum@x_plus_y-slow"),
+    (lambda p: (p["optimizers"].update(adamw_lr3={**p["optimizers"]["adamw"], "lr": 0.003}),
+                p["studies"]["optimizer"]["values"].append("adamw_lr3")),
+     "optimizer@x_div_y-adamw_lr3"),
+    (lambda p: p["studies"]["data_fraction"]["values"].append(0.6),
+     "data_fraction@x_plus_y-0.6"),
+])
+def test_adding_a_variant_or_value_retrains_no_existing_cell(repo, edit, new_stage):
+    path = repo / "params.yaml"
+    before = path.read_text()
+    params = yaml.safe_load(before)
+    edit(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = json.loads(dvc(repo, "status", "--json").stdout)
+    finally:
+        path.write_text(before)
+    trained = {name for name in status if name.split("@")[0] not in
+               ("generate", "evaluate", "report")}
+    assert trained == {new_stage}, status
+    assert set(status) <= {new_stage, "evaluate", "report", *(f"generate@{t}" for t in
+                                                             ("x_plus_y", "x_div_y"))}
+
+
+def test_knob_trains_only_the_experiment_and_metrics_diff(repo):
+    out = dvc(repo, "exp", "run", "-S", "aug=combined30", "-n", "c30")
     log = out.stdout + out.stderr
     ran = set(re.findall(r"Running stage '([^']+)'", log))
-    assert ran == {"train@x_plus_y", "evaluate", "report"}, log  # no study retrains
-    diff = run([str(BIN / "dvc"), "metrics", "diff", "--json"], repo).stdout
-    changed = json.loads(diff)["reports/metrics/train.json"]
-    assert changed["x_plus_y.val_reachable_mean"]["old"] == 0
-    assert changed["x_plus_y.val_reachable_mean"]["new"] > 0.3
-    shown = json.loads(run([str(BIN / "dvc"), "exp", "show", "--json"], repo).stdout)
-    names = json.dumps(shown)
-    assert '"c30"' in names and "val_reachable_mean" in names
+    assert ran == {"experiment@x_plus_y", "evaluate", "report"}, log  # no study retrains
+    diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
+    changed = diff["reports/metrics/experiment.json"]
+    assert changed["x_plus_y.clean_val_acc_mean"]["old"] is None
+    assert changed["x_plus_y.clean_val_acc_mean"]["new"] is not None
+    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    assert '"c30"' in json.dumps(shown)
     db = sqlite3.connect(repo / "mlflow.db")
     exp_names = {r[0] for r in db.execute(
         "select value from tags where key='dvc.exp_name'")}
@@ -127,21 +187,20 @@ def test_knob_retrains_only_the_experiment_and_metrics_diff(repo):
 
 def test_queued_cells_land_in_the_repos_mlflow_database(repo):
     for aug in ("negation", "reversal"):
-        run([str(BIN / "dvc"), "exp", "run", "--queue", "-S", f"aug={aug}", "-n", f"q-{aug}"],
-            repo)
-    run([str(BIN / "dvc"), "queue", "start", "-j", "2"], repo)
+        dvc(repo, "exp", "run", "--queue", "-S", f"aug={aug}", "-n", f"q-{aug}")
+    dvc(repo, "queue", "start", "-j", "2")
     deadline = time.time() + 600
     while time.time() < deadline:
-        status = run([str(BIN / "dvc"), "queue", "status"], repo).stdout
+        status = dvc(repo, "queue", "status").stdout
         if "Running" not in status and "Queued" not in status:
             break
         time.sleep(3)
-    assert "Failed" not in status, status + run([str(BIN / "dvc"), "queue", "logs", "q-negation"],
-                                                repo, check=False).stdout
+    assert "Failed" not in status, status + dvc(repo, "queue", "logs", "q-negation",
+                                                check=False).stdout
     db = sqlite3.connect(repo / "mlflow.db")
     tagged = {r[0] for r in db.execute("select value from tags where key='dvc.exp_name'")}
     assert {"q-negation", "q-reversal"} <= tagged
     stages = {r[0] for r in db.execute(
         "select t1.value from tags t1 join tags t2 on t1.run_uuid = t2.run_uuid "
         "where t1.key='dvc.stage' and t2.key='dvc.exp_name' and t2.value like 'q-%'")}
-    assert "train@x_plus_y" in stages
+    assert "experiment@x_plus_y" in stages

@@ -1,15 +1,15 @@
 """The report stage: figures, markdown pieces and report.md from a small fixture tree.
 
-The fixture tree has the layout the `evaluate` stage writes, for the experiment and every
-study. Its histories are synthetic (erf-shaped curves, a few seconds to build) but the
-per-seed and per-cell tables come from the real :func:`seed_summaries_from` and
-:func:`cell_summary`, so the columns are exact. The linear student-teacher tables are
-synthetic with the columns its stage writes. A slow test repeats the check on a tree
-trained for real.
+The fixture tree has the layout the training stages write (models/<family>/<cell>/ with
+history.csv, final.csv and config.json) for every trained cell of params.yaml; the
+histories are synthetic (erf-shaped curves, a few seconds to build). The real `evaluate`
+turns them into the tables, so the columns are exact. A slow test repeats the check on a
+tree trained for real.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -23,10 +23,21 @@ import pytest
 import yaml
 from scipy import special, stats
 
-from groklab.params import STUDIES, cell_name
+from groklab.cells import (
+    BASELINE,
+    EXPERIMENT,
+    LINEAR_TASK,
+    Cell,
+    cell_config,
+    experiment_source,
+    trained_cells,
+)
+from groklab.params import load_params
 from groklab.report import curriculum, figures, markdown, sharpness
+from groklab.stages.evaluate import evaluate_all
+from groklab.stages.outputs import write_json
 from groklab.stages.report import main
-from groklab.summary import cell_summary, seed_summaries_from
+from groklab.summary import cell_summary
 from groklab.train import HISTORY_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,8 +58,8 @@ DELAY = {
     "arch": {"transformer": 1.0},
     "optimizer": {"adamw": 1.0, "adamw_fullbatch": 0.9, "sgd_nesterov": 1.15, "dropout": 0.85,
                   "wd_0.05": 1.2, "wd_1.0": 0.8},
-    "train_fraction": {0.1: 1.2, 0.3: 1.05, 0.45: 0.95, 0.5: 0.9, 0.6: 0.8, 0.8: 0.6},
-    "batch_size": {64: 1.2, 128: 1.0, 512: 0.7},
+    "train_fraction": {0.1: 1.2, 0.3: 1.05, 0.45: 0.95, 0.5: 1.0, 0.6: 0.8, 0.8: 0.6},
+    "batch_size": {64: 1.2, 128: 1.0, 512: 1.0},
     "operands": {2: 0.7, 3: 1.1},
 }
 # Cells that never grok: (factor, value) or (factor, value, task).
@@ -58,7 +69,7 @@ REACHABLE = {"baseline": 0.0, "reversal": 0.5, "negation": 0.5, "combined15": 0.
              "combined30": 0.86}
 LAMS = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 FIGURES = [
-    "train_curves", "augmentation_curves", "augmentation_steps_to_99",
+    "experiment_curves", "augmentation_curves", "augmentation_steps_to_99",
     "augmentation_final_accuracy", "augmentation_leakage", "curriculum_steps_to_99",
     "curriculum_final_accuracy", "curriculum_curves", "architecture_steps_to_99",
     "architecture_curves", "optimizer_steps_to_99", "optimizer_curves",
@@ -70,7 +81,6 @@ SECTIONS = ["## Experiment", "## Augmentation study", "## Curriculum study",
             "## Architecture study", "## Optimizer study", "## Data-fraction study",
             "## Batch-size study", "## Multivariate study", "## Concealment study",
             "## Linear student-teacher study", "## Sharpness across all modular-arithmetic runs"]
-ALL_STUDIES = ("train", *STUDIES, "linear_teacher")
 
 
 def _never(factor: str, value, task: str) -> bool:
@@ -117,98 +127,92 @@ def synthetic_cell(task: str, factor: str, value, seeds: list[int]
     return pd.concat(histories, ignore_index=True), pd.DataFrame(finals)
 
 
-def write_study(root: Path, study: str, cells: list[dict], make=synthetic_cell,
-                budget: int = BUDGET) -> None:
-    """models/<study>/<cell>/history.csv and reports/tables/<study>_{runs,cells}.csv."""
-    runs, summaries = [], []
-    for cell in cells:
-        name = cell_name(cell)
-        factor = next((k for k in cell if k != "task"), "aug")
-        history, final = make(cell["task"], factor, cell.get(factor, "baseline"), SEEDS)
+def write_cell(root: Path, params: dict, cell: Cell, factor: str, value, make) -> None:
+    """models/<family>/<name>/: history.csv, final.csv and config.json of one cell."""
+    out = cell.path(root / "models")
+    out.mkdir(parents=True)
+    config = cell_config(params, cell)
+    seeds = SEEDS
+    if cell.task == LINEAR_TASK:
+        history, final = synthetic_linear(value, SEEDS)
+        kind = "linear_teacher"
+    elif make is not None:
+        history, final = make(config)
+        seeds, kind = sorted(history.seed.unique().tolist()), "network"
+    else:
+        history, final = synthetic_cell(cell.task, factor, value, SEEDS)
+    if cell.task != LINEAR_TASK:
         assert list(history.columns) == list(HISTORY_COLUMNS)
         assert list(final.columns) == FINAL_COLUMNS
-        (root / "models" / study / name).mkdir(parents=True)
-        history.to_csv(root / "models" / study / name / "history.csv", index=False)
-        chance = 0.5 if cell["task"] == "parity" else (
-            1 / 120 if cell["task"] == "permutation" else 1 / 97)
-        rows = pd.DataFrame(seed_summaries_from(history, final, budget=budget, chance=chance))
-        for i, (key, value) in enumerate({"study": study, "cell": name, **cell}.items()):
-            rows.insert(i, key, value)
-        runs.append(rows)
-        summaries.append({"study": study, "cell": name, **cell, **cell_summary(rows)})
-    tables = root / "reports" / "tables"
-    tables.mkdir(parents=True, exist_ok=True)
-    pd.concat(runs).to_csv(tables / f"{study}_runs.csv", index=False)
-    pd.DataFrame(summaries).to_csv(tables / f"{study}_cells.csv", index=False)
+        kind = "network"
+    history.to_csv(out / "history.csv", index=False)
+    final.to_csv(out / "final.csv", index=False)
+    write_json(out / "config.json", {"kind": kind, "config": dataclasses.asdict(config),
+                                     "seeds": seeds, "steps_done": BUDGET})
 
 
-def write_linear_teacher(root: Path) -> None:
-    """Synthetic linear student-teacher tables (the columns its stage writes) and curves."""
-    runs, cells, curves = [], [], []
-    fit_keys = ("a", "s", "tau", "b", "r2", "ok", "reason")
+def write_models(root: Path, params: dict, make=None) -> None:
+    """Every trained cell of ``params``, and the experiment's pointer to its base run."""
+    for cell in trained_cells(params):
+        if cell.family == BASELINE:
+            factor, value = "aug", "baseline"
+        else:
+            spec = params["studies"][cell.family]
+            factor, value = spec["factor"].split(".")[-1], cell.value
+        write_cell(root, params, cell, factor, value, make)
+    for task in params["tasks"]:
+        source = experiment_source(params, task)
+        exp = Cell(EXPERIMENT, task)
+        if source is None:
+            write_cell(root, params, exp, "aug", params["aug"], make)
+        else:
+            exp.path(root / "models").mkdir(parents=True)
+            write_json(exp.path(root / "models") / "source.json",
+                       {"stage": source.stage, "family": source.family, "name": source.name})
+
+
+def synthetic_linear(lam: float, seeds: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Log-time erf curves whose gap grows and sharpness falls as lam -> 1 (seed 004)."""
     steps = np.unique(np.round(np.geomspace(1, 1e5, 60))).astype(int)
-    for lam in LAMS:
-        gap = 0.2 / (1 - lam)  # the gap grows as lam -> 1, sharpness falls with it
-        rows = []
-        for seed in SEEDS:
-            g = gap * (1 + 0.03 * seed)
-            ok = not (lam == 0.95 and seed == 2)  # one failed fit, to be counted
-            fit = dict(zip(fit_keys, (0.5, 2.0, 3.0, 0.5, 0.99, True, ""), strict=True))
-            vfit = fit | ({"s": 2.0 * g ** -0.5, "tau": 3.0 * (1 + g)} if ok else
-                          {"s": math.nan, "tau": math.nan, "ok": False,
-                           "reason": "poor fit: R^2=0.500 < min_r2=0.9"})
-            rows.append({
-                "study": "linear_teacher", "cell": f"lam-{lam}", "lam": lam, "seed": seed,
-                **{f"train_fit_{k}": v for k, v in fit.items()},
-                **{f"val_fit_{k}": v for k, v in vfit.items()},
-                "relative_gap": g if ok else math.nan,
-                "relative_sharpness": g ** -0.5 if ok else math.nan,
-                "absolute_sharpness": 0.01 * g ** -0.8 if ok else math.nan,
-                "train_mid_step": 1000.0, "val_mid_step": 1000.0 * 10 ** g if ok else math.nan,
-                "grokked": True, "final_train_acc": 1.0, "final_val_acc": 0.999,
-            })
-            x = np.log10(steps)
-            curves.append(pd.DataFrame({
-                "lam": lam, "seed": seed, "step": steps,
-                "train_acc": 0.5 + 0.5 * special.erf(2 * (x - 3)),
-                "val_acc": 0.5 + 0.5 * special.erf(2 * g ** -0.5 * (x - 3 * (1 + g))),
-                "train_loss": 10.0 ** -x, "val_loss": 10.0 ** (-x / (1 + g)),
-            }))
-        r = pd.DataFrame(rows)
-        runs.append(r)
-        cell = {"study": "linear_teacher", "cell": f"lam-{lam}", "lam": lam,
-                "n_seeds": len(r), "n_fit_ok": int(r["val_fit_ok"].sum())}
-        for m in ("relative_gap", "relative_sharpness", "absolute_sharpness", "val_mid_step",
-                  "train_mid_step"):
-            v = r[m].dropna()
-            half = 4.3 * v.std() / math.sqrt(len(v))
-            cell |= {f"{m}_mean": v.mean(), f"{m}_sd": v.std(), f"{m}_ci_low": v.mean() - half,
-                     f"{m}_ci_high": v.mean() + half}
-        cells.append(cell)
-    tables = root / "reports" / "tables"
-    tables.mkdir(parents=True, exist_ok=True)
-    pd.concat(runs).to_csv(tables / "linear_teacher_runs.csv", index=False)
-    pd.DataFrame(cells).to_csv(tables / "linear_teacher_cells.csv", index=False)
-    (root / "models" / "linear_teacher").mkdir(parents=True)
-    pd.concat(curves).to_csv(root / "models" / "linear_teacher" / "curves.csv", index=False)
+    x = np.log10(steps)
+    histories, finals = [], []
+    for seed in seeds:
+        g = 0.2 / (1 - lam) * (1 + 0.03 * seed)
+        train = 0.5 + 0.5 * special.erf(2 * (x - 3))
+        val = 0.5 + 0.5 * special.erf(2 * g ** -0.5 * (x - 3 - 0.3 * g))
+        if lam == 0.95 and seed == 2:  # one flat validation curve: a failed fit to count
+            val = np.full_like(x, 0.02)
+        h = pd.DataFrame({"seed": seed, "step": steps, "train_loss": 10.0 ** -x,
+                          "train_acc": train, "val_loss": 10.0 ** (-x / (1 + g)),
+                          "val_acc": val})
+        histories.append(h)
+        finals.append({"seed": seed, **{f"final_{k}": h[k].iloc[-1] for k in
+                                        ("train_loss", "train_acc", "val_loss", "val_acc")},
+                       "n_train": 1000})
+    return pd.concat(histories, ignore_index=True), pd.DataFrame(finals)
 
 
-def build_tree(root: Path, studies: tuple[str, ...] = ALL_STUDIES) -> Path:
-    """A fixture tree: params.yaml, references/, models/ and reports/tables/."""
+def build_tree(root: Path, studies: tuple[str, ...] | None = None, make=None,
+               edit=None) -> Path:
+    """A fixture tree: params.yaml, references/, models/ and reports/ as `evaluate` writes
+    it; ``studies`` (default all) keeps only those studies' tables; ``edit`` changes the
+    params first; ``make`` (a config -> history, final function) trains cells for real."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"].update(steps=BUDGET, eval_every=EVAL_EVERY)
     params["seeds"] = SEEDS
+    if edit is not None:
+        edit(params)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    params = load_params(root / "params.yaml")
     (root / "references").mkdir(parents=True)
     for name in ("augmentation_paper_runs.json", "curriculum_paper_tables.json"):
         shutil.copy(REPO / "references" / name, root / "references")
-    for study in studies:
-        if study == "train":
-            write_study(root, "train", [{"task": t} for t in TASKS])
-        elif study == "linear_teacher":
-            write_linear_teacher(root)
-        else:
-            write_study(root, study, STUDIES[study].cells(params))
+    write_models(root, params, make)
+    evaluate_all(params, root / "models", root / "reports")
+    if studies is not None:
+        for path in (root / "reports" / "tables").glob("*.csv"):
+            if path.stem.rsplit("_", 1)[0] not in (*studies, BASELINE):
+                path.unlink()
     return root
 
 
@@ -261,9 +265,9 @@ def test_report_has_every_section_in_order_with_its_figures(report):
 
 def test_sections_state_what_varied_and_what_was_held_fixed(report):
     _, _, text = report
-    for header, factor in (("## Curriculum study", "curriculum"), ("## Optimizer study",
-                           "optimizer"), ("## Concealment study", "concealed_bits"),
-                           ("## Multivariate study", "operands")):
+    for header, factor in (("## Curriculum study", "train.curriculum"), ("## Optimizer study",
+                           "train.optimizer"), ("## Concealment study", "data.concealed_bits"),
+                           ("## Multivariate study", "data.operands")):
         body = section(text, header)
         assert f"**Varied:** `{factor}`" in body and "**Held fixed:**" in body
     multi = section(text, "## Multivariate study")
@@ -324,16 +328,20 @@ def test_sharpness_sections_report_the_loglog_fit(report):
     assert f"| {fit.slope:.3g} |" in body and f"| {fit.r:.3f} |" in body
     assert fit.slope < 0  # synthetic: softer transitions with more concealed bits
     modular = section(text, "## Sharpness across all modular-arithmetic runs")
-    tables = root / "reports" / "tables"
-    n = sum(len(pd.read_csv(p).query("task != 'parity'")) for p in tables.glob("*_runs.csv")
-            if not p.name.startswith(("concealment", "linear_teacher")))
-    assert f"{n} runs from" in modular and "flat curve" in modular
+    # Each trained modular-arithmetic run once: the folders under models/ times their seeds,
+    # however many studies read a base run.
+    n = sum(len(json.loads(p.read_text())["seeds"])
+            for p in (root / "models").glob("*/*/config.json")
+            if json.loads(p.read_text())["config"].get("data", {}).get("task")
+            not in (None, "parity"))
+    assert n == 3 * (4 + 16 + 20 + 4 + 6 + 6 + 2 + 2)
+    assert f"{n} distinct runs" in modular and "flat curve" in modular
     lt = section(text, "## Linear student-teacher study")
-    assert "poor fit (1)" in lt  # the one failed synthetic fit, by reason
+    assert "flat curve (1)" in lt  # the one failed synthetic fit, by reason
 
 
 def test_missing_studies_skip_only_their_sections(tmp_path):
-    root = build_tree(tmp_path, studies=("train", "concealment"))
+    root = build_tree(tmp_path, studies=("experiment", "concealment"))
     paths, text = run_report(root)
     assert "## Experiment" in text and "| x_div_y |" in text
     for header, study in (("## Augmentation study", "augmentation"),
@@ -343,7 +351,7 @@ def test_missing_studies_skip_only_their_sections(tmp_path):
         assert "Skipped" in body and f"{study}_cells.csv" in body and "###" not in body
     assert "Skipped" not in section(text, "## Concealment study")
     assert sorted(p.name for p in paths) == sorted(
-        ["train_curves.png", "concealment_gap.png", "concealment_sharpness.png",
+        ["experiment_curves.png", "concealment_gap.png", "concealment_sharpness.png",
          "concealment_curves.png", "modular_sharpness.png", "report.md"])
 
 
@@ -412,31 +420,27 @@ def test_steps_figure_hatches_censored_cells(report):
     assert len(hatched) == int((cells["n_censored"] > 0).sum()) > 0
 
 
-REAL_BUDGET = 30
-
-
-def real_cell(task: str, factor: str, value, seeds: list[int]
-              ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A cell trained for real on a tiny configuration (seconds on a CPU)."""
-    from groklab.config import RunConfig
+def real_cell(config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The cell trained for real on its (tiny) configuration: seconds on a CPU."""
     from groklab.train import train
 
-    cfg = RunConfig().replace(data={"p": 13, "task": task}, model={"width": 32, "heads": 2},
-                              train={"steps": REAL_BUDGET, "batch_size": 64, "aug": value,
-                                     "eval_every": EVAL_EVERY, "device": "cpu"})
-    result = train(cfg, seeds)
+    result = train(config, SEEDS[:1])
     return result.history, result.final
 
 
 @pytest.mark.slow
 def test_report_from_really_trained_cells(tmp_path):
-    root = build_tree(tmp_path, studies=())
-    write_study(root, "train", [{"task": "x_plus_y"}], make=real_cell, budget=REAL_BUDGET)
-    write_study(root, "augmentation", [{"task": "x_plus_y", "aug": a}
-                                       for a in ("baseline", "combined30")],
-                make=real_cell, budget=REAL_BUDGET)
+    def tiny(params):
+        params.update(tasks=["x_plus_y"], baseline={"tasks": ["x_plus_y"]})
+        params["data"]["p"] = 13
+        params["model"].update(width=32, heads=2)
+        params["train"].update(steps=30, batch_size=64, eval_every=10)
+        params["studies"] = {"augmentation": {**params["studies"]["augmentation"],
+                                              "tasks": ["x_plus_y"], "values": ["combined30"]}}
+    root = build_tree(tmp_path, edit=tiny, make=real_cell)
     paths, text = run_report(root)
-    assert len(paths) == 7 and "| x_plus_y | combined30 |" in text
+    assert "| x_plus_y | combined30 |" in text and "## Augmentation study" in text
+    assert "_Skipped" in text  # studies without tables say so
 
 
 def test_sharpness_figures_and_tables_survive_runs_without_positive_points():

@@ -8,19 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from mlflow_api import api, runs_of, tags_of
 
 from groklab.params import load_params
-from groklab.presets import OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 TINY = {"seeds": [0, 1], "data": {"p": 11, "train_fraction": 0.5, "encoding": "full"},
         "model": {"width": 32, "heads": 2},
-        "train": {"steps": 30, "batch_size": 64, "eval_every": 10}}
+        "train": {"steps": 30, "batch_size": 32, "eval_every": 10}}
 
 
 @pytest.fixture
@@ -40,8 +40,8 @@ def stage(workdir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 def test_train_stage_logs_runs_seeds_curves_tags_and_artifacts(workdir, mlflow_server):
     assert stage(workdir, "groklab.stages.generate", "x_plus_y").returncode == 0
-    proc = stage(workdir, "groklab.stages.train", "augmentation", "task=x_plus_y",
-                 "aug=combined30", MLFLOW_TRACKING_URI=mlflow_server, DVC_EXP_NAME="e1")
+    proc = stage(workdir, "groklab.stages.train", "augmentation", "x_plus_y", "combined30",
+                 MLFLOW_TRACKING_URI=mlflow_server, DVC_EXP_NAME="e1")
     assert proc.returncode == 0, proc.stderr
     runs = runs_of(mlflow_server, "augmentation")
     parent = next(r for r in runs if "mlflow.parentRunId" not in tags_of(r))
@@ -50,7 +50,7 @@ def test_train_stage_logs_runs_seeds_curves_tags_and_artifacts(workdir, mlflow_s
     assert tags["dvc.exp_name"] == "e1" and tags["variant"] == "combined30"
     assert parent["info"]["status"] == "FINISHED"
     params = {p["key"]: p["value"] for p in parent["data"]["params"]}
-    assert params["data.p"] == "11" and params["train.aug"] == "combined30"
+    assert params["data.p"] == "11" and params["train.aug.name"] == "combined30"
     children = [r for r in runs if tags_of(r).get("mlflow.parentRunId") == parent["info"]["run_id"]]
     assert sorted(tags_of(c)["seed"] for c in children) == ["0", "1"]
     history = api(mlflow_server, "metrics/get-history", run_id=children[0]["info"]["run_id"],
@@ -60,49 +60,93 @@ def test_train_stage_logs_runs_seeds_curves_tags_and_artifacts(workdir, mlflow_s
     assert 0.5 < reached["val_reachable"] < 1
     files = {f["path"] for f in api(mlflow_server, "artifacts/list",
                                     run_id=parent["info"]["run_id"])["files"]}
-    assert {"history.csv", "summary.json", "data"} <= files
+    assert {"history.csv", "summary.json", "config.json"} <= files
     seed_files = {f["path"] for f in api(mlflow_server, "artifacts/list",
                                          run_id=children[0]["info"]["run_id"])["files"]}
     assert any(f.startswith("seed") and f.endswith(".pt") for f in seed_files)
 
 
 def test_unreachable_tracking_keeps_outputs_and_says_so(workdir, unused_port):
-    proc = stage(workdir, "groklab.stages.train", "train", "task=x_div_y",
+    proc = stage(workdir, "groklab.stages.train", "baseline", "x_div_y",
                  MLFLOW_TRACKING_URI=f"http://127.0.0.1:{unused_port}")
     assert proc.returncode == 0, proc.stderr
     assert "tracking skipped" in proc.stderr and str(unused_port) in proc.stderr
-    summary = json.loads((workdir / "models/train/x_div_y/summary.json").read_text())
+    summary = json.loads((workdir / "models/baseline/x_div_y/summary.json").read_text())
     assert [s["seed"] for s in summary["seeds"]] == [0, 1]
 
 
 def test_failed_run_leaves_finished_results_untouched(workdir, unused_port):
     env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{unused_port}"}
-    assert stage(workdir, "groklab.stages.train", "train", "task=x_plus_y", **env).returncode == 0
-    before = (workdir / "models/train/x_plus_y/history.csv").read_bytes()
+    assert stage(workdir, "groklab.stages.train", "baseline", "x_plus_y", **env).returncode == 0
+    before = (workdir / "models/baseline/x_plus_y/history.csv").read_bytes()
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     params["optimizers"]["adamw"]["lr"] = 1e12  # diverges at once
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = stage(workdir, "groklab.stages.train", "train", "task=x_plus_y", **env)
+    proc = stage(workdir, "groklab.stages.train", "baseline", "x_plus_y", **env)
     assert proc.returncode == 1
     assert "groklab: error: loss became NaN/inf" in proc.stderr and "Traceback" not in proc.stderr
-    assert (workdir / "models/train/x_plus_y/history.csv").read_bytes() == before
+    assert (workdir / "models/baseline/x_plus_y/history.csv").read_bytes() == before
 
 
-def test_bad_params_fail_with_the_key_named(workdir):
+@pytest.mark.parametrize("module, args", [
+    ("groklab.stages.generate", ["x_plus_y"]),
+    ("groklab.stages.train", ["baseline", "x_plus_y"]),
+    ("groklab.stages.evaluate", []),
+])
+def test_bad_params_fail_before_any_stage_computes(workdir, module, args):
     params = yaml.safe_load((workdir / "params.yaml").read_text())
-    params["aug"] = "rotation"
+    params["aug"], params["seeds"] = "rotation", [-1]
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = stage(workdir, "groklab.stages.train", "train", "task=x_plus_y")
-    assert proc.returncode == 1
-    assert "aug='rotation' is not known" in proc.stderr and "Traceback" not in proc.stderr
+    proc = stage(workdir, module, *args)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert "groklab: error: params.yaml: seeds = [-1]: must be a non-empty list" in lines[0]
+    assert any("aug = 'rotation': not in `augmentations`" in line for line in lines), lines
+    assert not (workdir / "data").exists() and not (workdir / "models").exists()
 
 
-def test_params_yaml_holds_the_papers_base_configuration():
-    """params.yaml and the library defaults (used by `groklab run`) must not drift apart."""
-    from groklab.config import RunConfig
-    from groklab.params import experiment_config
+def test_malformed_params_is_one_line(workdir):
+    (workdir / "params.yaml").write_text("seeds: [0, 1\ntasks: []\n")
+    proc = stage(workdir, "groklab.stages.train", "baseline", "x_plus_y")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "not valid YAML (line" in proc.stderr
 
-    params = load_params(ROOT / "params.yaml")
-    assert params["optimizers"] == OPTIMIZERS
-    assert experiment_config(params, "x_plus_y") == RunConfig()
-    assert params["seeds"] == [0, 1, 2]
+
+def test_a_cell_params_does_not_declare_is_refused(workdir):
+    proc = stage(workdir, "groklab.stages.train", "augmentation", "x_plus_y", "mirror")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "'mirror' is not one of studies.augmentation.values" in proc.stderr
+
+
+def test_experiment_at_paper_defaults_reads_the_base_run_and_trains_nothing(workdir):
+    proc = stage(workdir, "groklab.stages.train", "experiment", "x_plus_y",
+                 GROKLAB_TRACKING="off")
+    assert proc.returncode == 0, proc.stderr
+    out = workdir / "models/experiment/x_plus_y"
+    assert sorted(p.name for p in out.iterdir()) == ["source.json"]
+    assert json.loads((out / "source.json").read_text())["stage"] == "baseline@x_plus_y"
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["aug"] = "negation"
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    assert stage(workdir, "groklab.stages.train", "experiment", "x_plus_y",
+                 GROKLAB_TRACKING="off").returncode == 0
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["train"]["aug"] == {"name": "negation", "p_reverse": 0.0, "p_negate": 0.3}
+    assert not (out / "source.json").exists()
+
+
+def test_linear_teacher_cell_stage_writes_every_seeds_curves(workdir):
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["studies"]["linear_teacher"]["settings"].update(d_in=50, steps=20_000, n_points=60)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = stage(workdir, "groklab.stages.train", "linear_teacher", "linear_regression", "0.8",
+                 GROKLAB_TRACKING="off")
+    assert proc.returncode == 0, proc.stderr
+    out = workdir / "models/linear_teacher/linear_regression-0.8"
+    history = pd.read_csv(out / "history.csv")
+    assert sorted(history.seed.unique()) == [0, 1]
+    assert history.groupby("seed").size().tolist() == [len(history) // 2] * 2
+    config = json.loads((out / "config.json").read_text())
+    assert config["kind"] == "linear_teacher" and config["config"]["lam"] == 0.8
+    assert config["config"]["d_in"] == 50 and config["seeds"] == [0, 1]
+    assert not list(out.glob("*.pt"))

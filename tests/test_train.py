@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from pandas.testing import assert_frame_equal
+from registry import AUGMENTATIONS, CURRICULA
 
 from groklab.checkpoint import checkpoint, load_model
 from groklab.config import ConfigError, RunConfig
@@ -32,7 +33,7 @@ def test_same_seed_gives_identical_history():
 
 @pytest.mark.parametrize("aug", ["baseline", "combined30"])
 def test_batched_seeds_match_training_each_alone(aug):
-    cfg = TINY.replace(train={"aug": aug})
+    cfg = TINY.replace(train={"aug": AUGMENTATIONS[aug]})
     together = train(cfg, [0, 1, 2]).history
     for seed in (0, 2):
         alone = train(cfg, [seed]).history
@@ -64,7 +65,7 @@ def _accuracy(model, tokens, labels) -> float:
 
 def test_augmented_run_reports_leakage_and_clean_accuracy():
     """val_reachable and clean_val_acc against a brute-force count on the saved model."""
-    res = train(TINY.replace(train={"aug": "combined30"}), [0])
+    res = train(TINY.replace(train={"aug": AUGMENTATIONS["combined30"]}), [0])
     (s,) = seed_summaries(res)
     task = build_task(res.config.data, [0])
     sp = task.split(0.5, 0)
@@ -85,7 +86,7 @@ def test_augmented_run_reports_leakage_and_clean_accuracy():
 
 def test_training_curve_is_accuracy_on_the_unaugmented_training_split():
     """train_acc is the model in eval mode on training examples, not the augmented batches."""
-    cfg = TINY.replace(train={"aug": "combined30"})
+    cfg = TINY.replace(train={"aug": AUGMENTATIONS["combined30"]})
     res = train(cfg, [0])
     task = build_task(cfg.data, [0])
     sp = task.split(0.5, 0)
@@ -143,7 +144,7 @@ def test_bad_inputs_fail_before_training():
     with pytest.raises(ConfigError, match="seeds=\\[1, 1\\] has repeats"):
         train(TINY, [1, 1])
     with pytest.raises(ConfigError, match="curriculum needs sampled batches"):
-        train(TINY.replace(train={"batch_size": None, "curriculum": {"name": "linear"}}), [0])
+        train(TINY.replace(train={"batch_size": None, "curriculum": CURRICULA["linear"]}), [0])
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device"):
             train(TINY.replace(train={"device": "cuda"}), [0])

@@ -8,40 +8,18 @@ example whose transform would be invalid (a zero divisor) keeps its original ope
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-from groklab.config import ConfigError
+from groklab.config import AugmentConfig, ConfigError
 from groklab.tasks import Task
 
-
-@dataclass(frozen=True)
-class Augmentation:
-    name: str
-    p_reverse: float
-    p_negate: float
-
-    @property
-    def active(self) -> bool:
-        return self.p_reverse > 0 or self.p_negate > 0
+# The augmentation settings of a run; the named ones are `augmentations` in params.yaml.
+Augmentation = AugmentConfig
 
 
-AUGMENTATIONS = {
-    "baseline": Augmentation("baseline", 0.0, 0.0),
-    "reversal": Augmentation("reversal", 0.3, 0.0),
-    "negation": Augmentation("negation", 0.0, 0.3),
-    "combined15": Augmentation("combined15", 0.15, 0.15),
-    "combined30": Augmentation("combined30", 0.3, 0.3),
-}
-
-
-def get_augmentation(name: str, task: Task) -> Augmentation:
-    """The named augmentation, checked to be defined for ``task``."""
-    if name not in AUGMENTATIONS:
-        raise ConfigError(f"aug={name!r} is not known; choose one of: {', '.join(AUGMENTATIONS)}")
-    aug = AUGMENTATIONS[name]
+def get_augmentation(aug: Augmentation, task: Task) -> Augmentation:
+    """``aug``, checked to be defined for ``task``."""
     probe = task.operands[:1]
     try:
         if aug.p_reverse:
@@ -49,7 +27,8 @@ def get_augmentation(name: str, task: Task) -> Augmentation:
         if aug.p_negate:
             task.negate(probe)
     except NotImplementedError as err:
-        raise ConfigError(f"aug={name!r}: {err}; use aug='baseline'") from err
+        raise ConfigError(f"aug={aug.name!r}: {err}; use an augmentation that changes "
+                          "neither order nor sign (e.g. baseline)") from err
     return aug
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from groklab.augment import AUGMENTATIONS, val_reachable
-from groklab.config import DataConfig
+from groklab.augment import val_reachable
+from groklab.config import AugmentConfig, DataConfig
 from groklab.tasks import Task, build_task, val_in_train
 
 
@@ -18,8 +18,10 @@ def labels_digest(task: Task) -> str:
     return h.hexdigest()
 
 
-def dataset_card(cfg: DataConfig, seeds: list[int]) -> dict[str, Any]:
-    """Sizes, vocabulary, split sizes per seed and ``val_reachable`` per augmentation."""
+def dataset_card(cfg: DataConfig, seeds: list[int],
+                 augmentations: dict[str, AugmentConfig]) -> dict[str, Any]:
+    """Sizes, vocabulary, split sizes and ``val_in_train`` per seed, and ``val_reachable``
+    per seed under each augmentation of ``augmentations`` that the task supports."""
     task = build_task(cfg, seeds)
     card: dict[str, Any] = {
         "task": cfg.task,
@@ -39,7 +41,7 @@ def dataset_card(cfg: DataConfig, seeds: list[int]) -> dict[str, Any]:
     for seed, sp in splits.items():
         card["splits"][str(seed)] = {"train": len(sp.train), "val": len(sp.val),
                                      "val_in_train": val_in_train(tokens, sp)}
-    for name, aug in AUGMENTATIONS.items():
+    for name, aug in augmentations.items():
         if not aug.active:
             continue
         try:

@@ -1,7 +1,9 @@
 """``groklab run``: train one configuration for one seed, outside the pipeline.
 
-Defaults are the papers' base configuration (DESIGN.md). Progress goes to stderr; the
-last line of stdout is a JSON summary of the run.
+Defaults are the base run of params.yaml (the papers' settings), and ``--aug``,
+``--curriculum`` and ``--optimizer`` take the names of its registries, so a single run means
+what the pipeline means. Progress goes to stderr; the last line of stdout is a JSON
+summary of the run.
 """
 
 from __future__ import annotations
@@ -12,26 +14,19 @@ import logging
 import sys
 from pathlib import Path
 
-from groklab.config import (
-    ARCHS,
-    AUGMENTATIONS,
-    CURRICULA,
-    DEVICES,
-    ENCODINGS,
-    TASKS,
-    ConfigError,
-    RunConfig,
-)
+from groklab.config import DEVICES, ENCODINGS, TASKS, ConfigError, RunConfig
 from groklab.cpu import CpuShare
-from groklab.presets import OPTIMIZERS, apply_variant
+from groklab.params import PARAMS_FILE, load_params, run_config
 from groklab.progress import ProgressBar
 from groklab.summary import seed_summaries
 from groklab.train import TrainingDiverged, train
 
+_FULL = object()  # --batch-size full: the whole training split every update
 
-def _batch_size(text: str) -> int | None:
+
+def _batch_size(text: str) -> int | object:
     if text == "full":
-        return None
+        return _FULL
     try:
         value = int(text)
     except ValueError:
@@ -45,60 +40,65 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="groklab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train one configuration for one seed",
-                         description="Train one configuration for one seed. Defaults are the "
-                         "base configuration: p=97, fraction 0.5, 2-layer width-128 Transformer, "
-                         "AdamW, batch 512, 7500 updates.")
-    base = RunConfig()
-    run.add_argument("--task", default=base.data.task, choices=TASKS, help="the equations")
-    run.add_argument("--aug", default=base.train.aug, choices=AUGMENTATIONS,
-                     help="augmentation of sampled training examples")
-    run.add_argument("--curriculum", default=base.train.curriculum.name, choices=CURRICULA,
-                     help="pacing of the training pool")
-    run.add_argument("--arch", default=base.model.arch, choices=ARCHS, help="model architecture")
-    run.add_argument("--optimizer", default="adamw", choices=list(OPTIMIZERS),
-                     help="named optimiser variant of the papers")
-    run.add_argument("--p", type=int, default=base.data.p, help="modulus of the modular tasks")
-    run.add_argument("--train-fraction", type=float, default=base.data.train_fraction,
+                         description="Train one configuration for one seed. Every setting "
+                         "not given is the base run of params.yaml: p=97, fraction 0.5, "
+                         "2-layer width-128 Transformer, AdamW, batch 512, 7500 updates.")
+    run.add_argument("--params", default=PARAMS_FILE,
+                     help="params.yaml whose base run and named variants to use")
+    run.add_argument("--task", default="x_plus_y", choices=TASKS, help="the equations")
+    run.add_argument("--aug", help="augmentation: a name from `augmentations` in params.yaml")
+    run.add_argument("--curriculum", help="a name from `curricula` in params.yaml")
+    run.add_argument("--arch", help="model architecture (transformer, mlp, lstm, bit_mlp)")
+    run.add_argument("--optimizer", help="a name from `optimizers` in params.yaml")
+    run.add_argument("--p", type=int, help="modulus of the modular tasks")
+    run.add_argument("--train-fraction", type=float,
                      help="fraction of all equations used for training, in (0, 1)")
-    run.add_argument("--encoding", default=base.data.encoding, choices=ENCODINGS,
+    run.add_argument("--encoding", choices=ENCODINGS,
                      help="full: [a, op, b, =]; compact: [a, b, =]")
-    run.add_argument("--operands", type=int, default=base.data.operands,
-                     help="number of operands K of multi_add")
-    run.add_argument("--concealed-bits", type=int, default=base.data.concealed_bits,
+    run.add_argument("--operands", type=int, help="number of operands K of multi_add")
+    run.add_argument("--concealed-bits", type=int,
                      help="random bits appended to each parity example")
-    run.add_argument("--steps", type=int, default=base.train.steps, help="number of updates")
-    run.add_argument("--batch-size", type=_batch_size, default=base.train.batch_size,
+    run.add_argument("--steps", type=int, help="number of updates")
+    run.add_argument("--batch-size", type=_batch_size,
                      help="examples per update, sampled with replacement, or 'full'")
-    run.add_argument("--eval-every", type=int, default=base.train.eval_every,
+    run.add_argument("--eval-every", type=int,
                      help="updates between evaluations of the whole validation split")
-    run.add_argument("--stop-after-grok", type=int, default=None,
+    run.add_argument("--stop-after-grok", type=int,
                      help="stop this many updates after validation accuracy reaches 0.99 "
-                     "(default: train the full budget)")
+                     "(default: params.yaml's train.stop_after_grok)")
     run.add_argument("--seed", type=int, default=0, help="seed of the split, init and batches")
-    run.add_argument("--device", default=base.train.device, choices=DEVICES,
-                     help="auto uses CUDA when available")
+    run.add_argument("--device", choices=DEVICES, help="auto uses CUDA when available")
     run.add_argument("--out", type=Path, default=None,
                      help="directory for history.csv, final.csv, checkpoint and summary.json")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
+# Flag -> the key of the run it sets.
+FLAGS = {"aug": "train.aug", "curriculum": "train.curriculum", "arch": "model.arch",
+         "optimizer": "train.optimizer", "p": "data.p", "train_fraction": "data.train_fraction",
+         "encoding": "data.encoding", "operands": "data.operands",
+         "concealed_bits": "data.concealed_bits", "steps": "train.steps",
+         "batch_size": "train.batch_size", "eval_every": "train.eval_every",
+         "stop_after_grok": "train.stop_after_grok"}
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    cfg = RunConfig().replace(
-        data={"task": args.task, "p": args.p, "train_fraction": args.train_fraction,
-              "encoding": args.encoding, "operands": args.operands,
-              "concealed_bits": args.concealed_bits},
-        model={"arch": args.arch},
-        train={"steps": args.steps, "batch_size": args.batch_size, "eval_every": args.eval_every,
-               "aug": args.aug, "stop_after_grok": args.stop_after_grok, "device": args.device,
-               "curriculum": {"name": args.curriculum}},
-    )
-    return apply_variant(cfg, args.optimizer)
+    """The base run of params.yaml for ``--task``, with every flag given applied."""
+    params = load_params(args.params)
+    changes = {key: getattr(args, flag) for flag, key in FLAGS.items()
+               if getattr(args, flag) is not None}
+    if args.batch_size is _FULL:
+        changes["train.batch_size"] = None
+    cfg = run_config(params, args.task, changes)
+    if args.device is not None:
+        cfg = cfg.replace(train={"device": args.device})
+    return cfg
 
 
 def run(args: argparse.Namespace) -> dict:
     cfg = config_from_args(args)
-    label = f"{cfg.data.task} {cfg.train.aug} seed {args.seed}"
+    label = f"{cfg.data.task} {cfg.train.aug.name} seed {args.seed}"
     with CpuShare() as cpu, ProgressBar(label, cfg.train.steps, disable=args.quiet,
                                         on_update=cpu.rebalance) as bar:
         result = train(cfg, [args.seed], progress=bar.update)

@@ -12,10 +12,9 @@ from typing import Any
 
 TASKS = ("x_plus_y", "x_minus_y", "x_div_y", "permutation", "multi_add", "parity")
 ENCODINGS = ("full", "compact")
-ARCHS = ("transformer", "mlp", "lstm", "bit_mlp")
 OPTIMIZER_KINDS = ("adamw", "adam", "sgd")
-AUGMENTATIONS = ("baseline", "reversal", "negation", "combined15", "combined30")
-CURRICULA = ("none", "linear", "sqrt", "step", "random", "anti")
+PACINGS = ("none", "linear", "sqrt", "step")
+ORDERS = ("easiest_first", "hardest_first", "random")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -98,7 +97,9 @@ class ModelConfig:
     bit_mlp_hidden: int = 1000  # parity MLP hidden width (seed 004)
 
     def __post_init__(self) -> None:
-        _choice("arch", self.arch, ARCHS)
+        from groklab.models import ARCHITECTURES  # here: the models import this module
+
+        _choice("arch", self.arch, tuple(ARCHITECTURES))
         for key in ("layers", "width", "heads", "mlp_hidden", "mlp_layers", "lstm_hidden",
                     "bit_mlp_hidden"):
             _positive(key, getattr(self, key))
@@ -110,8 +111,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Optimiser, its hyper-parameters and the linear warm-up."""
+    """Optimiser, its hyper-parameters and the linear warm-up (``name``: the variant's)."""
 
+    name: str = "adamw"
     kind: str = "adamw"
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.98)
@@ -139,28 +141,65 @@ class OptimConfig:
             raise ConfigError(f"warmup={self.warmup!r} must be an integer >= 0")
 
 
-@dataclass(frozen=True)
-class CurriculumConfig:
-    """Pacing of the training pool (see groklab.curriculum)."""
+def _fraction(key: str, value: Any, low_open: bool = True) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and (
+        (0 < value <= 1) if low_open else (0 <= value <= 1))
+    if not ok:
+        raise ConfigError(f"{key}={value!r} must lie in {'(0, 1]' if low_open else '[0, 1]'}")
 
-    name: str = "none"
-    start: float = 0.2  # delta0: fraction of the training split in the first pool
-    ramp: float = 0.5  # fraction of training over which the pool grows to the whole split
-    step_size: float = 0.2  # step schedule: how much delta grows when the pool is fit
-    step_threshold: float = 0.99  # step schedule: train accuracy on the pool that advances delta
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Operand augmentation of sampled training examples (see groklab.augment).
+
+    ``p_reverse``: probability of swapping the operands; ``p_negate``: of negating them.
+    """
+
+    name: str = "baseline"
+    p_reverse: float = 0.0
+    p_negate: float = 0.0
 
     def __post_init__(self) -> None:
-        _choice("curriculum", self.name, CURRICULA)
-        if not 0 < self.start <= 1:
-            raise ConfigError(f"curriculum start={self.start!r} must lie in (0, 1]")
-        if not 0 < self.ramp <= 1:
-            raise ConfigError(f"curriculum ramp={self.ramp!r} must lie in (0, 1]")
-        if not 0 < self.step_size <= 1:
-            raise ConfigError(f"curriculum step_size={self.step_size!r} must lie in (0, 1]")
-        if not 0 < self.step_threshold <= 1:
-            raise ConfigError(
-                f"curriculum step_threshold={self.step_threshold!r} must lie in (0, 1]"
-            )
+        _fraction("reverse", self.p_reverse, low_open=False)
+        _fraction("negate", self.p_negate, low_open=False)
+
+    @property
+    def active(self) -> bool:
+        return self.p_reverse > 0 or self.p_negate > 0
+
+
+# The settings each pacing reads (see groklab.curriculum); the others must be absent.
+PACING_KEYS = {"none": (), "linear": ("order", "start", "ramp"), "sqrt": ("order", "start", "ramp"),
+               "step": ("order", "start", "step_size", "step_threshold")}
+
+
+@dataclass(frozen=True)
+class CurriculumConfig:
+    """Pacing of the training pool (see groklab.curriculum); unused settings are None."""
+
+    name: str = "none"
+    pacing: str = "none"
+    order: str | None = None  # which examples enter the pool first
+    start: float | None = None  # delta0: fraction of the training split in the first pool
+    ramp: float | None = None  # fraction of training over which the pool grows to all of it
+    step_size: float | None = None  # step pacing: how much delta grows when the pool is fit
+    step_threshold: float | None = None  # step pacing: pool accuracy that advances delta
+
+    def __post_init__(self) -> None:
+        _choice("pacing", self.pacing, PACINGS)
+        wanted = PACING_KEYS[self.pacing]
+        for key in ("order", "start", "ramp", "step_size", "step_threshold"):
+            value = getattr(self, key)
+            if key in wanted and value is None:
+                raise ConfigError(f"pacing {self.pacing!r} needs `{key}`")
+            if key not in wanted and value is not None:
+                raise ConfigError(f"pacing {self.pacing!r} has no setting `{key}` "
+                                  f"(it reads: {', '.join(wanted) or 'nothing'})")
+        if self.order is not None:
+            _choice("order", self.order, ORDERS)
+        for key in ("start", "ramp", "step_size", "step_threshold"):
+            if getattr(self, key) is not None:
+                _fraction(key, getattr(self, key))
 
 
 @dataclass(frozen=True)
@@ -171,21 +210,20 @@ class TrainConfig:
     batch_size: int | None = 512  # None: full batch (the whole training split every update)
     eval_every: int = 10
     curve_examples: int = 1024  # training examples in the training-curve sample (at most)
-    aug: str = "baseline"
+    aug: AugmentConfig = field(default_factory=AugmentConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     stop_after_grok: int | None = None  # updates to continue once val acc first reaches 0.99
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.curriculum, CurriculumConfig):  # a mapping from YAML/JSON
-            object.__setattr__(self, "curriculum",
-                               _build(CurriculumConfig, self.curriculum, "curriculum"))
+        for key, cls in (("aug", AugmentConfig), ("curriculum", CurriculumConfig)):
+            if not isinstance(getattr(self, key), cls):  # a mapping from JSON
+                object.__setattr__(self, key, _build(cls, getattr(self, key), key))
         _positive("steps", self.steps)
         if self.batch_size is not None:
             _positive("batch_size", self.batch_size)
         _positive("eval_every", self.eval_every)
         _positive("curve_examples", self.curve_examples)
-        _choice("aug", self.aug, AUGMENTATIONS)
         _choice("device", self.device, DEVICES)
         if self.stop_after_grok is not None and (
             not isinstance(self.stop_after_grok, int) or self.stop_after_grok < 0
@@ -252,3 +290,44 @@ def _build(cls: type, values: Any, section: str, base: Any = None) -> Any:
     if base is not None:
         return dataclasses.replace(base, **values)
     return cls(**values)
+
+
+@dataclass(frozen=True)
+class LinearTeacherConfig:
+    """One linear student-teacher run; defaults give S-shaped, delayed rises for lam in [0.5, 0.95].
+
+    ``threshold = 1e-3`` is small compared with the initial per-example loss (~1), so both
+    accuracies start near 0.02 and training accuracy is delayed (~400-750 steps) rather than
+    immediate; ``steps = 100_000`` lets validation accuracy reach > 0.99 even at lam = 0.95.
+    """
+
+    d_in: int = 1000  # input dimension
+    lam: float = 0.9  # d_in / n_train, in (0, 1)
+    d_out: int = 1  # output dimension
+    lr: float = 0.01  # GD learning rate eta, in (0, 0.25) so that GD is stable
+    init_scale: float = 0.0  # student init std in units of 1/sqrt(d_in)
+    threshold: float = 1e-3  # squared error below which an output counts as correct
+    steps: int = 100_000  # horizon in GD steps
+    n_points: int = 200  # at most this many recorded steps (0 plus a log-spaced grid)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "d_in": (self.d_in >= 1, "an integer >= 1"),
+            "lam": (0.0 < self.lam < 1.0, "in the open interval (0, 1)"),
+            "d_out": (self.d_out >= 1, "an integer >= 1"),
+            "lr": (0.0 < self.lr < 0.25, "in the open interval (0, 0.25)"),
+            "init_scale": (self.init_scale >= 0.0, ">= 0"),
+            "threshold": (self.threshold > 0.0, "> 0"),
+            "steps": (self.steps >= 1, "an integer >= 1"),
+            "n_points": (self.n_points >= 2, "an integer >= 2"),
+            "seed": (self.seed >= 0, "an integer >= 0"),
+        }
+        for name, (ok, allowed) in checks.items():
+            if not ok:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid; must be {allowed}")
+
+    @property
+    def n_train(self) -> int:
+        """Number of training samples, ``round(d_in / lam)`` (at least ``d_in + 1``)."""
+        return max(round(self.d_in / self.lam), self.d_in + 1)

@@ -1,7 +1,8 @@
 """Which training examples a batch may be drawn from at each update.
 
-A curriculum orders the training split by a difficulty score and, at update t, samples
-only from the easiest fraction delta(t) of it (ties at the cut are all included):
+A curriculum orders the training split (its ``order``) and, at update t, samples only from
+the first fraction delta(t) of it (its ``pacing``; ties in difficulty at the cut are all
+included). Pacings:
 
 * ``none``: the whole split from the start (the baseline).
 * ``linear``: delta grows linearly from ``start`` to 1 over ``ramp`` of training.
@@ -10,9 +11,10 @@ only from the easiest fraction delta(t) of it (ties at the cut are all included)
 * ``step``: delta starts at ``start`` and grows by ``step_size`` whenever the training
   accuracy on the current pool (measured on the batches since the last evaluation)
   reaches ``step_threshold``.
-* ``random``: the linear pool sizes, filled in a random order (the "without difficulty
-  parameter" ablation of seed 001).
-* ``anti``: the linear pace, hardest examples first.
+
+Orders: ``easiest_first`` (by difficulty, ties in a seeded random order), ``hardest_first``,
+and ``random`` (difficulty ignored: the "without difficulty parameter" ablation of seed 001).
+The named schedules (linear, sqrt, step, random, anti, ...) are `curricula` in params.yaml.
 
 Difficulty: max operand for the modular tasks (largest operand for multi_add); the
 number of inversions of the result for permutations; the number of set informative
@@ -43,11 +45,11 @@ def difficulty(task: Task, ops: Tensor) -> Tensor:
 
 
 def pacing(cfg: CurriculumConfig, step: int, total_steps: int) -> float:
-    """delta(step) in (0, 1] for the time-driven schedules (linear, sqrt, random, anti)."""
-    if cfg.name in ("none", "step"):
-        raise ValueError(f"curriculum {cfg.name!r} is not paced by time")
+    """delta(step) in (0, 1] for the time-driven pacings (linear, sqrt)."""
+    if cfg.pacing not in ("linear", "sqrt"):
+        raise ValueError(f"pacing {cfg.pacing!r} is not paced by time")
     progress = min(1.0, step / max(1.0, cfg.ramp * total_steps))
-    if cfg.name == "sqrt":
+    if cfg.pacing == "sqrt":
         return math.sqrt(cfg.start**2 + (1 - cfg.start**2) * progress)
     return cfg.start + (1 - cfg.start) * progress
 
@@ -65,13 +67,13 @@ class PoolSampler:
         self.members, self.n_train = train_idx.shape
         self.advances = [0] * self.members  # step schedule: times each member's pool grew
         self.order, self.pool_end = train_idx, None
-        if cfg.name == "none":
+        if cfg.pacing == "none":
             return
         orders, ends = [], []
         for s, seed in enumerate(seeds):
             members_idx = train_idx[s].cpu()
             score = difficulty(task, task.operands[members_idx])
-            if cfg.name == "anti":
+            if cfg.order == "hardest_first":
                 score = -score
             # Sort by difficulty, ties in a seeded random order.
             gen = rng.generator(seed, "curriculum")
@@ -81,7 +83,7 @@ class PoolSampler:
             # ends[k-1]: size of the pool holding the k easiest examples and every example
             # tied with the k-th (the quantile cut includes ties).
             ends.append(torch.searchsorted(sorted_score, sorted_score, right=True))
-            if cfg.name == "random":  # same pool sizes, difficulty ignored
+            if cfg.order == "random":  # same pool sizes, difficulty ignored
                 perm = torch.randperm(self.n_train, generator=gen)
             orders.append(members_idx[perm])
         self.order = torch.stack(orders).to(train_idx.device)
@@ -91,7 +93,7 @@ class PoolSampler:
         """How many of member ``s``'s ordered training examples are in its pool now."""
         if self.pool_end is None:
             return self.n_train
-        if self.cfg.name == "step":
+        if self.cfg.pacing == "step":
             delta = min(1.0, self._step_delta(s))
         else:
             delta = pacing(self.cfg, step, self.total_steps)
@@ -114,7 +116,7 @@ class PoolSampler:
 
     def observe(self, member_train_acc: list[float]) -> None:
         """Advance the step schedule for members that fit their current pool."""
-        if self.cfg.name != "step":
+        if self.cfg.pacing != "step":
             return
         for s, acc in enumerate(member_train_acc):
             if acc >= self.cfg.step_threshold and self._step_delta(s) < 1.0:

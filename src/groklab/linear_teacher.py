@@ -26,14 +26,16 @@ sharpness paper (seed 004, Eq. 4) are made in linear time, in updates, on a per-
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.special import erf
 
+from groklab.config import LinearTeacherConfig
 from groklab.metrics import (
     ErfFit,
     absolute_sharpness,
@@ -46,47 +48,6 @@ from groklab.metrics import (
 )
 
 Curves = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class LinearTeacherConfig:
-    """One linear student-teacher run; defaults give S-shaped, delayed rises for lam in [0.5, 0.95].
-
-    ``threshold = 1e-3`` is small compared with the initial per-example loss (~1), so both
-    accuracies start near 0.02 and training accuracy is delayed (~400-750 steps) rather than
-    immediate; ``steps = 100_000`` lets validation accuracy reach > 0.99 even at lam = 0.95.
-    """
-
-    d_in: int = 1000  # input dimension
-    lam: float = 0.9  # d_in / n_train, in (0, 1)
-    d_out: int = 1  # output dimension
-    lr: float = 0.01  # GD learning rate eta, in (0, 0.25) so that GD is stable
-    init_scale: float = 0.0  # student init std in units of 1/sqrt(d_in)
-    threshold: float = 1e-3  # squared error below which an output counts as correct
-    steps: int = 100_000  # horizon in GD steps
-    n_points: int = 200  # at most this many recorded steps (0 plus a log-spaced grid)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        checks = {
-            "d_in": (self.d_in >= 1, "an integer >= 1"),
-            "lam": (0.0 < self.lam < 1.0, "in the open interval (0, 1)"),
-            "d_out": (self.d_out >= 1, "an integer >= 1"),
-            "lr": (0.0 < self.lr < 0.25, "in the open interval (0, 0.25)"),
-            "init_scale": (self.init_scale >= 0.0, ">= 0"),
-            "threshold": (self.threshold > 0.0, "> 0"),
-            "steps": (self.steps >= 1, "an integer >= 1"),
-            "n_points": (self.n_points >= 2, "an integer >= 2"),
-            "seed": (self.seed >= 0, "an integer >= 0"),
-        }
-        for name, (ok, allowed) in checks.items():
-            if not ok:
-                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; must be {allowed}")
-
-    @property
-    def n_train(self) -> int:
-        """Number of training samples, ``round(d_in / lam)`` (at least ``d_in + 1``)."""
-        return max(round(self.d_in / self.lam), self.d_in + 1)
 
 
 def time_points(cfg: LinearTeacherConfig, steps: int | None = None) -> np.ndarray:
@@ -255,11 +216,18 @@ def fit_curve(step: np.ndarray, acc: np.ndarray) -> ErfFit:
     return fit_erf(*fitting_domain(step, acc), a=a, b=b)
 
 
-def _summarize_run(lam: float, seed: int, run: pd.DataFrame) -> dict[str, object]:
+def summarize_curve(run: pd.DataFrame, budget: int | None = None) -> dict[str, object]:
+    """Erf fits and crossings of ONE seed's curves (columns ``step``, ``train_acc``,
+    ``val_acc``, ...; sorted by step), as in :func:`summarize_sweep`.
+
+    ``steps_to_99``/``steps_to_99_train`` are the first recorded steps at which validation /
+    training accuracy reach :data:`GROK_LEVEL` (censored at ``budget``, default the last
+    recorded step, when never reached).
+    """
     step = run["step"].to_numpy(dtype=float)
     train, val = run["train_acc"].to_numpy(dtype=float), run["val_acc"].to_numpy(dtype=float)
     fits = {"train_fit": fit_curve(step, train), "val_fit": fit_curve(step, val)}
-    row: dict[str, object] = {"study": STUDY, "cell": cell_name(lam), "lam": lam, "seed": seed}
+    row: dict[str, object] = {}
     for prefix, fit in fits.items():
         row.update({f"{prefix}_{k}": v for k, v in fit.to_dict().items()})
     row["relative_gap"] = relative_gap(fits["train_fit"], fits["val_fit"])
@@ -267,9 +235,59 @@ def _summarize_run(lam: float, seed: int, run: pd.DataFrame) -> dict[str, object
     row["absolute_sharpness"] = absolute_sharpness(fits["val_fit"])
     row["train_mid_step"] = midpoint_step(step, train)
     row["val_mid_step"] = midpoint_step(step, val)
-    row["grokked"] = steps_to_threshold(step, val, GROK_LEVEL).reached
+    val_cross = steps_to_threshold(step, val, GROK_LEVEL, budget)
+    train_cross = steps_to_threshold(step, train, GROK_LEVEL, budget)
+    row["steps_to_99"], row["grokked"] = val_cross.step, val_cross.reached
+    row["steps_to_99_train"], row["train_reached"] = train_cross.step, train_cross.reached
     row["final_train_acc"], row["final_val_acc"] = float(train[-1]), float(val[-1])
     return row
+
+
+def _summarize_run(lam: float, seed: int, run: pd.DataFrame) -> dict[str, object]:
+    row: dict[str, object] = {"study": STUDY, "cell": cell_name(lam), "lam": lam, "seed": seed}
+    return row | {k: v for k, v in summarize_curve(run).items() if k in RUN_COLUMNS}
+
+
+@dataclass
+class SweepResult:
+    """The curves of one λ for every seed, shaped like a trained network cell's outputs."""
+
+    config: LinearTeacherConfig
+    seeds: list[int]
+    history: pd.DataFrame  # seed, step and HISTORY columns
+    final: pd.DataFrame  # one row per seed: final accuracies and losses, n_train
+    steps_done: int
+
+
+HISTORY = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run NumPy's BLAS/LAPACK on one thread: each eigendecomposition is small, and threads
+    that spin against concurrent stages made one 1000x1000 ``eigh`` 50x slower on 2 cores."""
+    try:
+        from threadpoolctl import threadpool_limits  # comes with mlflow (via scikit-learn)
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def run_cell(cfg: LinearTeacherConfig, seeds: list[int]) -> SweepResult:
+    """Closed-form curves of ``cfg`` for every seed (each draws its own inputs and teacher)."""
+    histories, finals = [], []
+    for seed in seeds:
+        with one_blas_thread():
+            c = closed_form(dataclasses.replace(cfg, seed=int(seed)))
+        frame = pd.DataFrame({"seed": int(seed), "step": c["step"],
+                              **{k: c[k] for k in HISTORY}})
+        histories.append(frame)
+        finals.append({"seed": int(seed), **{f"final_{k}": float(c[k][-1]) for k in HISTORY},
+                       "n_train": cfg.n_train})
+    return SweepResult(cfg, list(seeds), pd.concat(histories, ignore_index=True),
+                       pd.DataFrame(finals), int(cfg.steps))
 
 
 def summarize_sweep(curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

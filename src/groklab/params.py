@@ -1,141 +1,364 @@
-"""Run configurations from ``params.yaml``: the experiment's knobs and the studies' cells.
+"""params.yaml: reading it, checking all of it, and resolving one run's configuration.
 
-A study varies one factor; every other factor stays at the paper default (baseline,
-none, transformer, adamw), so turning an experiment knob never changes a study's cells.
+params.yaml has five parts (its comments say more):
+
+1. the experiment's knobs (``tasks``, ``aug``, ``curriculum``, ``arch``, ``optimizer``);
+2. the base run, the papers' settings (``seeds``, ``device``, ``baseline``, ``data``,
+   ``model``, ``train``), which ``train.aug``/``train.curriculum``/``train.optimizer`` and
+   ``model.arch`` complete by naming the paper defaults;
+3. the named variants those names refer to (``augmentations``, ``curricula``,
+   ``optimizers``): one registry per concept, read by the pipeline and ``groklab run``;
+4. the studies (``studies``), each in one schema: ``factor``, ``values``, ``tasks``,
+   ``settings`` and, optionally, ``value_settings`` (see :mod:`groklab.cells`);
+5. ``analysis``: what evaluation and the report read (never training).
+
+:func:`load_params` reads the file and checks all of it before any stage computes: every
+problem is one line naming the key path, the value and what is allowed, and a missing key
+is an error, never a silent default.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from groklab.config import ConfigError, RunConfig
-from groklab.presets import apply_variant
+from groklab.config import (
+    DEVICES,
+    OPTIMIZER_KINDS,
+    PACING_KEYS,
+    TASKS,
+    AugmentConfig,
+    ConfigError,
+    CurriculumConfig,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+)
 
-PAPER_DEFAULTS = {"aug": "baseline", "curriculum": "none", "arch": "transformer",
-                  "optimizer": "adamw"}
+PARAMS_FILE = "params.yaml"
+# The experiment's knobs and the base-run keys they set.
+KNOBS = {"aug": "train.aug", "curriculum": "train.curriculum", "arch": "model.arch",
+         "optimizer": "train.optimizer"}
+# Base-run keys that name an entry of a registry.
+NAMED = {"train.aug": "augmentations", "train.curriculum": "curricula",
+         "train.optimizer": "optimizers"}
+TOP_KEYS = ("tasks", "aug", "curriculum", "arch", "optimizer", "seeds", "device", "baseline",
+            "data", "model", "train", "augmentations", "curricula", "optimizers", "studies",
+            "analysis")
+SECTION_KEYS = {
+    "data": tuple(f.name for f in dataclasses.fields(DataConfig) if f.name != "task"),
+    "model": tuple(f.name for f in dataclasses.fields(ModelConfig)),
+    "train": ("steps", "batch_size", "eval_every", "curve_examples", "stop_after_grok", "aug",
+              "curriculum", "optimizer"),
+}
+AUGMENTATION_KEYS = ("reverse", "negate")
+# Keys of an optimizer variant: per kind, plus the two settings a variant may override.
+OPTIMIZER_KEYS = {"adamw": ("kind", "lr", "betas", "weight_decay", "warmup"),
+                  "adam": ("kind", "lr", "betas", "weight_decay", "warmup"),
+                  "sgd": ("kind", "lr", "momentum", "nesterov", "weight_decay", "warmup")}
+VARIANT_OVERRIDES = {"batch_size": "train.batch_size", "dropout": "model.dropout"}
+ANALYSIS_KEYS = ("grok_delay", "collapse_below", "min_fit_r2")
 
 
-def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
-    with open(path) as f:
-        return yaml.safe_load(f)
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (PyYAML would keep
+    the last silently; DVC refuses the file)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is written twice in one mapping",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
-def _section(params: dict[str, Any], key: str) -> dict[str, Any]:
-    if key not in params:
-        raise ConfigError(f"params.yaml has no `{key}` section")
-    return dict(params[key] or {})
+def read_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml as a dict, with one clear line when it is missing or not YAML."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found: run in the project root (where params.yaml "
+                          "is) or pass its path with --params") from None
+    try:
+        params = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path} must be a mapping of keys to values, got {params!r}")
+    return params
 
 
-def run_config(params: dict[str, Any], task: str, *, aug: str, curriculum: str, arch: str,
-               optimizer: str, **sections: dict[str, Any]) -> RunConfig:
-    """The shared settings of ``params`` for ``task`` with the four factors set explicitly.
-
-    ``sections`` are extra overrides applied last, e.g. ``data={"train_fraction": 0.3}``.
-    """
-    cfg = RunConfig().replace(
-        data={**_section(params, "data"), "task": task},
-        model={**_section(params, "model"), "arch": arch},
-        train={**_section(params, "train"), "aug": aug, "device": params.get("device", "auto"),
-               "curriculum": {**_section(params, "curricula"), "name": curriculum}},
-    )
-    cfg = apply_variant(cfg, optimizer, _section(params, "optimizers"))
-    return cfg.replace(**sections) if sections else cfg
+def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
+    """Read params.yaml and check all of it (:func:`check_params`); raise on any problem."""
+    params = read_params(path)
+    problems = check_params(params)
+    if problems:
+        raise ConfigError("\n".join(f"{Path(path).name}: {p}" for p in problems))
+    return params
 
 
-def experiment_config(params: dict[str, Any], task: str) -> RunConfig:
-    """The experiment: the shared settings with the knobs ``aug``, ``curriculum``, ..."""
-    knobs = {k: params.get(k, v) for k, v in PAPER_DEFAULTS.items()}
-    return run_config(params, task, **knobs)
+# --- Dotted keys ------------------------------------------------------------------------
+
+def get_key(tree: Mapping[str, Any], key: str) -> Any:
+    """``tree["a"]["b"]`` for ``key`` "a.b"; KeyError naming the missing part."""
+    node: Any = tree
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise KeyError(key)
+        node = node[part]
+    return node
 
 
-def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def nest(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"data.p": 23}`` -> ``{"data": {"p": 23}}``; nested mappings are merged."""
+    out: dict[str, Any] = {}
+    for key, value in changes.items():
+        head, _, rest = str(key).partition(".")
+        if rest:
+            value = nest({rest: value})
+        if isinstance(value, Mapping) and isinstance(out.get(head), Mapping):
+            out[head] = deep_merge(out[head], value)
+        elif isinstance(value, Mapping):
+            out[head] = nest(value)
+        else:
+            out[head] = value
+    return out
+
+
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` updated by ``extra``, merging nested mappings instead of replacing them."""
     out = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
 
 
-@dataclass(frozen=True)
-class Study:
-    """A grid over tasks and one factor.
+# --- Resolving a run --------------------------------------------------------------------
 
-    ``apply(value, spec)`` maps a factor value to config changes: factor overrides
-    (``aug``, ``curriculum``, ``arch``, ``optimizer``) and/or section overrides
-    (``{"data": {...}}``). A study's ``settings`` in params.yaml apply to all its cells.
+def run_config(params: Mapping[str, Any], task: str,
+               changes: Mapping[str, Any] | None = None) -> RunConfig:
+    """The base run of ``task`` with ``changes`` (dotted or nested keys) applied.
+
+    The names ``train.aug``, ``train.curriculum`` and ``train.optimizer`` are looked up in
+    their registries; an optimizer variant may also set ``batch_size`` and ``dropout``.
     """
-
-    name: str
-    factor: str  # name of the varied factor in cells and tables
-    values_key: str  # key under studies.<name> listing the factor's values
-    apply: Callable[[Any, dict[str, Any]], dict[str, Any]]
-
-    def spec(self, params: dict[str, Any]) -> dict[str, Any]:
-        studies = params.get("studies") or {}
-        if self.name not in studies:
-            raise ConfigError(f"params.yaml has no `studies.{self.name}` section")
-        return studies[self.name]
-
-    def values(self, params: dict[str, Any]) -> list[Any]:
-        return list(self.spec(params)[self.values_key])
-
-    def cells(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """Every (task, value) cell, in DVC's matrix order."""
-        return [{"task": t, self.factor: v}
-                for t, v in itertools.product(self.spec(params)["tasks"], self.values(params))]
-
-    def config(self, params: dict[str, Any], cell: dict[str, Any]) -> RunConfig:
-        spec = self.spec(params)
-        value = _typed(cell[self.factor], self.values(params))
-        changes = deep_merge(spec.get("settings") or {}, self.apply(value, spec))
-        factors = {k: changes.pop(k, v) for k, v in PAPER_DEFAULTS.items()}
-        return run_config(params, cell["task"], **factors, **changes)
+    sections = deep_merge({k: dict(params[k]) for k in ("data", "model", "train")},
+                          nest(changes or {}))
+    unknown = sorted(set(sections) - {"data", "model", "train"})
+    if unknown:
+        raise ConfigError(f"unknown section(s) {unknown}; a run has data, model and train")
+    for name, section in sections.items():
+        extra = sorted(set(section) - set(SECTION_KEYS[name]))
+        if extra:
+            raise ConfigError(f"unknown key(s) {', '.join(f'{name}.{k}' for k in extra)}; "
+                              f"known: {', '.join(SECTION_KEYS[name])}")
+    data, model, train = sections["data"], sections["model"], sections["train"]
+    aug_name, cur_name, opt_name = (train.pop(k) for k in ("aug", "curriculum", "optimizer"))
+    for key, target in VARIANT_OVERRIDES.items():
+        variant = _entry(params, "optimizers", opt_name)
+        if key in variant:
+            section, field = target.split(".")
+            sections[section][field] = variant[key]
+    return RunConfig(
+        data=DataConfig(task=task, **data),
+        model=ModelConfig(**model),
+        optim=optimizer(params, opt_name),
+        train=TrainConfig(**train, device=params["device"], aug=augmentation(params, aug_name),
+                          curriculum=curriculum(params, cur_name)),
+    )
 
 
-def _typed(value: Any, values: list[Any]) -> Any:
-    """The factor value as params.yaml types it (the command line passes strings)."""
-    for v in values:
-        if str(v) == str(value):
-            return v
-    raise ConfigError(f"{value!r} is not one of this study's values: {values}")
+def augmentation(params: Mapping[str, Any], name: str) -> AugmentConfig:
+    """The augmentation ``name`` of the `augmentations` registry."""
+    entry = _entry(params, "augmentations", name)
+    return AugmentConfig(name, entry["reverse"], entry["negate"])
 
 
-def _fraction(value: float, spec: dict[str, Any]) -> dict[str, Any]:
-    data: dict[str, Any] = {"train_fraction": value}
-    p = (spec.get("p_by_fraction") or {}).get(value)  # seed 002's no-grok case: p=113 at 0.05
-    if p is not None:
-        data["p"] = p
-    return {"data": data}
+def curriculum(params: Mapping[str, Any], name: str) -> CurriculumConfig:
+    """The schedule ``name`` of the `curricula` registry."""
+    return CurriculumConfig(name=name, **_entry(params, "curricula", name))
 
 
-STUDIES: dict[str, Study] = {s.name: s for s in [
-    Study("augmentation", "aug", "augs", lambda v, _: {"aug": v}),
-    Study("curriculum", "curriculum", "schedules", lambda v, _: {"curriculum": v}),
-    Study("architecture", "arch", "archs", lambda v, _: {"arch": v}),
-    Study("optimizer", "optimizer", "variants", lambda v, _: {"optimizer": v}),
-    Study("data_fraction", "train_fraction", "fractions", _fraction),
-    Study("batch_size", "batch_size", "sizes", lambda v, _: {"train": {"batch_size": v}}),
-    Study("multivariate", "operands", "operands", lambda v, _: {"data": {"operands": v}}),
-    Study("concealment", "concealed_bits", "concealed_bits",
-          lambda v, _: {"data": {"concealed_bits": v}}),
-]}
+def optimizer(params: Mapping[str, Any], name: str) -> OptimConfig:
+    """The optimizer variant ``name`` of the `optimizers` registry (without the batch size
+    and dropout a variant may also set: :func:`run_config` applies those)."""
+    entry = _entry(params, "optimizers", name)
+    return OptimConfig(name=name, **{k: v for k, v in entry.items()
+                                     if k not in VARIANT_OVERRIDES})
 
 
-def cell_name(cell: dict[str, Any]) -> str:
-    """The cell's directory and DVC matrix suffix: its values joined by '-'."""
-    return "-".join(str(v) for v in cell.values())
+def _entry(params: Mapping[str, Any], registry: str, name: Any) -> Mapping[str, Any]:
+    entries = params[registry]
+    if not isinstance(name, str) or name not in entries:
+        raise ConfigError(f"{name!r} is not in `{registry}`; choose one of: "
+                          f"{', '.join(entries)}")
+    return entries[name]
 
 
-def get_study(name: str) -> Study:
-    if name not in STUDIES:
-        raise ConfigError(f"study {name!r} is not known; choose one of: {', '.join(STUDIES)}")
-    return STUDIES[name]
+def experiment_changes(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The base-run keys the experiment's knobs set."""
+    return {key: params[knob] for knob, key in KNOBS.items()}
+
+
+# --- Checking the whole file --------------------------------------------------------------
+
+def _fmt(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else yaml.safe_dump(
+        value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _keys(where: str, node: Any, required: tuple[str, ...], optional: tuple[str, ...] = ()
+          ) -> list[str]:
+    """Missing and unknown keys of the mapping ``node`` at ``where``."""
+    if not isinstance(node, Mapping):
+        return [f"{where} = {_fmt(node)}: must be a mapping with keys {', '.join(required)}"]
+    out = [f"{where}.{k} is missing (expected keys: {', '.join(required)})"
+           for k in required if k not in node]
+    out += [f"{where}.{k} is not a known key (known: {', '.join((*required, *optional))})"
+            for k in node if k not in (*required, *optional)]
+    return out
+
+
+def _names(where: str, value: Any, allowed: Any, *, unique: bool = True) -> list[str]:
+    """``value`` must be a non-empty list of members of ``allowed``."""
+    allowed = list(allowed)
+    if not isinstance(value, list) or not value:
+        return [f"{where} = {_fmt(value)}: must be a non-empty list, e.g. [{allowed[0]}]"]
+    out = [f"{where} = {_fmt(value)}: {v!r} is not known; choose from {', '.join(allowed)}"
+           for v in value if v not in allowed]
+    if unique and len(set(map(str, value))) != len(value):
+        out.append(f"{where} = {_fmt(value)}: lists a value twice")
+    return out
+
+
+def check_params(params: Mapping[str, Any]) -> list[str]:
+    """Every problem in ``params``, one line each (empty when all is well).
+
+    Checks the shape of every part, then builds every run the pipeline would train — the
+    base run of each task, the experiment, each study cell — so a value that is out of range
+    in any of them is reported here, before anything computes.
+    """
+    problems = _keys("params", params, TOP_KEYS)
+    if problems:
+        return [p.replace("params.", "", 1) for p in problems]
+    problems += _keys("baseline", params["baseline"], ("tasks",))
+    for name, keys in SECTION_KEYS.items():
+        problems += _keys(name, params[name], keys)
+    problems += _check_registries(params)
+    problems += _check_analysis(params["analysis"])
+    # Values that building the runs does not need: checked, and the runs built regardless.
+    values = _names("tasks", params["tasks"], TASKS)
+    seeds = params["seeds"]
+    if (not isinstance(seeds, list) or not seeds or not all(_is_int(s) and s >= 0 for s in seeds)
+            or len(set(seeds)) != len(seeds)):
+        values.append(f"seeds = {_fmt(seeds)}: must be a non-empty list of distinct "
+                      "integers >= 0, e.g. [0, 1, 2]")
+    if params["device"] not in DEVICES:
+        values.append(f"device = {_fmt(params['device'])}: choose one of {', '.join(DEVICES)}")
+    if not problems:
+        problems += _names("baseline.tasks", params["baseline"]["tasks"], TASKS)
+    if problems:  # the runs below need well-formed sections, registries and base tasks
+        return problems + values
+    problems += values
+    for knob, key in KNOBS.items():
+        registry = NAMED.get(key)
+        if registry and params[knob] not in params[registry]:
+            problems.append(f"{knob} = {_fmt(params[knob])}: not in `{registry}`; choose one "
+                            f"of {', '.join(params[registry])}")
+    return problems + _check_runs(params)
+
+
+def _check_registries(params: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for registry in ("augmentations", "curricula", "optimizers"):
+        if not isinstance(params[registry], Mapping) or not params[registry]:
+            problems.append(f"{registry} = {_fmt(params[registry])}: must map names to settings")
+    if problems:
+        return problems
+    for name, entry in params["augmentations"].items():
+        where = f"augmentations.{name}"
+        problems += _keys(where, entry, AUGMENTATION_KEYS)
+        if not problems:
+            problems += _built(where, lambda e=entry, n=name: AugmentConfig(
+                n, e["reverse"], e["negate"]))
+    for name, entry in params["curricula"].items():
+        where = f"curricula.{name}"
+        if not isinstance(entry, Mapping) or entry.get("pacing") not in PACING_KEYS:
+            problems.append(f"{where}.pacing = {_fmt((entry or {}).get('pacing'))}: choose one "
+                            f"of {', '.join(PACING_KEYS)}")
+            continue
+        problems += _keys(where, entry, ("pacing", *PACING_KEYS[entry["pacing"]]))
+        problems += _built(where, lambda e=entry, n=name: CurriculumConfig(name=n, **e))
+    for name, entry in params["optimizers"].items():
+        where = f"optimizers.{name}"
+        kind = entry.get("kind") if isinstance(entry, Mapping) else None
+        if kind not in OPTIMIZER_KINDS:
+            problems.append(f"{where}.kind = {_fmt(kind)}: choose one of "
+                            f"{', '.join(OPTIMIZER_KINDS)}")
+            continue
+        problems += _keys(where, entry, OPTIMIZER_KEYS[kind], tuple(VARIANT_OVERRIDES))
+        core = {k: v for k, v in entry.items() if k not in VARIANT_OVERRIDES}
+        problems += _built(where, lambda c=core, n=name: OptimConfig(name=n, **c))
+    return problems
+
+
+def _check_analysis(analysis: Any) -> list[str]:
+    problems = _keys("analysis", analysis, ANALYSIS_KEYS)
+    if problems:
+        return problems
+    if not (_is_int(analysis["grok_delay"]) and analysis["grok_delay"] >= 0):
+        problems.append(f"analysis.grok_delay = {_fmt(analysis['grok_delay'])}: must be an "
+                        "integer >= 0 (updates between training and validation reaching 99%)")
+    for key in ("collapse_below", "min_fit_r2"):
+        v = analysis[key]
+        if not (isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < 1):
+            problems.append(f"analysis.{key} = {_fmt(v)}: must be a number in (0, 1)")
+    return problems
+
+
+def _built(where: str, build: Any) -> list[str]:
+    """The problem building a config raised, as one line (empty when it built)."""
+    try:
+        build()
+    except ConfigError as err:
+        return [f"{where}: {err}"]
+    except TypeError as err:  # a key the dataclass does not know
+        return [f"{where}: {err}"]
+    return []
+
+
+def _check_runs(params: Mapping[str, Any]) -> list[str]:
+    """Build every run: base runs, the experiment, study cells; no two trained alike."""
+    from groklab.cells import duplicate_runs, study_problems  # cells reads this module
+
+    problems = []
+    for task in params["baseline"]["tasks"]:
+        problems += _built(f"base run ({task})", lambda t=task: run_config(params, t))
+    changes = experiment_changes(params)
+    for task in [t for t in params["tasks"] if t in TASKS]:  # others: reported already
+        problems += _built(f"experiment ({task}; knobs "
+                           f"{', '.join(f'{k}={params[k]}' for k in KNOBS)})",
+                           lambda t=task: run_config(params, t, changes))
+    problems += study_problems(params)
+    return problems or duplicate_runs(params)

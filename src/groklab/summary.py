@@ -14,8 +14,9 @@ from groklab.train import TrainResult
 # Metrics aggregated across seeds for every cell (mean, sd, 95% interval).
 CELL_METRICS = (
     "steps_to_99", "steps_to_99_train", "max_val_acc_rate", "final_train_acc", "final_val_acc",
-    "final_train_loss", "final_val_loss", "clean_val_acc", "val_reachable", "relative_gap",
-    "relative_sharpness", "absolute_sharpness", "val_fit_tau", "train_fit_tau",
+    "final_train_loss", "final_val_loss", "clean_val_acc", "val_reachable", "val_in_train",
+    "relative_gap", "relative_sharpness", "absolute_sharpness", "val_fit_tau", "train_fit_tau",
+    "train_mid_step", "val_mid_step",
 )
 
 
@@ -73,35 +74,24 @@ def _scalar(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
-# Scalars of each cell and seed that go to DVC's metrics files (`dvc metrics diff`).
-METRICS_CELL_KEYS = (
-    "steps_to_99_mean", "steps_to_99_ci_low", "steps_to_99_ci_high", "frac_grokked",
-    "n_censored", "steps_to_99_train_mean", "max_val_acc_rate_mean", "final_train_acc_mean",
-    "final_val_acc_mean", "final_train_loss_mean", "final_val_loss_mean", "val_reachable_mean",
-    "clean_val_acc_mean", "relative_gap_mean", "relative_sharpness_mean",
-    "absolute_sharpness_mean", "n_fit_ok",
-)
-METRICS_SEED_KEYS = ("steps_to_99", "grokked", "steps_to_99_train", "final_train_acc",
-                     "final_val_acc", "val_reachable", "clean_val_acc")
+# The headline numbers of each cell: what `dvc metrics` and `dvc exp show` show.
+HEADLINE = ("steps_to_99_mean", "frac_grokked", "final_val_acc_mean", "relative_gap_mean")
+AUGMENTED_HEADLINE = ("clean_val_acc_mean",)  # only where validation pairs are reachable
 
 
-def metrics_tree(cells: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -> dict[str, Any]:
-    """Nested scalars for a DVC metrics file: ``{task: {factor...: {metric: value}}}``.
+def headline_tree(cells: pd.DataFrame, keys: list[str]) -> dict[str, Any]:
+    """Nested scalars for a DVC metrics file: ``{task: {value: {metric: number}}}``.
 
     DVC drops nulls and lists, so a metric that is undefined (NaN, e.g. a failed fit) is
-    left out and its ``n_fit_ok`` / ``grokked`` flag says why; booleans become 0/1.
+    left out; the detailed statistics stay in ``reports/tables``.
     """
     tree: dict[str, Any] = {}
     for _, cell in cells.iterrows():
         node = tree
         for key in keys:
             node = node.setdefault(str(cell[key]), {})
-        node.update(_scalars(cell, METRICS_CELL_KEYS))
-        mine = runs
-        for key in keys:
-            mine = mine[mine[key] == cell[key]]
-        for _, run in mine.iterrows():
-            node.setdefault("seeds", {})[str(run["seed"])] = _scalars(run, METRICS_SEED_KEYS)
+        augmented = float(cell.get("val_reachable_mean", 0) or 0) > 0
+        node.update(_scalars(cell, HEADLINE + (AUGMENTED_HEADLINE if augmented else ())))
     return tree
 
 

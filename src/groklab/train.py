@@ -135,7 +135,7 @@ def train(cfg: RunConfig, seeds: Sequence[int],
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds={seeds} has repeats; each seed must appear once")
     tc = cfg.train
-    if tc.batch_size is None and tc.curriculum.name != "none":
+    if tc.batch_size is None and tc.curriculum.pacing != "none":
         raise ConfigError("a curriculum needs sampled batches; set train.batch_size")
     device = resolve_device(tc.device)
     task = build_task(cfg.data, seeds)

@@ -6,6 +6,8 @@ see :mod:`groklab.models.layers`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from groklab import rng
@@ -16,7 +18,33 @@ from groklab.models.mlp import MLP, BitMLP
 from groklab.models.transformer import Transformer
 from groklab.tasks import Task
 
-__all__ = ["build_model", "Transformer", "MLP", "BitMLP", "LSTM"]
+__all__ = ["ARCHITECTURES", "build_model", "Transformer", "MLP", "BitMLP", "LSTM"]
+
+
+def _transformer(n: int, cfg: ModelConfig, task: Task) -> nn.Module:
+    return Transformer(n, task.vocab_size, task.seq_len, task.n_classes, layers=cfg.layers,
+                       width=cfg.width, heads=cfg.heads, dropout=cfg.dropout,
+                       prefix_len=task.prefix_len)
+
+
+def _mlp(n: int, cfg: ModelConfig, task: Task) -> nn.Module:
+    return MLP(n, task.vocab_size, task.seq_len, task.n_classes, width=cfg.width,
+               hidden=cfg.mlp_hidden, layers=cfg.mlp_layers, dropout=cfg.dropout)
+
+
+def _lstm(n: int, cfg: ModelConfig, task: Task) -> nn.Module:
+    return LSTM(n, task.vocab_size, task.n_classes, width=cfg.width, hidden=cfg.lstm_hidden)
+
+
+def _bit_mlp(n: int, cfg: ModelConfig, task: Task) -> nn.Module:
+    return BitMLP(n, task.seq_len, task.n_classes, hidden=cfg.bit_mlp_hidden,
+                  dropout=cfg.dropout)
+
+
+# The architectures `model.arch` can name, and how each is built for a task.
+ARCHITECTURES: dict[str, Callable[[int, ModelConfig, Task], nn.Module]] = {
+    "transformer": _transformer, "mlp": _mlp, "lstm": _lstm, "bit_mlp": _bit_mlp,
+}
 
 
 def build_model(cfg: ModelConfig, task: Task, seeds: list[int]) -> nn.Module:
@@ -25,20 +53,6 @@ def build_model(cfg: ModelConfig, task: Task, seeds: list[int]) -> nn.Module:
     Member ``s`` is initialised from the seed's own "init" stream, so the same seed gives
     the same initial weights alone or in an ensemble.
     """
-    n = len(seeds)
-    if cfg.arch == "transformer":
-        model = Transformer(n, task.vocab_size, task.seq_len, task.n_classes, layers=cfg.layers,
-                            width=cfg.width, heads=cfg.heads, dropout=cfg.dropout,
-                            prefix_len=task.prefix_len)
-    elif cfg.arch == "mlp":
-        model = MLP(n, task.vocab_size, task.seq_len, task.n_classes, width=cfg.width,
-                    hidden=cfg.mlp_hidden, layers=cfg.mlp_layers, dropout=cfg.dropout)
-    elif cfg.arch == "lstm":
-        model = LSTM(n, task.vocab_size, task.n_classes, width=cfg.width, hidden=cfg.lstm_hidden)
-    elif cfg.arch == "bit_mlp":
-        model = BitMLP(n, task.seq_len, task.n_classes, hidden=cfg.bit_mlp_hidden,
-                       dropout=cfg.dropout)
-    else:  # ModelConfig validated the name
-        raise AssertionError(cfg.arch)
+    model = ARCHITECTURES[cfg.arch](len(seeds), cfg, task)  # ModelConfig checked the name
     init_members(model, [rng.generator(s, "init") for s in seeds])
     return model

@@ -12,8 +12,9 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from groklab.cells import studies
 from groklab.config import ConfigError, RunConfig
-from groklab.params import PAPER_DEFAULTS, STUDIES, cell_name
+from groklab.params import get_key
 from groklab.report import markdown as md
 
 
@@ -64,7 +65,7 @@ def describe_config(cfg: RunConfig, seeds: list[int]) -> str:
              "bit_mlp": f"one ReLU hidden layer of {m.bit_mlp_hidden} on the bit vector",
              }.get(m.arch, m.arch)
     model += f", dropout {m.dropout:g}" if m.dropout else ""
-    opt = f"{o.kind}, lr {o.lr:g}, " + (
+    opt = f"{o.name}: {o.kind}, lr {o.lr:g}, " + (
         f"momentum {o.momentum:g}{' (Nesterov)' if o.nesterov else ''}" if o.kind == "sgd"
         else f"betas ({o.betas[0]:g}, {o.betas[1]:g})")
     opt += f", weight decay {o.weight_decay:g}, {o.warmup}-update linear warm-up"
@@ -83,20 +84,32 @@ def describe_config(cfg: RunConfig, seeds: list[int]) -> str:
 def study_settings(params: dict[str, Any], study: str) -> str:
     """What a study varied and what it held fixed, from params (the first cell's settings)."""
     try:
-        spec, s = STUDIES[study].spec(params), STUDIES[study]
-        cells = s.cells(params)
-        cfg = s.config(params, cells[0])
+        s = studies(params)[study]
+        rows = s.rows(params)
+        first, source = rows[0]
+        cfg = s.config(params, first.task, first.value)
     except (ConfigError, KeyError, IndexError) as exc:
         return f"_The settings of `studies.{study}` could not be read from params ({exc})._"
-    values = ", ".join(f"`{v}`" for v in s.values(params))
-    tasks = ", ".join(f"`{t}`" for t in spec["tasks"])
-    defaults = ", ".join(f"{k} {v}" for k, v in PAPER_DEFAULTS.items() if k != s.factor)
-    extra = spec.get("settings") or {}
-    return (f"**Varied:** `{s.factor}` ∈ {{{values}}} (`studies.{study}.{s.values_key}`) on "
-            f"{tasks}. **Held fixed:** every other factor at the paper default ({defaults})"
-            + (f" unless this study's `settings` override it: {_flat(extra)}" if extra else "")
-            + f". The first cell (`{cell_name(cells[0])}`) runs with "
-            + describe_config(cfg, params["seeds"]))
+    values = ", ".join(f"`{c.value}`" for c, _ in dict.fromkeys(rows)
+                       if c.task == first.task)
+    tasks = ", ".join(f"`{t}`" for t in s.tasks)
+    borrowed = sorted({src.stage for c, src in rows if src != c})
+    text = (f"**Varied:** `{s.factor}` ∈ {{{values}}} (`studies.{study}.values`) on {tasks}. "
+            "**Held fixed:** every other setting at the base run's"
+            + (f", except this study's `settings`: {_flat(s.settings)}" if s.settings else "")
+            + ".")
+    if borrowed:
+        text += (f" The default value `{s.default_value(params)}` is the base run itself, "
+                 f"read from {', '.join(f'`{b}`' for b in borrowed)} (trained once).")
+    if isinstance(cfg, RunConfig):
+        text += f" The first cell (`{first.name}`) runs with " + describe_config(
+            cfg, params["seeds"])
+    return text
+
+
+def default_label(params: dict[str, Any], key: str) -> str:
+    """The base run's value of a dotted key, e.g. ``train.aug`` -> ``baseline``."""
+    return str(get_key(params, key))
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> str:

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from groklab.cells import studies
 from groklab.config import ConfigError
-from groklab.params import STUDIES
 from groklab.report import claims
 from groklab.report import figures as fg
 from groklab.report import markdown as md
@@ -143,9 +143,15 @@ def optimizer_body(ctx: Context, study: StudyTables) -> list[str]:
     return lines + ([f"- {wd}"] if wd else [])
 
 
+def study_factor(params: dict[str, Any], study: str) -> str:
+    """The column of a study's factor in its tables (the last part of its key)."""
+    return studies(params)[study].factor.split(".")[-1]
+
+
 def _p_of(params: dict[str, Any], study: str, cell: dict[str, Any]) -> Any:
     try:
-        return STUDIES[study].config(params, cell).data.p
+        return studies(params)[study].config(params, cell["task"], cell[study_factor(
+            params, study)]).data.p
     except (ConfigError, KeyError):
         return md.DASH
 
@@ -272,7 +278,8 @@ def multivariate_body(ctx: Context, study: StudyTables) -> list[str]:
     for _, c in cells.iterrows():
         cell = {"task": c["task"], "operands": int(c["operands"])}
         try:
-            configs[(c["task"], c["operands"])] = STUDIES["multivariate"].config(ctx.params, cell)
+            configs[(c["task"], c["operands"])] = studies(ctx.params)["multivariate"].config(
+                ctx.params, cell["task"], cell["operands"])
         except (ConfigError, KeyError):
             continue
     extra = {"p": lambda c: configs[(c["task"], c["operands"])].data.p

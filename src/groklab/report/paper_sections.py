@@ -6,7 +6,8 @@ returns the section body (markdown lines); figures go to ``ctx.figures``.
 
 from __future__ import annotations
 
-from groklab.params import PAPER_DEFAULTS, run_config
+from groklab.cells import EXPERIMENT, Cell, cell_config, experiment_source
+from groklab.params import KNOBS
 from groklab.report import curriculum as cur
 from groklab.report import figures as fg
 from groklab.report import markdown as md
@@ -15,18 +16,23 @@ from groklab.report.studies import factor_reading, study_table
 
 
 def experiment_intro(ctx: Context) -> list[str]:
-    knobs = {k: ctx.params.get(k, v) for k, v in PAPER_DEFAULTS.items()}
-    lines = ["The `train` stage trains every task in `tasks` with the current knobs: "
+    knobs = {k: ctx.params[k] for k in KNOBS}
+    lines = ["The `experiment` stages run every task in `tasks` with the current knobs: "
              + ", ".join(f"{k} = `{v}`" for k, v in knobs.items()) + "."]
-    if knobs != PAPER_DEFAULTS:
-        cfg = run_config(ctx.params, ctx.params["tasks"][0], **knobs)
+    task = ctx.params["tasks"][0]
+    source = experiment_source(ctx.params, task)
+    if source is not None:
+        lines += ["", "These are the paper defaults, so each task's experiment is its base run "
+                  f"(`{source.stage}`, …), trained once and read here."]
+    else:
+        cfg = cell_config(ctx.params, Cell(EXPERIMENT, task))
         lines += ["", f"Resolved settings: {describe_config(cfg, ctx.params['seeds'])}"]
     return lines
 
 
 def experiment_body(ctx: Context, study: StudyTables) -> list[str]:
-    cells, budget = study.cells, ctx.budget("train")
-    knobs = {k: ctx.params.get(k, v) for k, v in PAPER_DEFAULTS.items()}
+    cells, budget = study.cells, ctx.budget("experiment")
+    knobs = {k: ctx.params[k] for k in KNOBS}
     n_all = int((cells["n_censored"] == 0).sum())
     lines = [
         md.experiment_table(cells), "",
@@ -44,7 +50,7 @@ def experiment_body(ctx: Context, study: StudyTables) -> list[str]:
         fig = fg.accuracy_curves(study.histories, study.runs, hue=None, col="task",
                                  title="Experiment: accuracy vs updates ("
                                  + ", ".join(map(str, knobs.values())) + ")")
-        lines += ["", ctx.figure("train_curves", fig, "Experiment accuracy curves")]
+        lines += ["", ctx.figure("experiment_curves", fig, "Experiment accuracy curves")]
     return lines
 
 

@@ -36,7 +36,7 @@ class Section:
 
 
 SECTIONS: tuple[Section, ...] = (
-    Section("train", "Experiment", ps.experiment_body, ps.experiment_intro),
+    Section("experiment", "Experiment", ps.experiment_body, ps.experiment_intro),
     Section("augmentation", "Augmentation study", ps.augmentation_body, ps.augmentation_intro),
     Section("curriculum", "Curriculum study", ps.curriculum_body),
     Section("architecture", "Architecture study", fs.architecture_body),

@@ -121,12 +121,18 @@ def linear_teacher_body(ctx: Context, study: StudyTables) -> list[str]:
 
 
 def modular_runs(ctx: Context) -> pd.DataFrame | None:
-    """Every per-seed row of a modular-arithmetic task, over the experiment and all studies."""
+    """Every distinct run of a modular-arithmetic task over the experiment and all studies,
+    once each: a base run that several studies read (and the experiment at the paper
+    defaults) is one run, labelled with the first study that reads it."""
     frames = [t.runs[t.runs["task"].isin(MODULAR_TASKS)]
               for name, t in ctx.studies.items()
               if t is not None and t.runs is not None and "task" in t.runs]
     frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else None
+    if not frames:
+        return None
+    runs = pd.concat(frames, ignore_index=True)
+    return runs.drop_duplicates("run_key").reset_index(drop=True) if "run_key" in runs \
+        else runs
 
 
 def modular_intro(ctx: Context) -> list[str]:
@@ -143,7 +149,8 @@ def modular_body(ctx: Context, study: StudyTables | None) -> list[str]:
     title = "All modular-arithmetic runs: sharpness vs relative gap (log-log)"
     fig = sh.sharpness_vs_gap(runs, hue="study", log=True, title=title)
     return [ctx.figure("modular_sharpness", fig, title), "",
-            f"{len(runs)} runs from {runs['study'].nunique()} tables. Pooled log-log fit:", "",
+            f"{len(runs)} distinct runs (each configuration and seed once, however many "
+            f"studies read it) from {runs['study'].nunique()} tables. Pooled log-log fit:", "",
             sh.fit_table(runs), "", sh.positive_counts(runs), "",
             "Per study:", "", sh.fit_table_by(runs, "study"), "",
             "Failed erf fits by reason (a run without both fits has no gap or relative "

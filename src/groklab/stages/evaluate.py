@@ -1,114 +1,158 @@
-"""DVC stage `evaluate`: per-seed and per-cell metrics of the experiment and the studies.
+"""DVC stage `evaluate`: per-seed and per-cell statistics of every family of runs.
 
-Reads models/<study>/<cell>/{history,final}.csv for the cells params.yaml names and writes
-reports/tables/<study>_{runs,cells}.csv, reports/metrics/<study>.json (for `dvc metrics`)
-and reports/curves/<study>/<cell>.csv (mean accuracy curves, for `dvc plots`).
+For the base runs, the experiment and each study it reads every row's source cell
+(models/<family>/<name>/: history.csv, final.csv, config.json) — the experiment at paper
+defaults and each study's default value read a base run — and writes:
+
+- reports/tables/<family>_runs.csv: one row per (cell, seed): crossings, erf fits, finals;
+- reports/tables/<family>_cells.csv: one row per cell: means, intervals, fractions;
+- reports/metrics/<family>.json: the headline numbers per cell, for `dvc metrics`;
+- reports/curves/<family>/<cell>.csv: mean curves over seeds, for `dvc plots`.
+
+Every row carries ``source`` (the stage that trained it), ``path`` (its folder) and
+``run_key`` (its configuration and seed), so analyses that pool rows count a run once.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from groklab.config import RunConfig
-from groklab.linear_teacher import STUDY as LINEAR_TEACHER
-from groklab.linear_teacher import cell_name as cell_name_lam
-from groklab.linear_teacher import summarize_sweep
-from groklab.params import STUDIES, cell_name, load_params
+from groklab.cells import (
+    BASELINE,
+    EXPERIMENT,
+    Cell,
+    CellConfig,
+    baseline_cells,
+    config_key,
+    experiment_cells,
+    studies,
+)
+from groklab.config import LinearTeacherConfig, RunConfig
+from groklab.params import PARAMS_FILE, load_params
 from groklab.stages.common import fail_cleanly, tracker_for
 from groklab.stages.outputs import atomic_dir, write_json
-from groklab.summary import cell_summary, metrics_tree, seed_summaries_from
-from groklab.tasks import chance_accuracy
+from groklab.summary import cell_summary, headline_tree, seed_summaries_from
 
-# Scalars of each λ that go to reports/metrics/linear_teacher.json.
-LINEAR_TEACHER_KEYS = ("relative_gap_mean", "relative_sharpness_mean", "absolute_sharpness_mean",
-                       "val_mid_step_mean", "train_mid_step_mean", "n_fit_ok", "frac_grokked")
+CURVE_COLUMNS = ("train_acc", "val_acc", "clean_val_acc", "batch_acc")
 
 
-def study_cells(params: dict, study: str) -> list[dict[str, str]]:
-    if study == "train":
-        return [{"task": t} for t in params["tasks"]]
-    return STUDIES[study].cells(params)
+def family_rows(params: dict[str, Any], family: str) -> tuple[str | None, list[tuple[Cell, Cell]]]:
+    """The factor column of ``family`` (None for base runs and the experiment) and its
+    ``(cell, source)`` rows."""
+    if family == BASELINE:
+        return None, [(c, c) for c in baseline_cells(params)]
+    if family == EXPERIMENT:
+        return None, [(c, c) for c in experiment_cells(params)]
+    study = studies(params)[family]
+    return study.factor.split(".")[-1], study.rows(params)
 
 
-def read_cell(models: Path, study: str, cell: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-seed summary rows and the mean curves of one trained cell."""
-    path = models / study / cell_name(cell)
+def source_dir(models: Path, source: Cell) -> Path:
+    """The folder holding ``source``'s outputs (following the experiment's source.json)."""
+    path = source.path(models)
+    pointer = path / "source.json"
+    if pointer.exists():
+        target = json.loads(pointer.read_text())
+        return models / target["family"] / target["name"]
+    return path
+
+
+def load_config(path: Path) -> tuple[CellConfig, list[int]]:
+    meta = json.loads((path / "config.json").read_text())
+    if meta.get("kind") == "linear_teacher":
+        return LinearTeacherConfig(**meta["config"]), meta["seeds"]
+    return RunConfig.from_dict(meta["config"]), meta["seeds"]
+
+
+def read_cell(models: Path, source: Cell) -> tuple[Path, CellConfig, pd.DataFrame, pd.DataFrame]:
+    """The source folder, configuration, history and per-seed summary rows of one cell."""
+    path = source_dir(models, source)
     if not (path / "history.csv").exists():
         raise FileNotFoundError(f"{path}/history.csv is missing; run `dvc repro "
-                                f"{study}@{cell_name(cell)}` first")
+                                f"{source.stage}` first")
+    config, seeds = load_config(path)
     history = pd.read_csv(path / "history.csv")
     final = pd.read_csv(path / "final.csv")
-    cfg = RunConfig.from_dict(json.loads((path / "config.json").read_text())["config"])
-    chance = chance_accuracy(cfg.data)
-    rows = pd.DataFrame(seed_summaries_from(history, final, budget=cfg.train.steps,
-                                            chance=chance))
-    for i, (key, value) in enumerate({"study": study, "cell": cell_name(cell), **cell}.items()):
-        rows.insert(i, key, value)
-    curves = history.groupby("step")[["train_acc", "val_acc", "clean_val_acc"]].mean()
-    return rows, curves.reset_index()
+    if isinstance(config, LinearTeacherConfig):
+        from groklab.linear_teacher import summarize_curve
+
+        rows = []
+        for seed, h in history.groupby("seed", sort=False):
+            fin = final.set_index("seed").loc[seed]
+            rows.append({"seed": int(seed), "budget": config.steps,
+                         **summarize_curve(h.sort_values("step"), config.steps),
+                         **{k: fin[k] for k in fin.index if k.startswith("final_")},
+                         "n_train": int(fin["n_train"])})
+        rows = pd.DataFrame(rows)
+    else:
+        from groklab.tasks import chance_accuracy
+
+        rows = pd.DataFrame(seed_summaries_from(history, final, budget=config.train.steps,
+                                                chance=chance_accuracy(config.data)))
+    rows["run_key"] = [hashlib.sha1(config_key(config, [int(s)]).encode()).hexdigest()[:12]
+                       for s in rows["seed"]]
+    return path, config, history, rows
 
 
-def evaluate_study(params: dict, study: str, models: Path
-                   ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
+def evaluate_family(params: dict[str, Any], family: str, models: Path
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
+    factor, pairs = family_rows(params, family)
     runs, cells, curves = [], [], {}
-    for cell in study_cells(params, study):
-        rows, curve = read_cell(models, study, cell)
+    for cell, source in pairs:
+        path, _, history, rows = read_cell(models, source)
+        keys = {"study": family, "cell": cell.name, "task": cell.task,
+                **({factor: cell.value} if factor else {}), "source": source.stage,
+                "path": path.relative_to(models).as_posix()}
+        for i, (key, value) in enumerate(keys.items()):
+            rows.insert(i, key, value)
         runs.append(rows)
-        cells.append({"study": study, "cell": cell_name(cell), **cell, **cell_summary(rows)})
-        curves[cell_name(cell)] = curve
+        cells.append({**keys, **cell_summary(rows)})
+        cols = [c for c in CURVE_COLUMNS if c in history]
+        curves[cell.name] = history.groupby("step")[cols].mean().reset_index()
     return pd.concat(runs, ignore_index=True), pd.DataFrame(cells), curves
 
 
-def evaluate_linear_teacher(models: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Erf fits of the closed-form λ sweep (see :func:`groklab.linear_teacher.summarize_sweep`)."""
-    path = models / LINEAR_TEACHER / "curves.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; run `dvc repro {LINEAR_TEACHER}` first")
-    curves = pd.read_csv(path)
-    runs, cells = summarize_sweep(curves)
-    by_lam = {cell_name_lam(lam): c.drop(columns=["lam", "seed"]).groupby("step").mean()
-              .reset_index() for lam, c in curves.groupby("lam")}
-    return runs, cells, by_lam
+def families(params: dict[str, Any]) -> list[str]:
+    """Every family of runs, in report order."""
+    return [BASELINE, EXPERIMENT, *studies(params)]
 
 
-def metrics_for(study: str, cells: pd.DataFrame, runs: pd.DataFrame) -> dict:
-    if study == LINEAR_TEACHER:
-        return {str(row["cell"]): {k: round(float(row[k]), 6) for k in LINEAR_TEACHER_KEYS
-                                   if pd.notna(row.get(k))}
-                for _, row in cells.iterrows()}
-    keys = ["task"] if study == "train" else ["task", STUDIES[study].factor]
-    return metrics_tree(cells, runs, keys)
+def evaluate_all(params: dict[str, Any], models: Path, reports: Path) -> list[Path]:
+    """Write every family's tables, headline metrics and curves; returns the tables."""
+    results = {family: evaluate_family(params, family, models) for family in families(params)}
+    written = []
+    for sub in ("tables", "metrics"):
+        (reports / sub).mkdir(parents=True, exist_ok=True)
+    with atomic_dir(reports / "curves") as curves_dir:
+        for family, (runs, cells, curves) in results.items():
+            factor, _ = family_rows(params, family)
+            runs.to_csv(reports / "tables" / f"{family}_runs.csv", index=False)
+            cells.to_csv(reports / "tables" / f"{family}_cells.csv", index=False)
+            write_json(reports / "metrics" / f"{family}.json",
+                       headline_tree(cells, ["task", *([factor] if factor else [])]))
+            (curves_dir / family).mkdir()
+            for name, curve in curves.items():
+                curve.to_csv(curves_dir / family / f"{name}.csv", index=False)
+            written += [reports / "tables" / f"{family}_{k}.csv" for k in ("runs", "cells")]
+            print(f"evaluate: {family}: {len(cells)} cells, {len(runs)} runs")
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="parameters file")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default=PARAMS_FILE, help="parameters file")
     parser.add_argument("--models", type=Path, default=Path("models"), help="trained cells")
     parser.add_argument("--reports", type=Path, default=Path("reports"), help="output root")
-    parser.add_argument("--studies", nargs="*", default=["train", *STUDIES, LINEAR_TEACHER],
-                        help="which to evaluate (default: the experiment and every study)")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
-    results = {study: evaluate_linear_teacher(args.models) if study == LINEAR_TEACHER
-               else evaluate_study(params, study, args.models) for study in args.studies}
-
-    written = []
-    for sub in ("tables", "metrics", "curves"):
-        (args.reports / sub).mkdir(parents=True, exist_ok=True)
-    for study, (runs, cells, curves) in results.items():
-        runs.to_csv(args.reports / "tables" / f"{study}_runs.csv", index=False)
-        cells.to_csv(args.reports / "tables" / f"{study}_cells.csv", index=False)
-        write_json(args.reports / "metrics" / f"{study}.json", metrics_for(study, cells, runs))
-        with atomic_dir(args.reports / "curves" / study) as tmp:
-            for name, curve in curves.items():
-                curve.to_csv(tmp / f"{name}.csv", index=False)
-        written += [args.reports / "tables" / f"{study}_{k}.csv" for k in ("runs", "cells")]
-        print(f"evaluate: {study}: {len(cells)} cells, {len(runs)} runs")
-    with tracker_for("report", "evaluate", params={"studies": args.studies}) as tracker:
+    written = evaluate_all(load_params(args.params), args.models, args.reports)
+    with tracker_for("report", "evaluate") as tracker:
         tracker.log_artifacts(written, artifact_path="tables")
 
 

@@ -1,30 +1,41 @@
-"""DVC stage `generate@<task>`: the task's equation table and its dataset card under data/."""
+"""DVC stage `generate@<task>`: a base task's equation table and its dataset card under data/.
+
+The card holds what a reader of the results needs to know about the data: sizes,
+vocabulary, a digest of the table, the split sizes per seed, `val_in_train` per seed
+(0: no validation input also occurs in training) and, for every augmentation in
+`augmentations`, `val_reachable` per seed (the validation pairs an augmented training
+example can equal). Training builds the same equations from its own configuration.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import pandas as pd
-
 from groklab.cards import dataset_card
 from groklab.config import DataConfig
-from groklab.params import load_params
+from groklab.params import PARAMS_FILE, augmentation, load_params
 from groklab.stages.common import fail_cleanly, tracker_for
 from groklab.stages.outputs import atomic_dir, write_json
-from groklab.tasks import build_task
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("task", help="task name, e.g. x_plus_y")
-    parser.add_argument("--params", default="params.yaml", help="parameters file")
+    parser.add_argument("--params", default=PARAMS_FILE, help="parameters file")
     parser.add_argument("--out", type=Path, default=Path("data"), help="data directory")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     cfg = DataConfig(**{**params["data"], "task": args.task})
-    task = build_task(cfg)
-    card = dataset_card(cfg, list(params["seeds"]))
+    augs = {name: augmentation(params, name) for name in params["augmentations"]}
+    seeds = list(params["seeds"])
+
+    import pandas as pd
+
+    from groklab.tasks import build_task
+
+    task = build_task(cfg, seeds)
+    card = dataset_card(cfg, seeds, augs)
     table = pd.DataFrame(task.operands.numpy(),
                          columns=[f"x{i + 1}" for i in range(task.operands.shape[1])])
     table["label"] = task.labels.numpy()
@@ -33,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         table.to_csv(tmp / "equations.csv", index=False)
         write_json(tmp / "card.json", card)
     with tracker_for("data", f"generate@{args.task}", task=args.task,
-                     params={"data": vars(cfg), "seeds": params["seeds"]}) as tracker:
+                     params={"data": vars(cfg), "seeds": seeds}) as tracker:
         tracker.log_metrics({"n_equations": card["n_equations"]})
         tracker.log_artifacts([out / "card.json"])
     print(f"generate@{args.task}: {len(task)} equations, card at {out / 'card.json'}")

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import torch
-
-from groklab.checkpoint import checkpoint
-from groklab.train import TrainResult
 
 
 @contextlib.contextmanager
@@ -47,15 +43,24 @@ def _plain(x: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {x!r}")
 
 
-def save_run(result: TrainResult, out: Path, summary: dict[str, Any] | None = None) -> None:
-    """history.csv, final.csv, config.json, one checkpoint per seed (and summary.json)."""
+def save_run(result: Any, out: Path, summary: dict[str, Any] | None = None) -> None:
+    """history.csv, final.csv, config.json (and summary.json); for a trained network
+    (a :class:`~groklab.train.TrainResult`) also one checkpoint per seed."""
+    model = getattr(result, "model", None)
     with atomic_dir(out) as tmp:
         result.history.to_csv(tmp / "history.csv", index=False)
         result.final.to_csv(tmp / "final.csv", index=False)
-        write_json(tmp / "config.json", {"config": result.config.to_dict(),
-                                         "seeds": result.seeds, "steps_done": result.steps_done})
-        for i, seed in enumerate(result.seeds):
-            ckpt = checkpoint(result.model, result.config, result.seeds, i, result.steps_done)
-            torch.save(ckpt, tmp / f"seed{seed}.pt")
+        write_json(tmp / "config.json", {
+            "kind": "network" if model is not None else "linear_teacher",
+            "config": dataclasses.asdict(result.config), "seeds": result.seeds,
+            "steps_done": result.steps_done})
+        if model is not None:
+            import torch
+
+            from groklab.checkpoint import checkpoint
+
+            for i, seed in enumerate(result.seeds):
+                ckpt = checkpoint(model, result.config, result.seeds, i, result.steps_done)
+                torch.save(ckpt, tmp / f"seed{seed}.pt")
         if summary is not None:
             write_json(tmp / "summary.json", summary)

@@ -1,8 +1,8 @@
 """DVC stage `report`: figures and reports/report.md from the evaluated tables.
 
-Reads params.yaml, reports/tables/<study>_{runs,cells}.csv (the experiment `train`, every
-study of :data:`groklab.params.STUDIES` and `linear_teacher`), models/<study>/<cell>/history.csv,
-models/linear_teacher/curves.csv and the papers' numbers under references/; writes
+Reads params.yaml, reports/tables/<family>_{runs,cells}.csv (the experiment and every
+study), each row's models/<family>/<cell>/history.csv and the papers' numbers under
+references/; writes
 reports/figures/<study>_<what>.png and reports/report.md. The sections and their order are
 :data:`groklab.report.sections.SECTIONS`; a study without tables is skipped with a note.
 """
@@ -18,8 +18,8 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from groklab.linear_teacher import STUDY as LINEAR_TEACHER
-from groklab.params import PAPER_DEFAULTS, STUDIES, load_params, run_config
+from groklab.cells import EXPERIMENT, studies
+from groklab.params import load_params, run_config
 from groklab.report.context import Context, StudyTables, describe_config
 from groklab.report.sections import render_sections
 
@@ -61,7 +61,9 @@ def load_study(study: str, tables_dir: Path, models_dir: Path,
     """The study's cell and seed tables and histories; None when its cell table is missing.
 
     ``order`` maps columns to their values in params order; its keys also name the cell
-    columns copied onto each history row (e.g. ``task`` and the study's factor).
+    columns copied onto each history row (e.g. ``task`` and the study's factor). A row's
+    history is read from its source folder (the ``path`` column: a base run for a study's
+    default value).
     """
     cells_path = Path(tables_dir) / f"{study}_cells.csv"
     if not cells_path.exists():
@@ -75,48 +77,30 @@ def load_study(study: str, tables_dir: Path, models_dir: Path,
     keys = [k for k in order if k in cells]
     frames, missing = [], []
     for _, cell in cells.iterrows():
-        path = Path(models_dir) / study / str(cell["cell"]) / "history.csv"
+        path = Path(models_dir) / str(cell["path"]) / "history.csv"
         if path.exists():
             frames.append(pd.read_csv(path).assign(**{k: cell[k] for k in keys}))
         else:
             missing.append(str(cell["cell"]))
     if missing:
-        notes.append(f"No history under `{Path(models_dir) / study}` for: "
-                     f"{', '.join(missing)}; the curves leave them out.")
+        notes.append(f"No history under `{models_dir}` for: {', '.join(missing)}; the curves "
+                     "leave them out.")
     histories = pd.concat(frames, ignore_index=True) if frames else None
     return StudyTables(cells, runs, histories, notes)
 
 
-def load_linear_teacher(tables_dir: Path, models_dir: Path) -> StudyTables | None:
-    """The λ sweep's tables and ``models/linear_teacher/curves.csv``; None without its cells."""
-    cells_path = Path(tables_dir) / f"{LINEAR_TEACHER}_cells.csv"
-    if not cells_path.exists():
-        return None
-    notes = []
-    runs_path = Path(tables_dir) / f"{LINEAR_TEACHER}_runs.csv"
-    curves_path = Path(models_dir) / LINEAR_TEACHER / "curves.csv"
-    runs = pd.read_csv(runs_path).sort_values(["lam", "seed"]) if runs_path.exists() else None
-    curves = pd.read_csv(curves_path).sort_values(["lam", "seed", "step"]) \
-        if curves_path.exists() else None
-    for path, what in ((runs_path, "the sharpness figures"), (curves_path, "the curves")):
-        if not path.exists():
-            notes.append(f"`{path}` is missing: {what} are left out.")
-    return StudyTables(pd.read_csv(cells_path).sort_values("lam").reset_index(drop=True),
-                       runs, curves, notes)
-
-
 def load_all(params: dict[str, Any], tables_dir: Path, models_dir: Path
              ) -> dict[str, StudyTables | None]:
-    """Every study's tables (None where missing), the experiment's under ``train``."""
-    studies: dict[str, StudyTables | None] = {
-        "train": load_study("train", tables_dir, models_dir, {"task": list(params["tasks"])})}
-    for name, study in STUDIES.items():
-        spec = (params.get("studies") or {}).get(name) or {}
-        order = {"task": list(spec.get("tasks", [])),
-                 study.factor: list(spec.get(study.values_key, []))}
-        studies[name] = load_study(name, tables_dir, models_dir, order)
-    studies[LINEAR_TEACHER] = load_linear_teacher(tables_dir, models_dir)
-    return studies
+    """Every study's tables (None where missing), the experiment's under ``experiment``."""
+    out: dict[str, StudyTables | None] = {
+        EXPERIMENT: load_study(EXPERIMENT, tables_dir, models_dir,
+                               {"task": list(params["tasks"])})}
+    for name, study in studies(params).items():
+        factor = study.factor.split(".")[-1]
+        values = [cell.value for cell, _ in study.rows(params)]
+        order = {"task": list(study.tasks), factor: sorted(set(values), key=values.index)}
+        out[name] = load_study(name, tables_dir, models_dir, order)
+    return out
 
 
 def _read_json(path: Path | None) -> dict[str, Any] | None:
@@ -139,7 +123,7 @@ def build_report(params: dict[str, Any], tables_dir: Path | str, models_dir: Pat
                   references={"augmentation": _read_json(ref_path),
                               "curriculum": _read_json(cur_path)},
                   tables_dir=tables_dir, link=figures_link)
-    shared = run_config(params, params["tasks"][0], **PAPER_DEFAULTS)
+    shared = run_config(params, params["baseline"]["tasks"][0])
     parts = [
         "# Grokking report", INTRO, STUDIES_INTRO,
         f"**Configuration** (shared settings): {describe_config(shared, params['seeds'])}",

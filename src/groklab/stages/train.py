@@ -1,126 +1,148 @@
-"""DVC stages `train@<task>` (the experiment) and `<study>@<cell>` (a study's cells).
+"""DVC stages that train: `baseline@<task>`, `experiment@<task>`, `<study>@<task>-<value>`.
 
-    python -m groklab.stages.train train task=x_plus_y
-    python -m groklab.stages.train augmentation task=x_plus_y aug=negation
+    python -m groklab.stages.train baseline x_plus_y
+    python -m groklab.stages.train augmentation x_plus_y negation
 
-Trains every seed of the cell as one batched model and writes models/<study>/<cell>/
-(history.csv, final.csv, config.json, summary.json, one checkpoint per seed) only when
-training succeeded; logs the run, a nested run per seed and the per-step curves to MLflow.
+Trains every seed of the cell (a network: one batched model; the linear student-teacher
+model: its closed-form curves) and writes models/<family>/<name>/ only when that succeeded:
+history.csv, final.csv, config.json, summary.json and, for networks, one checkpoint per
+seed. Then logs the run to MLflow. `experiment@<task>` trains only when its knobs differ
+from the paper defaults; otherwise it writes `source.json` naming the base run it equals,
+which evaluation reads in its place.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
-
-from groklab.cards import labels_digest
-from groklab.config import ConfigError, RunConfig
-from groklab.cpu import CpuShare
-from groklab.params import cell_name, experiment_config, get_study, load_params
-from groklab.progress import ProgressBar
+from groklab.cells import (
+    EXPERIMENT,
+    Cell,
+    CellConfig,
+    cell_config,
+    experiment_source,
+    parse_cell,
+)
+from groklab.config import RunConfig
+from groklab.params import PARAMS_FILE, load_params
 from groklab.stages.common import fail_cleanly, tracker_for
-from groklab.stages.outputs import save_run
-from groklab.summary import cell_summary, seed_summaries
-from groklab.tasks import build_task
-from groklab.tracking import StageTracker
-from groklab.train import TrainResult, train
+from groklab.stages.outputs import atomic_dir, save_run, write_json
 
-SUMMARY_METRICS = ("steps_to_99", "grokked", "steps_to_99_train", "max_val_acc_rate",
-                   "final_train_acc", "final_val_acc", "final_train_loss", "final_val_loss",
-                   "val_reachable", "clean_val_acc", "relative_gap", "relative_sharpness",
-                   "absolute_sharpness")
+GROK = 0.99  # validation accuracy whose first crossing is reported on the console
 
 
-def parse_cell(assignments: list[str]) -> dict[str, str]:
-    cell = {}
-    for item in assignments:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"cell value {item!r} must look like key=value, e.g. task=x_plus_y")
-        cell[key] = value
-    if "task" not in cell:
-        raise ConfigError("the cell needs task=<name>")
-    return cell
+def run(config: CellConfig, seeds: list[int], label: str) -> Any:
+    """Train (or, for the linear model, compute) every seed of one cell."""
+    if isinstance(config, RunConfig):
+        from groklab.cpu import CpuShare
+        from groklab.progress import ProgressBar
+        from groklab.train import train
+
+        with CpuShare() as cpu, ProgressBar(f"{label} seeds {seeds}", config.train.steps,
+                                            on_update=cpu.rebalance) as bar:
+            return train(config, seeds, progress=bar.update)
+    from groklab.linear_teacher import run_cell
+
+    return run_cell(config, seeds)
 
 
-def cell_config(params: dict, study: str, cell: dict[str, str]) -> RunConfig:
-    if study == "train":
-        return experiment_config(params, cell["task"])
-    return get_study(study).config(params, cell)
+def seed_rows(result: Any) -> list[dict[str, Any]]:
+    """Per seed: first update at which validation accuracy reached 99% (None: never) and
+    the final metrics. The full analysis (erf fits, delays, ...) is `evaluate`'s."""
+    rows = []
+    for seed, history in result.history.groupby("seed", sort=False):
+        hit = history.step[history.val_acc >= GROK]
+        final = result.final[result.final.seed == seed].iloc[0]
+        rows.append({"seed": int(seed), "steps_to_99": int(hit.min()) if len(hit) else None,
+                     **{k: _plain(v) for k, v in final.items() if k != "seed"}})
+    return rows
 
 
-def check_card(cfg: RunConfig, data_dir: Path, seeds: list[int]) -> None:
-    """Refuse to train on a task whose generated table differs from what the code builds.
-
-    Cells whose data settings differ from the shared ones (a study's own p or operand
-    count) build their own table and have no card to check against.
-    """
-    card_path = data_dir / cfg.data.task / "card.json"
-    if not card_path.exists():
-        return
-    card = json.loads(card_path.read_text())
-    table_keys = ("p", "encoding", "operands", "parity_bits", "concealed_bits",
-                  "parity_examples")
-    mine = {k: getattr(cfg.data, k) for k in table_keys}
-    if {k: card["config"].get(k) for k in table_keys} != mine:
-        return
-    if card["digest"] != labels_digest(build_task(cfg.data, seeds)):
-        raise ConfigError(
-            f"{card_path} does not match the equations this code builds for {mine}; "
-            f"run `dvc repro generate@{cfg.data.task}` first"
-        )
+def headline(rows: list[dict[str, Any]], budget: int) -> dict[str, float]:
+    """The cell's headline numbers: mean steps to 99% (censored seeds at the budget),
+    fraction grokked, mean final validation accuracy and, when augmented, clean accuracy."""
+    n = len(rows)
+    out = {"steps_to_99_mean": sum(r["steps_to_99"] or budget for r in rows) / n,
+           "frac_grokked": sum(r["steps_to_99"] is not None for r in rows) / n,
+           "final_val_acc_mean": sum(r["final_val_acc"] for r in rows) / n}
+    clean = [r.get("final_clean_val_acc") for r in rows]
+    if any(r.get("val_reachable") for r in rows) and all(c is not None and math.isfinite(c)
+                                                          for c in clean):
+        out["clean_val_acc_mean"] = sum(clean) / n
+    return out
 
 
-def log_to_mlflow(tracker: StageTracker, result: TrainResult, out: Path,
-                  summaries: list[dict], card: Path) -> None:
-    """Cell metrics, files and the dataset card on the stage run; curves, metrics and the
-    checkpoint on each seed's nested run."""
-    for summary in summaries:
-        seed = summary["seed"]
-        with tracker.seed_run(seed, params={"seed": seed}) as run:
-            run.log_history(result.history[result.history.seed == seed])
-            run.log_metrics({k: float(summary[k]) for k in SUMMARY_METRICS})
-            run.log_artifacts([out / f"seed{seed}.pt"])
-    tracker.log_metrics(cell_summary(pd.DataFrame(summaries)))
-    tracker.log_artifacts([out / "history.csv", out / "final.csv", out / "config.json",
-                           out / "summary.json"])
-    if card.exists():
-        tracker.log_artifacts([card], artifact_path="data")
+def _plain(v: Any) -> Any:
+    v = v.item() if hasattr(v, "item") else v
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def variant(cell: Cell, params: dict[str, Any]) -> str | None:
+    """What distinguishes the cell within its family (for run names and tags)."""
+    if cell.family == EXPERIMENT:
+        return ", ".join(f"{k}={params[k]}" for k in ("aug", "curriculum", "arch", "optimizer"))
+    return None if cell.value is None else str(cell.value)
+
+
+def log_run(cell: Cell, config: CellConfig, result: Any, out: Path, rows: list[dict],
+            params: dict[str, Any]) -> None:
+    """The stage's MLflow run: headline metrics, files; a nested run per seed with its curves."""
+    budget = result.steps_done if not isinstance(config, RunConfig) else config.train.steps
+    with tracker_for(cell.family, cell.stage, task=cell.task, variant=variant(cell, params),
+                     params={**_config_dict(config), "seeds": result.seeds}) as tracker:
+        for row in rows:
+            seed = row["seed"]
+            with tracker.seed_run(seed, params={"seed": seed}) as seed_run:
+                seed_run.log_history(result.history[result.history.seed == seed])
+                seed_run.log_metrics({k: v for k, v in row.items()
+                                      if isinstance(v, int | float) and k != "seed"})
+                ckpt = out / f"seed{seed}.pt"
+                if ckpt.exists():
+                    seed_run.log_artifacts([ckpt])
+        tracker.log_metrics(headline(rows, budget))
+        tracker.log_artifacts([out / f for f in ("history.csv", "final.csv", "config.json",
+                                                 "summary.json")])
+
+
+def _config_dict(config: CellConfig) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(config)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", help="`train` for the experiment, or a study name")
-    parser.add_argument("cell", nargs="+", help="the cell as key=value pairs (task=..., aug=...)")
-    parser.add_argument("--params", default="params.yaml", help="parameters file")
-    parser.add_argument("--data", type=Path, default=Path("data"), help="generated tables")
+    parser.add_argument("family", help="baseline, experiment, or a study name")
+    parser.add_argument("task", help="the task, e.g. x_plus_y")
+    parser.add_argument("value", nargs="?", help="the study factor's value (studies only)")
+    parser.add_argument("--params", default=PARAMS_FILE, help="parameters file")
     parser.add_argument("--models", type=Path, default=Path("models"), help="output root")
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
-    cell = parse_cell(args.cell)
-    cfg = cell_config(params, args.study, cell)
-    seeds = [int(s) for s in params["seeds"]]
-    check_card(cfg, args.data, seeds)
-    name = cell_name(cell)
-    stage = f"{args.study}@{name}"
-    out = args.models / args.study / name
-    variant = "-".join(v for k, v in cell.items() if k != "task") or None
-    with tracker_for(args.study, stage, task=cell["task"], variant=variant,
-                     params={**cfg.to_dict(), "seeds": seeds}) as tracker:
-        with CpuShare() as cpu, ProgressBar(f"{stage} seeds {seeds}", cfg.train.steps,
-                                            on_update=cpu.rebalance) as bar:
-            result = train(cfg, seeds, progress=bar.update)
-        summaries = seed_summaries(result)
-        save_run(result, out, summary={"stage": stage, "seeds": summaries})
-        log_to_mlflow(tracker, result, out, summaries, args.data / cfg.data.task / "card.json")
-    grokked = sum(bool(s["grokked"]) for s in summaries)
-    print(f"{stage}: {grokked}/{len(seeds)} seeds reached 99% validation accuracy; "
-          f"steps to 99%: {[s['steps_to_99'] for s in summaries]}; written to {out}")
+    cell = parse_cell(params, args.family, args.task, args.value)
+    out = cell.path(args.models)
+    seeds = list(params["seeds"])
+    if cell.family == EXPERIMENT and (source := experiment_source(params, cell.task)):
+        with atomic_dir(out) as tmp:
+            write_json(tmp / "source.json", {"stage": source.stage, "family": source.family,
+                                             "name": source.name})
+        print(f"{cell.stage}: the knobs are the paper defaults, so this is {source.stage}; "
+              f"nothing trained, {out}/source.json points there")
+        return
+    config = cell_config(params, cell)
+    result = run(config, seeds, cell.stage)
+    rows = seed_rows(result)
+    save_run(result, out, summary={"stage": cell.stage, "seeds": rows})
+    log_run(cell, config, result, out, rows, params)
+    steps = [r["steps_to_99"] for r in rows]
+    print(f"{cell.stage}: {sum(s is not None for s in steps)}/{len(seeds)} seeds reached "
+          f"99% validation accuracy; steps to 99%: {steps} (None: not within "
+          f"{result.steps_done} updates); written to {out}")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,21 @@
 """Named optimiser variants build what they name; warm-up against hand-computed factors."""
 
-from pathlib import Path
+import copy
 
 import pytest
 import torch
-import yaml
+from registry import OPTIMIZERS, PARAMS
 
-from groklab import presets
 from groklab.config import ConfigError, OptimConfig, RunConfig
 from groklab.models import Transformer, build_model
 from groklab.optim import build_optimizer, build_schedule, warmup_factor
-from groklab.presets import OPTIMIZERS, apply_variant
+from groklab.params import run_config
 from groklab.tasks import build_task
 
-PARAMS_YAML = Path(__file__).resolve().parent.parent / "params.yaml"
+
+def variant(name: str, params=PARAMS, **changes) -> RunConfig:
+    """The base run of x_plus_y with optimizer variant ``name`` (and other ``changes``)."""
+    return run_config(params, "x_plus_y", {"train.optimizer": name, **changes})
 
 # What each variant must build, written out by hand from the papers' settings:
 # (optimizer class, lr, betas or None, weight_decay, momentum or None, nesterov or None,
@@ -42,7 +44,7 @@ def test_every_variant_has_an_expectation():
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_variant_builds_what_it_names(name):
     cls, lr, betas, wd, momentum, nesterov, batch_size, dropout = EXPECTED[name]
-    cfg = apply_variant(RunConfig(), name)
+    cfg = variant(name)
     assert cfg.train.batch_size == batch_size
     assert cfg.model.dropout == dropout
     model = build_model(small(cfg).model, build_task(small(cfg).data), [0])
@@ -63,7 +65,7 @@ def test_variant_builds_what_it_names(name):
 
 
 def test_adam_uses_no_decay_of_any_kind():
-    cfg = apply_variant(RunConfig(), "adam")
+    cfg = variant("adam")
     opt = build_optimizer(cfg.optim, [torch.nn.Parameter(torch.ones(3))])
     assert not isinstance(opt, torch.optim.AdamW)
     assert opt.defaults["weight_decay"] == 0
@@ -72,7 +74,7 @@ def test_adam_uses_no_decay_of_any_kind():
 
 def test_adamw_decays_decoupled():
     # one AdamW step from zero gradient: the update is exactly -lr * wd * w (no Adam term)
-    cfg = apply_variant(RunConfig(), "wd_1.0")
+    cfg = variant("wd_1.0")
     w = torch.nn.Parameter(torch.full((4,), 2.0))
     opt = build_optimizer(cfg.optim, [w])
     w.grad = torch.zeros_like(w)
@@ -82,7 +84,7 @@ def test_adamw_decays_decoupled():
 
 def test_sgd_nesterov_step_matches_hand_computation():
     # SGD with nesterov: b1 = g; update = g + momentum * b1 = 1.9 g for the first step
-    cfg = apply_variant(RunConfig(), "sgd_nesterov")
+    cfg = variant("sgd_nesterov")
     w = torch.nn.Parameter(torch.zeros(2))
     opt = build_optimizer(cfg.optim, [w])
     w.grad = torch.tensor([1.0, -2.0])
@@ -91,7 +93,7 @@ def test_sgd_nesterov_step_matches_hand_computation():
 
 
 def test_dropout_variant_applies_dropout_in_training_only():
-    cfg = small(apply_variant(RunConfig(), "dropout"))
+    cfg = small(variant("dropout"))
     assert cfg.model.dropout == 0.1
     task = build_task(cfg.data)
     model = build_model(cfg.model, task, [0])
@@ -108,7 +110,7 @@ def test_dropout_variant_applies_dropout_in_training_only():
 
 
 def test_variants_without_dropout_are_deterministic_in_training_mode():
-    cfg = small(apply_variant(RunConfig(), "adamw"))
+    cfg = small(variant("adamw"))
     task = build_task(cfg.data)
     model = build_model(cfg.model, task, [0]).train()
     tokens = task.tokens[:64]
@@ -116,36 +118,37 @@ def test_variants_without_dropout_are_deterministic_in_training_mode():
 
 
 def test_variant_keeps_the_rest_of_the_config():
-    base = RunConfig().replace(data={"p": 31}, train={"steps": 10, "batch_size": 64},
-                               model={"dropout": 0.2})
-    cfg = apply_variant(base, "sgd_nesterov")
+    changes = {"data.p": 31, "train.steps": 10, "train.batch_size": 64, "model.dropout": 0.2}
+    base, cfg = variant("adamw", **changes), variant("sgd_nesterov", **changes)
     assert cfg.data == base.data
     assert cfg.model == base.model  # the variant sets no dropout: unchanged
     assert cfg.train == base.train  # nor a batch size
-    assert cfg.optim == OptimConfig(kind="sgd", lr=0.1, momentum=0.9, nesterov=True,
-                                    weight_decay=0.0, warmup=50)
+    assert cfg.optim == OptimConfig(name="sgd_nesterov", kind="sgd", lr=0.1, momentum=0.9,
+                                    nesterov=True, weight_decay=0.0, warmup=50)
 
 
-def test_apply_variant_does_not_change_the_table():
-    before = {k: dict(v) for k, v in OPTIMIZERS.items()}
+def test_resolving_a_variant_does_not_change_params():
+    before = copy.deepcopy(PARAMS)
     for name in OPTIMIZERS:
-        apply_variant(RunConfig(), name)
-    assert before == OPTIMIZERS
-    assert OPTIMIZERS["adamw_fullbatch"]["batch_size"] is None
-    assert OPTIMIZERS["dropout"]["dropout"] == 0.1
+        variant(name)
+    assert before == PARAMS
+    assert PARAMS["optimizers"]["adamw_fullbatch"]["batch_size"] is None
+    assert PARAMS["optimizers"]["dropout"]["dropout"] == 0.1
 
 
-def test_variant_from_a_custom_table():
-    table = {"tiny": {"kind": "sgd", "lr": 0.5, "weight_decay": 0.0, "batch_size": 8}}
-    cfg = apply_variant(RunConfig(), "tiny", table)
+def test_variant_from_a_custom_registry():
+    params = {**PARAMS, "optimizers": {"tiny": {"kind": "sgd", "lr": 0.5, "momentum": 0.0,
+                                                 "nesterov": False, "weight_decay": 0.0,
+                                                 "warmup": 0, "batch_size": 8}}}
+    cfg = variant("tiny", params)
     assert (cfg.optim.kind, cfg.optim.lr, cfg.train.batch_size) == ("sgd", 0.5, 8)
-    with pytest.raises(ConfigError, match="adamw"):
-        apply_variant(RunConfig(), "adamw", table)  # not in the given table
+    with pytest.raises(ConfigError, match="'adamw' is not in `optimizers`"):
+        variant("adamw", params)  # not in the given registry
 
 
 def test_unknown_variant_names_it_and_lists_the_known_ones():
     with pytest.raises(ConfigError) as err:
-        apply_variant(RunConfig(), "adamw_typo")
+        variant("adamw_typo")
     msg = str(err.value)
     assert "adamw_typo" in msg
     for name in ["adamw", "adamw_fullbatch", "adam", "sgd_nesterov", "dropout", "wd_0.05",
@@ -201,7 +204,7 @@ def test_schedule_gives_warmed_up_learning_rate_per_update(warmup, factors):
 
 
 def test_schedule_for_the_adamw_preset():
-    cfg = apply_variant(RunConfig(), "adamw")
+    cfg = variant("adamw")
     w = torch.nn.Parameter(torch.ones(2))
     opt = build_optimizer(cfg.optim, [w])
     schedule = build_schedule(cfg.optim, opt)
@@ -214,17 +217,3 @@ def test_schedule_for_the_adamw_preset():
         schedule.step()
     assert lrs[:3] == pytest.approx([1e-3 / 50, 2e-3 / 50, 3e-3 / 50])
     assert lrs[49:] == pytest.approx([1e-3] * 3)
-
-
-# --- params.yaml ---------------------------------------------------------------------------
-
-
-def test_params_yaml_optimizers_equal_presets():
-    params = yaml.safe_load(PARAMS_YAML.read_text())
-    assert params["optimizers"] == presets.OPTIMIZERS
-
-
-def test_params_yaml_optimizer_choice_is_a_known_variant():
-    params = yaml.safe_load(PARAMS_YAML.read_text())
-    assert params["optimizer"] in presets.OPTIMIZERS
-    assert set(params["studies"]["optimizer"]["variants"]) <= set(presets.OPTIMIZERS)
