@@ -1,8 +1,34 @@
 """MLflow tracking of pipeline stages: one run per stage execution, one nested run per seed.
 
-Tracking is best effort. When the store is unreachable, or a logging call fails later, the
-tracker prints one warning on stderr and becomes a no-op: a stage never fails, and never
-loses its DVC outputs, because of MLflow. stdout is left alone (the CLI prints JSON there).
+A stage opens its tracker *after* training, so start-up never waits for MLflow and a trainer
+killed mid-training leaves no run behind. ``import mlflow`` and the connection happen when the
+tracker is entered, not when this module is imported::
+
+    with tracker_for("augmentation", "augmentation@x_plus_y-negation", task="x_plus_y",
+                     variant="negation", params=config) as tracker:
+        tracker.log_metrics(headline)             # HEADLINE_METRICS: the visible columns
+        tracker.log_dataset(card, "data/x_plus_y/card.json")
+        tracker.log_table(per_seed, "seeds")
+        for seed in seeds:
+            with tracker.seed_run(seed) as run:
+                run.log_history(history_of_seed)
+                run.log_metrics(summary_of_seed)
+        tracker.log_artifacts([out / "history.csv"])
+
+A Ctrl-C'd stage calls :func:`record_interrupted` (a KILLED run saying the update it reached).
+
+Tracking is best effort. When it is off (``GROKLAB_TRACKING=off``), MLflow is not installed,
+the store is unreachable or corrupted, or a logging call fails later, the tracker prints one
+line on stderr and becomes a no-op: a stage never fails, and never loses its DVC outputs,
+because of MLflow. stdout is left alone (the CLI prints JSON there).
+
+Each run is tagged with its host and process; when a stage's tracker opens, RUNNING runs of
+the same stage (tag ``dvc.stage``) on this host whose process is gone are marked KILLED, so
+the UI shows no ghosts. A run whose process is alive is never touched.
+
+The MLflow UI (3.x) opens an experiment on its GenAI pages unless told otherwise, and hides
+metric columns until chosen: :func:`ui_url` links to the runs table of the saved view this
+module writes into every experiment ("groklab: headline metrics").
 """
 
 from __future__ import annotations
@@ -14,9 +40,11 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,21 +53,43 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
-import pandas as pd
+
+from groklab.config import ConfigError
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow import MlflowClient
 
 METRICS_PER_BATCH = 1000  # MLflow's limits per log_batch request
 PARAMS_PER_BATCH = 100
 MAX_PARAM_LEN = 6000
 PROBE_TIMEOUT_S = 3.0
+INTERRUPT_TIMEOUT_S = 10.0  # importing MLflow alone takes about 3 s on a 2-core laptop
 # MLflow's HTTP client retries a dead server for minutes by default; a stage should not wait.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
                  # set_terminated otherwise writes "View run ... at" to stdout
                  "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 _EXP_COPY = (".dvc", "tmp", "exps")
+
+TRACKING_ENV = "GROKLAB_TRACKING"
+_ON, _OFF = ("on", "1", "true", "yes"), ("off", "0", "false", "no")
+
+# What a cell run logs first and the UI shows first: the few numbers a researcher compares.
+HEADLINE_METRICS = ("steps_to_99_mean", "frac_grokked", "final_val_acc_mean",
+                    "clean_val_acc_mean")
+RUN_NAME_SEP = " · "
+# MLflow 3 reads this experiment tag for the experiment's kind; custom_model_development is
+# the classic machine-learning kind (runs, metrics), not GenAI traces.
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+# A saved view of the experiment page is an experiment tag with this prefix; the page loads it
+# from ?viewStateShareKey=<key> and lists it under "Views".
+VIEW_KEY = "groklab"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+VIEW_NAME = "groklab: headline metrics"
+HOST_TAG, PID_TAG, PID_START_TAG = "groklab.host", "groklab.pid", "groklab.pid_start"
+INTERRUPTED_TAG = "groklab.interrupted_at_update"
+_CORRUPT = ("database disk image is malformed", "file is not a database")
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -78,6 +128,21 @@ def tracking_uri(root: Path | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or _default_uri(root or repo_root())
 
 
+def check_tracking_env() -> bool:
+    """Whether tracking is on, from ``GROKLAB_TRACKING`` (unset or empty: on).
+
+    Cheap (MLflow is not imported): a stage calls it at start so a typo fails before training.
+    Raises ConfigError naming the variable, its value and the allowed values.
+    """
+    value = os.environ.get(TRACKING_ENV, "").strip().lower()
+    if value in ("", *_ON):
+        return True
+    if value in _OFF:
+        return False
+    raise ConfigError(f"{TRACKING_ENV}={os.environ[TRACKING_ENV]!r} is not allowed; "
+                      f"use one of {', '.join(_ON + _OFF)}")
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """``{"data": {"p": 97}}`` -> ``{"data.p": "97"}``; non-strings are written as JSON
     (``null``, ``true``, ``[0.9, 0.98]``) so values read as they do in params.yaml."""
@@ -89,6 +154,52 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[key] = v if isinstance(v, str) else json.dumps(v, default=str)
     return out
+
+
+def run_name(stage: str, task: str | None = None, variant: str | None = None) -> str:
+    """What the runs table shows: ``x_plus_y · combined30``, the part that tells cells apart
+    (the stage name is in the ``dvc.stage`` tag); ``stage`` when there is no task."""
+    if task is None:
+        return stage
+    return f"{task}{RUN_NAME_SEP}{variant}" if variant else task
+
+
+def _process_start(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot, Linux); tells a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]  # field 22; the name before ")" may hold spaces
+
+
+def _process_state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return None
+
+
+def process_alive(pid: int, start: str | None = None) -> bool:
+    """Whether process ``pid`` (started at ``start``, when known) still runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        pass
+    if _process_state(pid) == "Z":  # killed, not yet reaped by its parent
+        return False
+    return start is None or _process_start(pid) in (None, start)
+
+
+def process_tags() -> dict[str, str]:
+    """Host and process of this stage execution, read by the ghost sweep of later ones."""
+    pid = os.getpid()
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(pid)}
+    if start := _process_start(pid):
+        tags[PID_START_TAG] = start
+    return tags
 
 
 def run_tags(*, stage: str, study: str, task: str | None = None,
@@ -103,9 +214,43 @@ def run_tags(*, stage: str, study: str, task: str | None = None,
     return tags
 
 
+def view_state(metrics: Sequence[str] = HEADLINE_METRICS) -> dict[str, Any]:
+    """The experiment page's state in the saved view: ``metrics`` as the first columns after
+    the run name, then the dataset and duration (the UI hides metric columns by default and
+    otherwise orders them alphabetically)."""
+    cols = [f"metrics.`{m}`" for m in metrics]
+    dataset = "attributes.`Dataset`"
+    return {"selectedColumns": [*cols, dataset], "columnOrder": [*cols, dataset, "duration"],
+            "columnWidths": {"attributes.`Run Name`": 260, **dict.fromkeys(cols, 150)}}
+
+
+def ui_url(base_url: str, experiment_id: str) -> str:
+    """The runs table of an experiment, in the saved view, in the MLflow UI at ``base_url``."""
+    return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+            f"?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}")
+
+
 def _key(name: str) -> str:
     # One bad character would make MLflow reject a whole batch.
     return re.sub(r"[^/\w.\- :]", "_", name)
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def _corruption(err: BaseException) -> str | None:
+    """SQLite's own words when ``err`` (or what caused it) says the store is corrupted."""
+    for e in _chain(err):
+        text = str(e).lower()
+        for phrase in _CORRUPT:
+            if phrase in text:
+                return phrase
+    return None
 
 
 def _reason(err: BaseException) -> str:
@@ -162,6 +307,8 @@ def _artifact_location(uri: str, experiment: str, root: Path) -> str | None:
 
 
 def _connect(uri: str, experiment: str, root: Path) -> tuple[MlflowClient, str]:
+    """A client and the experiment's id; creates the experiment, and gives it (or an older one
+    that lacks them) the machine-learning kind tag and the saved view."""
     if uri.startswith(("http://", "https://")):
         for name, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
@@ -176,15 +323,69 @@ def _connect(uri: str, experiment: str, root: Path) -> tuple[MlflowClient, str]:
         exp = client.get_experiment_by_name(experiment)
     if exp is None:
         location = _artifact_location(uri, experiment, root)
-        try:
-            return client, client.create_experiment(experiment, artifact_location=location)
-        except MlflowException:  # a concurrent stage created it first
-            exp = client.get_experiment_by_name(experiment)
-            if exp is None:
-                raise
+        with contextlib.suppress(MlflowException):  # a concurrent stage created it first
+            client.create_experiment(experiment, artifact_location=location,
+                                     tags={KIND_TAG: KIND})
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            raise LookupError(f"experiment {experiment!r} was neither found nor created")
     if exp.lifecycle_stage == "deleted":
         client.restore_experiment(exp.experiment_id)
+    # created_time keeps the view's text the same on every open: it is written only once.
+    view = json.dumps({"name": VIEW_NAME, "createdAt": exp.creation_time or 0,
+                       "state": json.dumps(view_state())})
+    for key, value in ((KIND_TAG, KIND), (VIEW_TAG, view)):
+        if exp.tags.get(key) != value:
+            client.set_experiment_tag(exp.experiment_id, key, value)
     return client, exp.experiment_id
+
+
+def _sweep_ghosts(client: MlflowClient, experiment_id: str, stage: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of ``stage`` started on this host by a process that is gone.
+
+    Runs without host and pid tags (or from another host) are left alone: nothing proves
+    their process dead. Returns the ids of the runs marked.
+    """
+    host = socket.gethostname()
+    marked, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                  max_results=1000, page_token=token)
+        for run in page:
+            tags = run.data.tags
+            pid = tags.get(PID_TAG, "")
+            if (tags.get("dvc.stage") != stage or tags.get(HOST_TAG) != host
+                    or not pid.isdigit() or process_alive(int(pid), tags.get(PID_START_TAG))):
+                continue
+            client.set_terminated(run.info.run_id, "KILLED")
+            marked.append(run.info.run_id)
+        if not (token := page.token):
+            return marked
+
+
+def _card_dataset(card: Mapping[str, Any], source: str) -> Any:
+    """An MLflow dataset entity describing a dataset card: name, digest of the card, source,
+    the equation table's schema and the card's sizes as its profile."""
+    from mlflow.entities import Dataset
+
+    text = json.dumps(card, sort_keys=True, default=str)
+    n_operands = int(card.get("n_operands", 0))
+    columns = [{"type": "long", "name": f"x{i + 1}", "required": True}
+               for i in range(n_operands)]
+    if columns:
+        columns.append({"type": "long", "name": "label", "required": True})
+    profile = {k: card[k] for k in ("n_equations", "n_classes", "vocab_size", "seq_len",
+                                    "digest") if k in card}
+    for seed, sizes in card.get("splits", {}).items():
+        profile[f"split.seed{seed}"] = sizes
+    for aug, per_seed in card.get("val_reachable", {}).items():  # mean over seeds
+        if per_seed:
+            profile[f"val_reachable.{aug}"] = round(float(np.mean(list(per_seed.values()))), 4)
+    return Dataset(name=str(card.get("task", "dataset")),
+                   digest=hashlib.sha256(text.encode()).hexdigest()[:12],
+                   source_type="local", source=json.dumps({"uri": source}),
+                   schema=json.dumps({"mlflow_colspec": columns}) if columns else None,
+                   profile=json.dumps(profile, default=str))
 
 
 class _Run:
@@ -199,26 +400,32 @@ class _Run:
     def _live(self) -> bool:
         return self._tracker.enabled and self.run_id is not None
 
-    def __enter__(self) -> Self:
+    def _start(self) -> None:
         t = self._tracker
-        if t.enabled and (self is t or t.run_id is not None):
-            from mlflow.entities import Param
+        if not (t.enabled and (self is t or t.run_id is not None)):
+            return
+        from mlflow.entities import Param
 
-            tags = self.tags if self is t else {**self.tags, "mlflow.parentRunId": t.run_id}
-            with t._guard():
-                run = t._client.create_run(t._experiment_id, run_name=self.run_name, tags=tags)
-                self.run_id = run.info.run_id
-                self._send(params=[Param(_key(k), v[:MAX_PARAM_LEN])
-                                   for k, v in flatten(self.params).items()])
+        tags = self.tags if self is t else {**self.tags, "mlflow.parentRunId": t.run_id}
+        with t._guard():
+            run = t._client.create_run(t._experiment_id, run_name=self.run_name, tags=tags)
+            self.run_id = run.info.run_id
+            self._send(params=[Param(_key(k), v[:MAX_PARAM_LEN])
+                               for k, v in flatten(self.params).items()])
+
+    def _end(self, status: str) -> None:
+        if self._live():
+            with self._tracker._guard():
+                self._tracker._client.set_terminated(self.run_id, status)
+
+    def __enter__(self) -> Self:
+        self._start()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         """FINISHED, FAILED on an exception (which propagates), KILLED on Ctrl-C."""
-        if self._live():
-            status = ("FINISHED" if exc_type is None
-                      else "FAILED" if issubclass(exc_type, Exception) else "KILLED")
-            with self._tracker._guard():
-                self._tracker._client.set_terminated(self.run_id, status)
+        self._end("FINISHED" if exc_type is None
+                  else "FAILED" if issubclass(exc_type, Exception) else "KILLED")
 
     def _send(self, metrics: Sequence[Any] = (), params: Sequence[Any] = ()) -> None:
         client = self._tracker._client
@@ -244,6 +451,7 @@ class _Run:
         (one seed's rows per run: the steps of several seeds would interleave)."""
         if not self._live():
             return
+        import pandas as pd
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -272,30 +480,97 @@ class _Run:
                 else:
                     client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_dataset(self, card: Mapping[str, Any], path: str | Path,
+                    context: str = "train") -> None:
+        """The dataset card as the run's dataset input (the runs table's Dataset column):
+        named for its task, with a digest of the card, ``path`` as its source, the equation
+        table's columns as schema and the card's sizes and leakage as profile."""
+        if not self._live():
+            return
+        from mlflow.entities import DatasetInput, InputTag
+
+        source = Path(path)
+        with contextlib.suppress(ValueError):  # shown relative to the repository when inside
+            source = source.absolute().relative_to(self._tracker.root)
+        with self._tracker._guard():
+            dataset = _card_dataset(card, source.as_posix())
+            self._tracker._client.log_inputs(self.run_id, [DatasetInput(
+                dataset, tags=[InputTag("mlflow.data.context", context)])])
+
+    def log_table(self, table: pd.DataFrame, name: str) -> None:
+        """``table`` as an MLflow table (``tables/<name>.json``), which the UI shows as a table
+        and compares across runs."""
+        if not self._live():
+            return
+        with self._tracker._guard():
+            self._tracker._client.log_table(self.run_id, table, f"tables/{_key(name)}.json")
+
 
 class StageTracker(_Run):
-    """One MLflow run for one stage execution; a no-op (with one warning) when tracking is
-    unreachable."""
+    """One MLflow run for one stage execution, opened when entered; a no-op (with one line on
+    stderr) when tracking is off, MLflow is missing, or the store is unreachable or corrupted.
+    """
 
     def __init__(self, experiment: str, run_name: str, *, tags: Mapping[str, str] | None = None,
                  params: Mapping[str, Any] | None = None, root: Path | None = None):
         self._tracker = self
-        self.run_name, self.tags, self.params = run_name, dict(tags or {}), dict(params or {})
+        self.experiment = experiment
+        self.run_name, self.params = run_name, dict(params or {})
+        self.tags = {**dict(tags or {}), **process_tags()}
         self.root = Path(root or repo_root()).absolute()
         self.uri = tracking_uri(self.root)
         self.enabled, self.skipped_reason = False, ""
+        self.ghosts: list[str] = []  # runs of this stage this tracker marked KILLED
         self._client: Any = None
         self._experiment_id = ""
+
+    def __enter__(self) -> Self:
+        self.open()
+        return super().__enter__()
+
+    def open(self) -> None:
+        """Import MLflow, connect, and mark this stage's ghosts KILLED (no run started yet)."""
         try:
-            self._client, self._experiment_id = _connect(self.uri, experiment, self.root)
+            on = check_tracking_env()
+        except ConfigError as err:
+            self._skip(f"groklab: {err}; tracking skipped, DVC outputs are still written.")
+            return
+        if not on:
+            self._skip(f"groklab: MLflow tracking is off ({TRACKING_ENV}="
+                       f"{os.environ[TRACKING_ENV]}); DVC outputs are written as usual.")
+            return
+        try:
+            self._client, self._experiment_id = _connect(self.uri, self.experiment, self.root)
             self.enabled = True
+        except ImportError as err:
+            self._skip(f"groklab: MLflow cannot be imported here ({_reason(err)}); tracking "
+                       "skipped, DVC outputs are still written. Install it (pip install mlflow) "
+                       f"or set {TRACKING_ENV}=off.", reason=_reason(err))
+            return
         except Exception as err:
             self._disable(err, at_start=True)
+            return
+        if stage := self.tags.get("dvc.stage"):
+            with self._guard():
+                self.ghosts = _sweep_ghosts(self._client, self._experiment_id, stage)
+            if self.ghosts:
+                print(f"groklab: marked {len(self.ghosts)} MLflow run(s) of {stage} KILLED: "
+                      f"the process that ran them on {socket.gethostname()} is gone.",
+                      file=sys.stderr, flush=True)
+
+    def _skip(self, line: str, reason: str | None = None) -> None:
+        self.enabled, self._client = False, None
+        self.skipped_reason = reason or line
+        # print, not logging: it must be seen whatever logging config the stage has
+        print(line, file=sys.stderr, flush=True)
 
     def _disable(self, err: BaseException, *, at_start: bool = False) -> None:
-        if self.skipped_reason:  # warned already
+        if self.skipped_reason:  # said so already
             return
-        self.enabled, self.skipped_reason, self._client = False, _reason(err), None
+        reason = _reason(err)
+        if phrase := _corruption(err):
+            self._skip(self._corrupted_line(phrase), reason=phrase)
+            return
         if not at_start:
             fix = ""
         elif os.environ.get("MLFLOW_TRACKING_URI"):
@@ -305,9 +580,18 @@ class StageTracker(_Run):
             fix = f" Make {self.root} writable, or set MLFLOW_TRACKING_URI to a running server."
         what = ("is unreachable ({}); tracking skipped" if at_start
                 else "failed ({}); tracking turned off for the rest of this stage")
-        # print, not logging: it must be seen whatever logging config the stage has
-        print(f"groklab: MLflow tracking at {self.uri} {what.format(self.skipped_reason)}, "
-              f"DVC outputs are still written.{fix}", file=sys.stderr, flush=True)
+        self._skip(f"groklab: MLflow tracking at {self.uri} {what.format(reason)}, "
+                   f"DVC outputs are still written.{fix}", reason=reason)
+
+    def _corrupted_line(self, phrase: str) -> str:
+        if not self.uri.startswith("sqlite:///"):
+            return (f"groklab: the MLflow store behind {self.uri} is corrupted ({phrase}); "
+                    "tracking skipped, the DVC outputs are intact. Restore or replace the "
+                    "server's store.")
+        db = Path(self.uri.removeprefix("sqlite:///"))
+        return (f"groklab: the MLflow store at {db} is corrupted ({phrase}); tracking skipped, "
+                f"the DVC outputs are intact. To start a new store, move it aside: "
+                f"mv {db} {db}.corrupt")
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
@@ -330,3 +614,69 @@ class SeedRun(_Run):
         self._tracker, self.run_name = parent, f"seed {seed}"
         self.tags = {**parent.tags, "seed": str(seed), **(tags or {})}
         self.params = {"seed": seed, **(params or {})}
+
+
+def stage_tracker(experiment: str, stage: str, *, task: str | None = None,
+                  variant: str | None = None, params: Mapping[str, Any] | None = None,
+                  root: Path | None = None) -> StageTracker:
+    """The tracker of one stage execution, named for its task and variant, tagged with the
+    DVC stage, study, git commit, host and process. Nothing is imported or connected until
+    it is entered."""
+    tags = run_tags(stage=stage, study=experiment, task=task, variant=variant)
+    return StageTracker(experiment, run_name(stage, task, variant), tags=tags, params=params,
+                        root=root)
+
+
+def record_interrupted(experiment: str, stage: str, *, step: int, task: str | None = None,
+                       variant: str | None = None, params: Mapping[str, Any] | None = None,
+                       root: Path | None = None,
+                       timeout_s: float = INTERRUPT_TIMEOUT_S) -> bool:
+    """Best effort, for a Ctrl-C'd stage: a KILLED run of ``stage`` with the update it reached
+    (tag ``groklab.interrupted_at_update`` and metric ``interrupted_at_update``).
+
+    Gives up after ``timeout_s`` seconds with one line on stderr; True when recorded.
+    """
+    tracker = stage_tracker(experiment, stage, task=task, variant=variant, params=params,
+                            root=root)
+    tracker.tags[INTERRUPTED_TAG] = str(step)
+    done = threading.Event()
+
+    def record() -> None:
+        tracker.open()
+        tracker._start()
+        tracker.log_metrics({"interrupted_at_update": step}, step=step)
+        tracker._end("KILLED")
+        if tracker._live():
+            done.set()
+
+    # A daemon thread: a store that hangs must not keep the interrupted stage from exiting.
+    thread = threading.Thread(target=record, name="groklab-record-interrupted", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        print(f"groklab: MLflow at {tracker.uri} did not answer within {timeout_s:g} s; the "
+              f"interruption of {stage} was not recorded.", file=sys.stderr, flush=True)
+    return done.is_set()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the link to each experiment's runs table for an ``mlflow ui`` on this store."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--ui", default="http://127.0.0.1:5000",
+                        help="where `mlflow ui` serves (default: its own default)")
+    args = parser.parse_args(argv)
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        sys.exit(f"groklab: no MLflow store at {uri} yet; run a stage first")
+    from mlflow import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    for exp in MlflowClient(uri).search_experiments(order_by=["name ASC"]):
+        if exp.name != "Default":
+            print(f"{exp.name}: {ui_url(args.ui, exp.experiment_id)}")
+
+
+if __name__ == "__main__":
+    main()
