@@ -493,9 +493,18 @@ class _Run:
         with contextlib.suppress(ValueError):  # shown relative to the repository when inside
             source = source.absolute().relative_to(self._tracker.root)
         with self._tracker._guard():
-            dataset = _card_dataset(card, source.as_posix())
-            self._tracker._client.log_inputs(self.run_id, [DatasetInput(
-                dataset, tags=[InputTag("mlflow.data.context", context)])])
+            inputs = [DatasetInput(_card_dataset(card, source.as_posix()),
+                                   tags=[InputTag("mlflow.data.context", context)])]
+            for attempt in range(3):
+                try:
+                    self._tracker._client.log_inputs(self.run_id, inputs)
+                    break
+                except Exception:
+                    # Two stages inserting the same new dataset at once: one loses the race
+                    # ("UNIQUE constraint failed", "database is locked"); the retry finds it.
+                    if attempt == 2:
+                        raise
+                    time.sleep(0.5 * (attempt + 1))
 
     def log_table(self, table: pd.DataFrame, name: str) -> None:
         """``table`` as an MLflow table (``tables/<name>.json``), which the UI shows as a table
