@@ -218,10 +218,12 @@ def view_state(metrics: Sequence[str] = HEADLINE_METRICS) -> dict[str, Any]:
     """The experiment page's state in the saved view: ``metrics`` as the first columns after
     the run name, then the dataset and duration (the UI hides metric columns by default and
     otherwise orders them alphabetically)."""
+    name, dataset = "attributes.`Run Name`", "attributes.`Dataset`"
     cols = [f"metrics.`{m}`" for m in metrics]
-    dataset = "attributes.`Dataset`"
-    return {"selectedColumns": [*cols, dataset], "columnOrder": [*cols, dataset, "duration"],
-            "columnWidths": {"attributes.`Run Name`": 260, **dict.fromkeys(cols, 150)}}
+    # The page applies a width only to a column named in columnOrder.
+    return {"selectedColumns": [*cols, dataset],
+            "columnOrder": [name, *cols, dataset, "duration"],
+            "columnWidths": {name: 250, **dict.fromkeys(cols, 140)}}
 
 
 def ui_url(base_url: str, experiment_id: str) -> str:
