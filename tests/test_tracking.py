@@ -563,3 +563,24 @@ def test_record_interrupted_gives_up_on_a_hung_server(tmp_path):
     assert proc.stderr.strip() == (f"groklab: MLflow at {uri} did not answer within 1 s; the "
                                    "interruption of train@x_plus_y was not recorded.")
     assert elapsed < 15  # the process did not wait for its daemon thread
+
+
+@pytest.mark.slow
+def test_links_to_each_experiments_runs_table(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "GROKLAB_"))}
+    env["DVC_ROOT"] = str(tmp_path)
+    links = [sys.executable, "-m", "groklab.tracking", "--ui", "http://127.0.0.1:5001/"]
+    missing = subprocess.run(links, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.strip() == (f"groklab: no MLflow store at sqlite:///{tmp_path}/"
+                                      "mlflow.db yet; run a stage first")
+    for experiment in ("report", "augmentation"):
+        with stage_tracker(experiment, "s", root=tmp_path):
+            pass
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        ids = dict(db.execute("SELECT name, experiment_id FROM experiments"))
+    out = subprocess.run(links, capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
+    query = "runs?workflowType=machine_learning&viewStateShareKey=groklab"
+    assert out.stdout.splitlines() == [
+        f"{name}: http://127.0.0.1:5001/#/experiments/{ids[name]}/{query}"
+        for name in ("augmentation", "report")]
