@@ -389,8 +389,17 @@ def test_corrupted_store_says_how_to_recover(damage, tmp_path, monkeypatch, caps
 @pytest.mark.slow
 def test_experiment_kind_saved_view_and_run_names(mlflow_server, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    # An experiment made before this version (no kind tag, no view) gets both.
+    # An experiment made before this version (no kind tag, no view) gets both; a kind
+    # someone chose is left alone.
     old = api(mlflow_server, "experiments/create", {"name": "study-kind-old"})["experiment_id"]
+    chosen = api(mlflow_server, "experiments/create", {
+        "name": "study-kind-chosen",
+        "tags": [{"key": "mlflow.experimentKind", "value": "genai_development"}]})
+    with stage_tracker("study-kind-chosen", "x", root=tmp_path):
+        pass
+    tags = api(mlflow_server, "experiments/get", experiment_id=chosen["experiment_id"])
+    assert {t["key"]: t["value"] for t in tags["experiment"]["tags"]}[
+        "mlflow.experimentKind"] == "genai_development"
     for experiment in ("study-kind-new", "study-kind-old"):
         with stage_tracker(experiment, "augmentation@x_plus_y-combined30", task="x_plus_y",
                            variant="combined30", root=tmp_path) as tracker:

@@ -26,9 +26,13 @@ Each run is tagged with its host and process; when a stage's tracker opens, RUNN
 the same stage (tag ``dvc.stage``) on this host whose process is gone are marked KILLED, so
 the UI shows no ghosts. A run whose process is alive is never touched.
 
-The MLflow UI (3.x) opens an experiment on its GenAI pages unless told otherwise, and hides
-metric columns until chosen: :func:`ui_url` links to the runs table of the saved view this
-module writes into every experiment ("groklab: headline metrics").
+Every experiment gets the machine-learning kind tag and a saved view of its runs table,
+"groklab: headline metrics" (HEADLINE_METRICS as the first columns). MLflow 3.17's UI opens
+an experiment on its GenAI pages unless the sidebar switch says "Model training" or the link
+says ``workflowType=machine_learning``, and hides metric columns until chosen; the link
+:func:`ui_url` gives (``python -m groklab.tracking`` prints one per experiment) carries both the
+switch and the view. "Override saved view" on that page makes the view the browser's default
+for the experiment.
 """
 
 from __future__ import annotations
@@ -309,8 +313,8 @@ def _artifact_location(uri: str, experiment: str, root: Path) -> str | None:
 
 
 def _connect(uri: str, experiment: str, root: Path) -> tuple[MlflowClient, str]:
-    """A client and the experiment's id; creates the experiment, and gives it (or an older one
-    that lacks them) the machine-learning kind tag and the saved view."""
+    """A client and the experiment's id; creates the experiment, gives it (or an older one
+    that lacks it) the machine-learning kind tag, and writes the saved view."""
     if uri.startswith(("http://", "https://")):
         for name, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
@@ -333,12 +337,14 @@ def _connect(uri: str, experiment: str, root: Path) -> tuple[MlflowClient, str]:
             raise LookupError(f"experiment {experiment!r} was neither found nor created")
     if exp.lifecycle_stage == "deleted":
         client.restore_experiment(exp.experiment_id)
-    # created_time keeps the view's text the same on every open: it is written only once.
+    if KIND_TAG not in exp.tags:  # a kind someone chose is left alone
+        client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
+    # The view is this module's own tag, kept current. creation_time keeps its text the same
+    # on every open, so it is written once (the UI's "Save as new view" writes other keys).
     view = json.dumps({"name": VIEW_NAME, "createdAt": exp.creation_time or 0,
                        "state": json.dumps(view_state())})
-    for key, value in ((KIND_TAG, KIND), (VIEW_TAG, view)):
-        if exp.tags.get(key) != value:
-            client.set_experiment_tag(exp.experiment_id, key, value)
+    if exp.tags.get(VIEW_TAG) != view:
+        client.set_experiment_tag(exp.experiment_id, VIEW_TAG, view)
     return client, exp.experiment_id
 
 
