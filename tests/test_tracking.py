@@ -1,9 +1,15 @@
 """MLflow tracking against a real server (checked through its REST API) and a real SQLite store."""
 
+import hashlib
+import json
+import os
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +17,17 @@ import pandas as pd
 import pytest
 from mlflow_api import api, runs_of, tags_of
 
-from groklab.tracking import StageTracker, flatten, repo_root, run_tags, tracking_uri
+from groklab.config import ConfigError
+from groklab.tracking import (
+    StageTracker,
+    check_tracking_env,
+    flatten,
+    record_interrupted,
+    repo_root,
+    run_tags,
+    stage_tracker,
+    tracking_uri,
+)
 
 STEPS = 1500
 
@@ -170,31 +186,46 @@ def test_default_sqlite_store_keeps_artifacts_under_root(tmp_path, monkeypatch, 
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-WORKER = """
+CARD = {"task": "x_plus_y", "n_equations": 121, "n_operands": 2, "n_classes": 11,
+        "vocab_size": 13, "seq_len": 4, "digest": "ab" * 32,
+        "splits": {"0": {"train": 60, "val": 61, "val_in_train": 0}},
+        "val_reachable": {"reversal": {"0": 0.5, "1": 0.25}}}
+
+WORKER = f"""
 import sys
 import numpy as np, pandas as pd
-from groklab.tracking import StageTracker
+from groklab.tracking import stage_tracker
 steps = np.arange(1000)
-history = pd.DataFrame({"step": steps, "train_acc": steps / 1000, "val_acc": steps / 2000})
-with StageTracker("study-concurrent", sys.argv[2], root=sys.argv[1]) as tracker:
+history = pd.DataFrame({{"step": steps, "train_acc": steps / 1000, "val_acc": steps / 2000}})
+with stage_tracker("study-concurrent", "augmentation@x_plus_y-negation", task="x_plus_y",
+                   variant="negation", root=sys.argv[1]) as tracker:
     tracker.log_history(history)
+    tracker.log_dataset({CARD!r}, sys.argv[1] + "/data/x_plus_y/card.json")
+    tracker.log_table(pd.DataFrame({{"seed": [0, 1], "steps_to_99": [10, 20]}}), "seeds")
 print(tracker.enabled)
 """
 
 
 @pytest.mark.slow
-def test_concurrent_stages_share_a_fresh_sqlite_store(tmp_path, monkeypatch):
-    # Unserialised, the second process to migrate a new mlflow.db failed with
-    # "duplicate column name"; once it exists SQLite's busy timeout handles concurrent writers.
+def test_two_workers_of_one_stage_share_a_fresh_sqlite_store(tmp_path, monkeypatch):
+    # Two queue workers running the same stage (for two experiments) at once, on a store that
+    # does not exist yet. Unserialised, the second process to migrate a new mlflow.db failed
+    # with "duplicate column name"; both log the same dataset; neither may mark the other's
+    # (running) run KILLED.
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path), f"stage-{i}"],
+    monkeypatch.delenv("GROKLAB_TRACKING", raising=False)
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+             for _ in range(2)]
     results = [p.communicate(timeout=120) for p in procs]
     assert [out.strip() for out, _ in results] == ["True", "True"], [e for _, e in results]
+    assert [err for _, err in results] == ["", ""]
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
         assert db.execute("SELECT COUNT(*) FROM metrics").fetchone() == (2 * 2000,)
-        assert db.execute("SELECT status FROM runs").fetchall() == [("FINISHED",)] * 2
+        assert db.execute("SELECT status, name FROM runs").fetchall() == [
+            ("FINISHED", "x_plus_y · negation")] * 2
+        assert db.execute("SELECT name FROM datasets").fetchall() == [("x_plus_y",)]
+        assert db.execute("SELECT COUNT(*) FROM inputs").fetchone() == (2,)
 
 
 def test_repo_root_maps_queued_experiment_copies_to_the_real_root(tmp_path, monkeypatch):
@@ -245,3 +276,320 @@ def test_flatten():
         "optimizer.batch_size": "null", "seeds": "[0, 1, 2]", "train.curriculum.start": "0.2"}
     assert flatten({"p": 5}, prefix="cfg") == {"cfg.p": "5"}
     assert flatten({}) == {}
+
+
+def run_of(uri: str, run_id: str) -> dict:
+    return api(uri, "runs/get", run_id=run_id)["run"]
+
+
+HOLDER = """
+import contextlib, sys
+from pathlib import Path
+from groklab.tracking import stage_tracker
+experiment, ready, *stages = sys.argv[1:]
+with contextlib.ExitStack() as stack:
+    trackers = [stack.enter_context(stage_tracker(experiment, s, task="x_plus_y", variant=s[-1]))
+                for s in stages]
+    stack.enter_context(trackers[0].seed_run(0))
+    Path(ready).write_text("ready")
+    sys.stdin.readline()  # hold the runs RUNNING until released (or killed)
+"""
+
+
+def hold_runs(tmp_path: Path, experiment: str, name: str, *stages: str) -> subprocess.Popen:
+    """A real process holding RUNNING runs of ``stages`` (and a seed run of the first)."""
+    ready = tmp_path / f"{name}.ready"
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, experiment, str(ready), *stages],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "the holder did not start its runs in 60 s"
+        time.sleep(0.1)
+    return proc
+
+
+@pytest.mark.slow
+def test_ghost_runs_of_the_stage_are_killed_and_live_ones_left_alone(mlflow_server, tmp_path,
+                                                                     monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.chdir(tmp_path)
+    exp, stage, other = "study-ghosts", "augmentation@x_plus_y-a", "augmentation@x_plus_y-b"
+    live = hold_runs(tmp_path, exp, "live", stage)
+    # A second worker of the same stage starts (its sweep leaves the live runs alone)...
+    ghost = hold_runs(tmp_path, exp, "ghost", stage, other)
+    ghost.send_signal(signal.SIGKILL)  # ... and is killed while its runs are open
+    ghost.wait(timeout=10)  # reaped: its pid is gone
+    before = {r["info"]["run_id"]: (tags_of(r)["groklab.pid"], r["info"]["status"])
+              for r in runs_of(mlflow_server, exp)}
+    assert sorted(pid for pid, _ in before.values()) == sorted(
+        [str(ghost.pid)] * 3 + [str(live.pid)] * 2)
+    assert {status for _, status in before.values()} == {"RUNNING"}
+
+    with stage_tracker(exp, stage, task="x_plus_y", variant="a") as tracker:
+        pass
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"groklab: marked 2 MLflow run(s) of {stage} KILLED")
+    after = {r["info"]["run_id"]: r["info"]["status"] for r in runs_of(mlflow_server, exp)}
+    ghost_ids = {i for i, (pid, _) in before.items() if pid == str(ghost.pid)}
+    for run_id, (pid, _) in before.items():
+        expected = ("RUNNING" if pid == str(live.pid)
+                    or tags_of(run_of(mlflow_server, run_id))["dvc.stage"] == other
+                    else "KILLED")
+        assert after[run_id] == expected, (run_id, pid)
+    assert sorted(tracker.ghosts) == sorted(
+        i for i in ghost_ids if tags_of(run_of(mlflow_server, i))["dvc.stage"] == stage)
+    assert after[tracker.run_id] == "FINISHED"
+
+    live.communicate("go\n", timeout=60)
+    assert live.returncode == 0
+    with stage_tracker(exp, other, task="x_plus_y", variant="b"):  # the other stage's ghost
+        pass
+    assert "marked 1 MLflow run(s)" in capsys.readouterr().err
+    final = {r["info"]["run_id"]: r["info"]["status"] for r in runs_of(mlflow_server, exp)}
+    assert {final[i] for i in ghost_ids} == {"KILLED"}
+    assert [s for i, s in final.items() if before.get(i, ("",))[0] == str(live.pid)] == [
+        "FINISHED", "FINISHED"]
+
+
+def malformed(db: Path) -> None:
+    """Garble every page of a real MLflow store but the first: "database disk image is
+    malformed" (the first page, with the header, still reads as a database)."""
+    data = bytearray(db.read_bytes())
+    rng = np.random.default_rng(0)
+    data[4096:] = rng.integers(0, 256, len(data) - 4096, dtype=np.uint8).tobytes()
+    db.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "malformed"])
+def test_corrupted_store_says_how_to_recover(damage, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    db = tmp_path / "mlflow.db"
+    if damage == "garbage":
+        db.write_bytes(np.random.default_rng(1).integers(0, 256, 20000, np.uint8).tobytes())
+        phrase = "file is not a database"
+    else:
+        with stage_tracker("study-x", "train@x_plus_y", root=tmp_path) as tracker:
+            assert tracker.enabled  # a real store, whose schema spans many pages
+        capsys.readouterr()
+        malformed(db)
+        phrase = "database disk image is malformed"
+    before = db.read_bytes()
+    with stage_tracker("study-x", "train@x_plus_y", task="x_plus_y", root=tmp_path) as tracker:
+        tracker.log_metrics({"acc": 1.0})
+    assert not tracker.enabled and tracker.run_id is None
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"the MLflow store at {db} is corrupted ({phrase})" in line
+    assert f"mv {db} {db}.corrupt" in line and "DVC outputs are intact" in line
+    assert "unreachable" not in line and "writable" not in line
+    assert db.read_bytes() == before  # the user's file is left as it was
+
+
+@pytest.mark.slow
+def test_experiment_kind_saved_view_and_run_names(mlflow_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    # An experiment made before this version (no kind tag, no view) gets both; a kind
+    # someone chose is left alone.
+    old = api(mlflow_server, "experiments/create", {"name": "study-kind-old"})["experiment_id"]
+    chosen = api(mlflow_server, "experiments/create", {
+        "name": "study-kind-chosen",
+        "tags": [{"key": "mlflow.experimentKind", "value": "genai_development"}]})
+    with stage_tracker("study-kind-chosen", "x", root=tmp_path):
+        pass
+    tags = api(mlflow_server, "experiments/get", experiment_id=chosen["experiment_id"])
+    assert {t["key"]: t["value"] for t in tags["experiment"]["tags"]}[
+        "mlflow.experimentKind"] == "genai_development"
+    for experiment in ("study-kind-new", "study-kind-old"):
+        with stage_tracker(experiment, "augmentation@x_plus_y-combined30", task="x_plus_y",
+                           variant="combined30", root=tmp_path) as tracker:
+            tracker.log_metrics({"steps_to_99_mean": 1500.0})
+        exp = api(mlflow_server, "experiments/get-by-name", experiment_name=experiment)
+        tags = {t["key"]: t["value"] for t in exp["experiment"]["tags"]}
+        assert tags["mlflow.experimentKind"] == "custom_model_development"
+        view = json.loads(tags["mlflow.sharedViewState.groklab"])
+        assert view["name"] == "groklab: headline metrics"
+        state = json.loads(view["state"])
+        assert state["selectedColumns"][:4] == [
+            "metrics.`steps_to_99_mean`", "metrics.`frac_grokked`", "metrics.`final_val_acc_mean`",
+            "metrics.`clean_val_acc_mean`"]
+        assert state["columnOrder"][1:5] == state["selectedColumns"][:4]
+        (run,) = runs_of(mlflow_server, experiment)
+        assert run["info"]["run_name"] == "x_plus_y · combined30"
+        assert tags_of(run)["dvc.stage"] == "augmentation@x_plus_y-combined30"
+        assert tags_of(run)["groklab.pid"] == str(os.getpid())
+        assert tags_of(run)["groklab.host"] == socket.gethostname()
+    assert exp["experiment"]["experiment_id"] == old
+    # Reopening writes nothing new: the view's text is the same every time.
+    with stage_tracker("study-kind-old", "x", root=tmp_path) as tracker:
+        assert tracker.run_name == "x"
+    again = api(mlflow_server, "experiments/get-by-name", experiment_name="study-kind-old")
+    assert again["experiment"]["tags"] == exp["experiment"]["tags"]
+
+
+@pytest.mark.slow
+def test_dataset_card_input_and_table(mlflow_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    seeds = pd.DataFrame({"seed": [0, 1, 2], "steps_to_99": [1200, 1500, np.nan],
+                          "grokked": [True, True, False]})
+    with stage_tracker("study-dataset", "augmentation@x_plus_y-reversal", task="x_plus_y",
+                       variant="reversal", root=tmp_path) as tracker:
+        tracker.log_dataset(CARD, tmp_path / "data" / "x_plus_y" / "card.json")
+        tracker.log_table(seeds, "seeds")
+    run = run_of(mlflow_server, tracker.run_id)
+    (given,) = run["inputs"]["dataset_inputs"]
+    dataset = given["dataset"]
+    assert dataset["name"] == "x_plus_y"
+    card_text = json.dumps(CARD, sort_keys=True)
+    assert dataset["digest"] == hashlib.sha256(card_text.encode()).hexdigest()[:12]
+    assert json.loads(dataset["source"]) == {"uri": "data/x_plus_y/card.json"}
+    assert {t["key"]: t["value"] for t in given["tags"]} == {"mlflow.data.context": "train"}
+    profile = json.loads(dataset["profile"])
+    assert profile["n_equations"] == 121 and profile["val_reachable.reversal"] == 0.375
+    assert profile["split.seed0"] == {"train": 60, "val": 61, "val_in_train": 0}
+    assert [c["name"] for c in json.loads(dataset["schema"])["mlflow_colspec"]] == [
+        "x1", "x2", "label"]
+
+    url = f"{mlflow_server}/get-artifact?path=tables/seeds.json&run_uuid={tracker.run_id}"
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        table = json.loads(resp.read())
+    assert table["columns"] == ["seed", "steps_to_99", "grokked"]
+    assert table["data"] == [[0, 1200.0, True], [1, 1500.0, True], [2, None, False]]
+    logged = json.loads(tags_of(run)["mlflow.loggedArtifacts"])
+    assert logged == [{"path": "tables/seeds.json", "type": "table"}]
+
+
+def test_tracking_off_switch(tmp_path, monkeypatch, capsys):
+    for value in ("", "on", "1", "TRUE"):
+        monkeypatch.setenv("GROKLAB_TRACKING", value)
+        assert check_tracking_env() is True
+    for value in ("off", "0", "No"):
+        monkeypatch.setenv("GROKLAB_TRACKING", value)
+        assert check_tracking_env() is False
+    monkeypatch.setenv("GROKLAB_TRACKING", "maybe")
+    with pytest.raises(ConfigError, match="GROKLAB_TRACKING='maybe' is not allowed; use one of"):
+        check_tracking_env()
+    # Entered with the bad value, the tracker skips tracking instead (outputs are written).
+    with stage_tracker("study-x", "train@x_plus_y", root=tmp_path) as tracker:
+        tracker.log_metrics({"acc": 1.0})
+    assert not tracker.enabled
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "GROKLAB_TRACKING='maybe' is not allowed" in line and "tracking skipped" in line
+
+
+NO_MLFLOW = """
+import importlib.abc, sys
+
+class HideMlflow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "mlflow" or name.startswith("mlflow."):
+            raise ImportError(f"No module named {name!r} (hidden)")
+        return None
+
+if sys.argv[1] == "hide":
+    sys.meta_path.insert(0, HideMlflow())
+"""
+
+USE_TRACKER = """
+import numpy as np, pandas as pd
+from groklab.tracking import record_interrupted, stage_tracker
+history = pd.DataFrame({"step": np.arange(10), "val_acc": np.linspace(0, 1, 10)})
+with stage_tracker("study-x", "train@x_plus_y", task="x_plus_y", root=sys.argv[2]) as tracker:
+    tracker.log_metrics({"steps_to_99_mean": 10.0})
+    tracker.log_dataset({"task": "x_plus_y"}, "data/x_plus_y/card.json")
+    tracker.log_table(history, "history")
+    with tracker.seed_run(0) as run:
+        run.log_history(history)
+    tracker.log_artifacts([sys.argv[2]])
+recorded = record_interrupted("study-x", "train@x_plus_y", step=5, root=sys.argv[2])
+print(tracker.enabled, recorded, "mlflow" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("case", ["off", "mlflow missing"])
+def test_no_tracking_imports_nothing_and_says_so_once(case, tmp_path):
+    """A machine without MLflow (or with tracking off) runs the whole tracker interface as a
+    no-op: one line on stderr, nothing written, MLflow never imported."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "GROKLAB_"))}
+    env["GROKLAB_TRACKING"] = "off" if case == "off" else "on"
+    proc = subprocess.run([sys.executable, "-c", NO_MLFLOW + USE_TRACKER,
+                           "show" if case == "off" else "hide", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False", "False"]
+    lines = proc.stderr.strip().splitlines()
+    if case == "off":
+        # the tracker and record_interrupted each say it once
+        assert lines == ["groklab: MLflow tracking is off (GROKLAB_TRACKING=off); DVC "
+                         "outputs are written as usual."] * 2
+    else:
+        assert len(lines) == 2 and all(
+            line.startswith("groklab: MLflow cannot be imported here (No module named "
+                            "'mlflow' (hidden)); tracking skipped") for line in lines)
+    assert list(tmp_path.iterdir()) == []  # no mlflow.db, no mlartifacts
+
+
+@pytest.mark.slow
+def test_record_interrupted_leaves_a_killed_run_with_the_update(mlflow_server, tmp_path,
+                                                                monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    assert record_interrupted("study-interrupted", "augmentation@x_plus_y-negation", step=1234,
+                              task="x_plus_y", variant="negation", params={"seeds": [0, 1]},
+                              root=tmp_path)
+    (run,) = runs_of(mlflow_server, "study-interrupted")
+    assert run["info"]["status"] == "KILLED" and run["info"]["run_name"] == "x_plus_y · negation"
+    assert tags_of(run)["groklab.interrupted_at_update"] == "1234"
+    assert {m["key"]: m["value"] for m in run["data"]["metrics"]} == {
+        "interrupted_at_update": 1234.0}
+    assert {p["key"]: p["value"] for p in run["data"]["params"]} == {"seeds": "[0, 1]"}
+
+
+HUNG = """
+import socket, sys, time
+from groklab.tracking import record_interrupted
+start = time.monotonic()
+ok = record_interrupted("study-x", "train@x_plus_y", step=7, timeout_s=1)
+print(ok, round(time.monotonic() - start, 1))
+"""
+
+
+def test_record_interrupted_gives_up_on_a_hung_server(tmp_path):
+    """A server that accepts connections and never answers: one line after the timeout, and
+    the interrupted stage still exits at once."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)  # connections complete in the backlog; nothing ever answers
+        uri = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        env.pop("GROKLAB_TRACKING", None)
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "-c", HUNG], capture_output=True, text=True,
+                              timeout=60, env=env, cwd=tmp_path)
+        elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr
+    ok, waited = proc.stdout.split()
+    assert ok == "False" and 1.0 <= float(waited) < 2.0
+    assert proc.stderr.strip() == (f"groklab: MLflow at {uri} did not answer within 1 s; the "
+                                   "interruption of train@x_plus_y was not recorded.")
+    assert elapsed < 15  # the process did not wait for its daemon thread
+
+
+@pytest.mark.slow
+def test_links_to_each_experiments_runs_table(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "GROKLAB_"))}
+    env["DVC_ROOT"] = str(tmp_path)
+    links = [sys.executable, "-m", "groklab.tracking", "--ui", "http://127.0.0.1:5001/"]
+    missing = subprocess.run(links, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.strip() == (f"groklab: no MLflow store at sqlite:///{tmp_path}/"
+                                      "mlflow.db yet; run a stage first")
+    for experiment in ("report", "augmentation"):
+        with stage_tracker(experiment, "s", root=tmp_path):
+            pass
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        ids = dict(db.execute("SELECT name, experiment_id FROM experiments"))
+    out = subprocess.run(links, capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
+    query = "runs?workflowType=machine_learning&viewStateShareKey=groklab"
+    assert out.stdout.splitlines() == [
+        f"{name}: http://127.0.0.1:5001/#/experiments/{ids[name]}/{query}"
+        for name in ("augmentation", "report")]

@@ -1,45 +1,87 @@
 """MLflow tracking of pipeline stages: one run per stage execution, one nested run per seed.
 
-Tracking is best effort. When the store is unreachable, or a logging call fails later, the
-tracker prints one warning on stderr and becomes a no-op: a stage never fails, and never
-loses its DVC outputs, because of MLflow. stdout is left alone (the CLI prints JSON there).
+A stage opens its tracker *after* training, so start-up never waits for MLflow and a trainer
+killed mid-training leaves no run behind. ``import mlflow`` and the connection happen when the
+tracker is entered, not when this module is imported::
+
+    with tracker_for("augmentation", "augmentation@x_plus_y-negation", task="x_plus_y",
+                     variant="negation", params=config) as tracker:
+        tracker.log_metrics(headline)             # HEADLINE_METRICS: the visible columns
+        tracker.log_dataset(card, "data/x_plus_y/card.json")
+        tracker.log_table(per_seed, "seeds")
+        for seed in seeds:
+            with tracker.seed_run(seed) as run:
+                run.log_history(history_of_seed)
+                run.log_metrics(summary_of_seed)
+        tracker.log_artifacts([out / "history.csv"])
+
+A Ctrl-C'd stage calls :func:`record_interrupted` (a KILLED run saying the update it reached).
+
+Tracking is best effort. When it is off (``GROKLAB_TRACKING=off``), MLflow is not installed,
+the store is unreachable or corrupted, or a logging call fails later, the tracker prints one
+line on stderr and becomes a no-op: a stage never fails, and never loses its DVC outputs,
+because of MLflow. stdout is left alone (the CLI prints JSON there).
+
+Each run is tagged with its host and process; when a stage's tracker opens, RUNNING runs of
+the same stage (tag ``dvc.stage``) on this host whose process is gone are marked KILLED, so
+the UI shows no ghosts. A run whose process is alive is never touched.
+
+Every experiment gets the machine-learning kind tag and a saved view of its runs table,
+"groklab: headline metrics" (HEADLINE_METRICS as the first columns). MLflow 3.17's UI opens
+an experiment on its GenAI pages unless the sidebar switch says "Model training" or the link
+says ``workflowType=machine_learning``, and hides metric columns until chosen; the link
+:func:`ui_url` gives (``python -m groklab.tracking`` prints one per experiment) carries both the
+switch and the view. "Override saved view" on that page makes the view the browser's default
+for the experiment.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
-import pandas as pd
+
+from groklab.config import ConfigError
+from groklab.mlflow_store import (
+    HEADLINE_METRICS,
+    card_dataset,
+    connect,
+    corruption,
+    process_tags,
+    sweep_ghosts,
+    ui_url,
+)
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
+    import pandas as pd
+
+__all__ = ["HEADLINE_METRICS", "SeedRun", "StageTracker", "check_tracking_env", "flatten",
+           "record_interrupted", "repo_root", "run_name", "run_tags", "stage_tracker",
+           "tracking_uri", "ui_url"]
 
 METRICS_PER_BATCH = 1000  # MLflow's limits per log_batch request
 PARAMS_PER_BATCH = 100
 MAX_PARAM_LEN = 6000
-PROBE_TIMEOUT_S = 3.0
-# MLflow's HTTP client retries a dead server for minutes by default; a stage should not wait.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-                 # set_terminated otherwise writes "View run ... at" to stdout
-                 "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+INTERRUPT_TIMEOUT_S = 10.0  # importing MLflow alone takes about 3 s on a 2-core laptop
 _EXP_COPY = (".dvc", "tmp", "exps")
+
+RUN_NAME_SEP = " · "
+INTERRUPTED_TAG = "groklab.interrupted_at_update"
+TRACKING_ENV = "GROKLAB_TRACKING"
+_ON, _OFF = ("on", "1", "true", "yes"), ("off", "0", "false", "no")
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -78,6 +120,21 @@ def tracking_uri(root: Path | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or _default_uri(root or repo_root())
 
 
+def check_tracking_env() -> bool:
+    """Whether tracking is on, from ``GROKLAB_TRACKING`` (unset or empty: on).
+
+    Cheap (MLflow is not imported): a stage calls it at start so a typo fails before training.
+    Raises ConfigError naming the variable, its value and the allowed values.
+    """
+    value = os.environ.get(TRACKING_ENV, "").strip().lower()
+    if value in ("", *_ON):
+        return True
+    if value in _OFF:
+        return False
+    raise ConfigError(f"{TRACKING_ENV}={os.environ[TRACKING_ENV]!r} is not allowed; "
+                      f"use one of {', '.join(_ON + _OFF)}")
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """``{"data": {"p": 97}}`` -> ``{"data.p": "97"}``; non-strings are written as JSON
     (``null``, ``true``, ``[0.9, 0.98]``) so values read as they do in params.yaml."""
@@ -89,6 +146,14 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[key] = v if isinstance(v, str) else json.dumps(v, default=str)
     return out
+
+
+def run_name(stage: str, task: str | None = None, variant: str | None = None) -> str:
+    """What the runs table shows: ``x_plus_y · combined30``, the part that tells cells apart
+    (the stage name is in the ``dvc.stage`` tag); ``stage`` when there is no task."""
+    if task is None:
+        return stage
+    return f"{task}{RUN_NAME_SEP}{variant}" if variant else task
 
 
 def run_tags(*, stage: str, study: str, task: str | None = None,
@@ -118,75 +183,6 @@ def _reason(err: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(err).__name__
 
 
-def _probe(uri: str) -> None:
-    """Fail fast on a dead http(s) server; 4xx means something answered (auth, a proxy)."""
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S):
-            pass
-    except urllib.error.HTTPError as err:
-        if err.code >= 500:
-            raise ConnectionError(f"/health answered HTTP {err.code}") from err
-
-
-@contextlib.contextmanager
-def _first_use_lock(uri: str) -> Iterator[None]:
-    """Serialise opening a SQLite store: stages that create it at once race in MLflow's schema
-    migrations ("duplicate column name"). The lock file lives in /tmp, out of the repo."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    db = os.path.abspath(uri.removeprefix("sqlite:///"))
-    digest = hashlib.sha1(db.encode()).hexdigest()[:16]
-    # Read-only: flock needs no write access, so another user's lock file still works.
-    fd = os.open(Path(tempfile.gettempdir()) / f"groklab-mlflow-{digest}.lock",
-                 os.O_RDONLY | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _artifact_location(uri: str, experiment: str, root: Path) -> str | None:
-    """Where a new experiment's artifacts go: beside a SQLite store, else the server decides.
-
-    Set explicitly because MLflow's default (./mlruns under the current directory) would
-    land in a queued experiment's temporary copy, which is deleted after the run.
-    """
-    if not uri.startswith("sqlite:///"):
-        return None
-    store_dir = Path(uri.removeprefix("sqlite:///")).resolve().parent
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        store_dir = root
-    return (store_dir / "mlartifacts" / re.sub(r"[^\w.-]", "_", experiment)).as_uri()
-
-
-def _connect(uri: str, experiment: str, root: Path) -> tuple[MlflowClient, str]:
-    if uri.startswith(("http://", "https://")):
-        for name, value in HTTP_DEFAULTS.items():
-            os.environ.setdefault(name, value)
-        _probe(uri)
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    if "MLFLOW_LOGGING_LEVEL" not in os.environ:  # alembic migrations etc. log at INFO
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-    with _first_use_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
-        exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        location = _artifact_location(uri, experiment, root)
-        try:
-            return client, client.create_experiment(experiment, artifact_location=location)
-        except MlflowException:  # a concurrent stage created it first
-            exp = client.get_experiment_by_name(experiment)
-            if exp is None:
-                raise
-    if exp.lifecycle_stage == "deleted":
-        client.restore_experiment(exp.experiment_id)
-    return client, exp.experiment_id
-
-
 class _Run:
     """What the stage run and its seed runs share: starting, ending and the logging calls."""
 
@@ -199,26 +195,32 @@ class _Run:
     def _live(self) -> bool:
         return self._tracker.enabled and self.run_id is not None
 
-    def __enter__(self) -> Self:
+    def _start(self) -> None:
         t = self._tracker
-        if t.enabled and (self is t or t.run_id is not None):
-            from mlflow.entities import Param
+        if not (t.enabled and (self is t or t.run_id is not None)):
+            return
+        from mlflow.entities import Param
 
-            tags = self.tags if self is t else {**self.tags, "mlflow.parentRunId": t.run_id}
-            with t._guard():
-                run = t._client.create_run(t._experiment_id, run_name=self.run_name, tags=tags)
-                self.run_id = run.info.run_id
-                self._send(params=[Param(_key(k), v[:MAX_PARAM_LEN])
-                                   for k, v in flatten(self.params).items()])
+        tags = self.tags if self is t else {**self.tags, "mlflow.parentRunId": t.run_id}
+        with t._guard():
+            run = t._client.create_run(t._experiment_id, run_name=self.run_name, tags=tags)
+            self.run_id = run.info.run_id
+            self._send(params=[Param(_key(k), v[:MAX_PARAM_LEN])
+                               for k, v in flatten(self.params).items()])
+
+    def _end(self, status: str) -> None:
+        if self._live():
+            with self._tracker._guard():
+                self._tracker._client.set_terminated(self.run_id, status)
+
+    def __enter__(self) -> Self:
+        self._start()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         """FINISHED, FAILED on an exception (which propagates), KILLED on Ctrl-C."""
-        if self._live():
-            status = ("FINISHED" if exc_type is None
-                      else "FAILED" if issubclass(exc_type, Exception) else "KILLED")
-            with self._tracker._guard():
-                self._tracker._client.set_terminated(self.run_id, status)
+        self._end("FINISHED" if exc_type is None
+                  else "FAILED" if issubclass(exc_type, Exception) else "KILLED")
 
     def _send(self, metrics: Sequence[Any] = (), params: Sequence[Any] = ()) -> None:
         client = self._tracker._client
@@ -244,6 +246,7 @@ class _Run:
         (one seed's rows per run: the steps of several seeds would interleave)."""
         if not self._live():
             return
+        import pandas as pd
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -272,30 +275,108 @@ class _Run:
                 else:
                     client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_dataset(self, card: Mapping[str, Any], path: str | Path,
+                    context: str = "train") -> None:
+        """The dataset card as the run's dataset input (the runs table's Dataset column):
+        named for its task, with a digest of the card, ``path`` as its source, the equation
+        table's columns as schema and the card's sizes and leakage as profile."""
+        if not self._live():
+            return
+        from mlflow.entities import DatasetInput, InputTag
+
+        source = Path(path)  # a stage runs at the repository root (or a queued copy of it)
+        for base in (Path.cwd(), self._tracker.root):
+            if source.is_absolute():
+                with contextlib.suppress(ValueError):
+                    source = source.relative_to(base)
+        with self._tracker._guard():
+            inputs = [DatasetInput(card_dataset(card, source.as_posix()),
+                                   tags=[InputTag("mlflow.data.context", context)])]
+            for attempt in range(3):
+                try:
+                    self._tracker._client.log_inputs(self.run_id, inputs)
+                    break
+                except Exception:
+                    # Two stages inserting the same new dataset at once: one loses the race
+                    # ("UNIQUE constraint failed", "database is locked"); the retry finds it.
+                    if attempt == 2:
+                        raise
+                    time.sleep(0.5 * (attempt + 1))
+
+    def log_table(self, table: pd.DataFrame, name: str) -> None:
+        """``table`` as an MLflow table (``tables/<name>.json``), which the UI shows as a table
+        and compares across runs."""
+        if not self._live():
+            return
+        with self._tracker._guard():
+            self._tracker._client.log_table(self.run_id, table, f"tables/{_key(name)}.json")
+
 
 class StageTracker(_Run):
-    """One MLflow run for one stage execution; a no-op (with one warning) when tracking is
-    unreachable."""
+    """One MLflow run for one stage execution, opened when entered; a no-op (with one line on
+    stderr) when tracking is off, MLflow is missing, or the store is unreachable or corrupted.
+    """
 
     def __init__(self, experiment: str, run_name: str, *, tags: Mapping[str, str] | None = None,
                  params: Mapping[str, Any] | None = None, root: Path | None = None):
         self._tracker = self
-        self.run_name, self.tags, self.params = run_name, dict(tags or {}), dict(params or {})
+        self.experiment = experiment
+        self.run_name, self.params = run_name, dict(params or {})
+        self.tags = {**dict(tags or {}), **process_tags()}
         self.root = Path(root or repo_root()).absolute()
         self.uri = tracking_uri(self.root)
         self.enabled, self.skipped_reason = False, ""
+        self.ghosts: list[str] = []  # runs of this stage this tracker marked KILLED
         self._client: Any = None
         self._experiment_id = ""
+
+    def __enter__(self) -> Self:
+        self.open()
+        return super().__enter__()
+
+    def open(self) -> None:
+        """Import MLflow, connect, and mark this stage's ghosts KILLED (no run started yet)."""
         try:
-            self._client, self._experiment_id = _connect(self.uri, experiment, self.root)
+            on = check_tracking_env()
+        except ConfigError as err:
+            self._skip(f"groklab: {err}; tracking skipped, DVC outputs are still written.")
+            return
+        if not on:
+            self._skip(f"groklab: MLflow tracking is off ({TRACKING_ENV}="
+                       f"{os.environ[TRACKING_ENV]}); DVC outputs are written as usual.")
+            return
+        try:
+            self._client, self._experiment_id = connect(self.uri, self.experiment, self.root)
             self.enabled = True
+        except ImportError as err:
+            self._skip(f"groklab: MLflow cannot be imported here ({_reason(err)}); tracking "
+                       "skipped, DVC outputs are still written. Install it (pip install mlflow) "
+                       f"or set {TRACKING_ENV}=off.", reason=_reason(err))
+            return
         except Exception as err:
             self._disable(err, at_start=True)
+            return
+        if stage := self.tags.get("dvc.stage"):
+            with self._guard():
+                self.ghosts = sweep_ghosts(self._client, self._experiment_id, stage)
+            if self.ghosts:
+                print(f"groklab: marked {len(self.ghosts)} MLflow run(s) of {stage} KILLED: "
+                      f"the process that ran them on {socket.gethostname()} is gone.",
+                      file=sys.stderr, flush=True)
+
+    def _skip(self, line: str, reason: str | None = None) -> None:
+        self.enabled, self._client = False, None
+        self.skipped_reason = reason or line
+        # print, not logging: it must be seen whatever logging config the stage has
+        print(line, file=sys.stderr, flush=True)
 
     def _disable(self, err: BaseException, *, at_start: bool = False) -> None:
-        if self.skipped_reason:  # warned already
+        if self.skipped_reason:  # said so already
             return
-        self.enabled, self.skipped_reason, self._client = False, _reason(err), None
+        reason = _reason(err)
+        if phrase := corruption(err):
+            self._skip(self._corrupted_line(phrase), reason=phrase)
+            return
         if not at_start:
             fix = ""
         elif os.environ.get("MLFLOW_TRACKING_URI"):
@@ -305,9 +386,18 @@ class StageTracker(_Run):
             fix = f" Make {self.root} writable, or set MLFLOW_TRACKING_URI to a running server."
         what = ("is unreachable ({}); tracking skipped" if at_start
                 else "failed ({}); tracking turned off for the rest of this stage")
-        # print, not logging: it must be seen whatever logging config the stage has
-        print(f"groklab: MLflow tracking at {self.uri} {what.format(self.skipped_reason)}, "
-              f"DVC outputs are still written.{fix}", file=sys.stderr, flush=True)
+        self._skip(f"groklab: MLflow tracking at {self.uri} {what.format(reason)}, "
+                   f"DVC outputs are still written.{fix}", reason=reason)
+
+    def _corrupted_line(self, phrase: str) -> str:
+        if not self.uri.startswith("sqlite:///"):
+            return (f"groklab: the MLflow store behind {self.uri} is corrupted ({phrase}); "
+                    "tracking skipped, the DVC outputs are intact. Restore or replace the "
+                    "server's store.")
+        db = Path(self.uri.removeprefix("sqlite:///"))
+        return (f"groklab: the MLflow store at {db} is corrupted ({phrase}); tracking skipped, "
+                f"the DVC outputs are intact. To start a new store, move it aside: "
+                f"mv {db} {db}.corrupt")
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
@@ -330,3 +420,69 @@ class SeedRun(_Run):
         self._tracker, self.run_name = parent, f"seed {seed}"
         self.tags = {**parent.tags, "seed": str(seed), **(tags or {})}
         self.params = {"seed": seed, **(params or {})}
+
+
+def stage_tracker(experiment: str, stage: str, *, task: str | None = None,
+                  variant: str | None = None, params: Mapping[str, Any] | None = None,
+                  root: Path | None = None) -> StageTracker:
+    """The tracker of one stage execution, named for its task and variant, tagged with the
+    DVC stage, study, git commit, host and process. Nothing is imported or connected until
+    it is entered."""
+    tags = run_tags(stage=stage, study=experiment, task=task, variant=variant)
+    return StageTracker(experiment, run_name(stage, task, variant), tags=tags, params=params,
+                        root=root)
+
+
+def record_interrupted(experiment: str, stage: str, *, step: int, task: str | None = None,
+                       variant: str | None = None, params: Mapping[str, Any] | None = None,
+                       root: Path | None = None,
+                       timeout_s: float = INTERRUPT_TIMEOUT_S) -> bool:
+    """Best effort, for a Ctrl-C'd stage: a KILLED run of ``stage`` with the update it reached
+    (tag ``groklab.interrupted_at_update`` and metric ``interrupted_at_update``).
+
+    Gives up after ``timeout_s`` seconds with one line on stderr; True when recorded.
+    """
+    tracker = stage_tracker(experiment, stage, task=task, variant=variant, params=params,
+                            root=root)
+    tracker.tags[INTERRUPTED_TAG] = str(step)
+    done = threading.Event()
+
+    def record() -> None:
+        tracker.open()
+        tracker._start()
+        tracker.log_metrics({"interrupted_at_update": step}, step=step)
+        tracker._end("KILLED")
+        if tracker._live():
+            done.set()
+
+    # A daemon thread: a store that hangs must not keep the interrupted stage from exiting.
+    thread = threading.Thread(target=record, name="groklab-record-interrupted", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        print(f"groklab: MLflow at {tracker.uri} did not answer within {timeout_s:g} s; the "
+              f"interruption of {stage} was not recorded.", file=sys.stderr, flush=True)
+    return done.is_set()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the link to each experiment's runs table for an ``mlflow ui`` on this store."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--ui", default="http://127.0.0.1:5000",
+                        help="where `mlflow ui` serves (default: its own default)")
+    args = parser.parse_args(argv)
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        sys.exit(f"groklab: no MLflow store at {uri} yet; run a stage first")
+    from mlflow import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    for exp in MlflowClient(uri).search_experiments(order_by=["name ASC"]):
+        if exp.name != "Default":
+            print(f"{exp.name}: {ui_url(args.ui, exp.experiment_id)}")
+
+
+if __name__ == "__main__":
+    main()

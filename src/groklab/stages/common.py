@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from groklab.config import ConfigError
-from groklab.tracking import StageTracker, run_tags
+from groklab.tracking import StageTracker, stage_tracker
 from groklab.train import TrainingDiverged
 
 
@@ -23,6 +23,9 @@ def fail_cleanly(main: Callable[[], Any]) -> None:
 def tracker_for(experiment: str, stage: str, *, task: str | None = None,
                 variant: str | None = None, params: Mapping[str, Any] | None = None
                 ) -> StageTracker:
-    """The MLflow run of one stage execution, tagged with the DVC stage and git commit."""
-    tags = run_tags(stage=stage, study=experiment, task=task, variant=variant)
-    return StageTracker(experiment, stage, tags=tags, params=params)
+    """The MLflow run of one stage execution, to enter after training (see groklab.tracking).
+
+    Named ``<task> · <variant>`` in the UI; tagged with the DVC stage, study, git commit, host
+    and process. MLflow is imported and connected only when it is entered.
+    """
+    return stage_tracker(experiment, stage, task=task, variant=variant, params=params)
