@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     with tracker_for("data", f"generate@{args.task}", task=args.task,
                      params={"data": vars(cfg), "seeds": seeds}) as tracker:
         tracker.log_metrics({"n_equations": card["n_equations"]})
+        tracker.log_dataset(card, out / "card.json")
         tracker.log_artifacts([out / "card.json"])
     print(f"generate@{args.task}: {len(task)} equations, card at {out / 'card.json'}")
 

@@ -43,9 +43,10 @@ def _plain(x: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {x!r}")
 
 
-def save_run(result: Any, out: Path, summary: dict[str, Any] | None = None) -> None:
-    """history.csv, final.csv, config.json (and summary.json); for a trained network
-    (a :class:`~groklab.train.TrainResult`) also one checkpoint per seed."""
+def save_run(result: Any, out: Path, summary: dict[str, Any] | None = None,
+             card: dict[str, Any] | None = None) -> None:
+    """history.csv, final.csv, config.json (and summary.json, card.json when given); for a
+    trained network (a :class:`~groklab.train.TrainResult`) also one checkpoint per seed."""
     model = getattr(result, "model", None)
     with atomic_dir(out) as tmp:
         result.history.to_csv(tmp / "history.csv", index=False)
@@ -64,3 +65,5 @@ def save_run(result: Any, out: Path, summary: dict[str, Any] | None = None) -> N
                 torch.save(ckpt, tmp / f"seed{seed}.pt")
         if summary is not None:
             write_json(tmp / "summary.json", summary)
+        if card is not None:
+            write_json(tmp / "card.json", card)

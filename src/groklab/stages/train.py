@@ -5,8 +5,9 @@
 
 Trains every seed of the cell (a network: one batched model; the linear student-teacher
 model: its closed-form curves) and writes models/<family>/<name>/ only when that succeeded:
-history.csv, final.csv, config.json, summary.json and, for networks, one checkpoint per
-seed. Then logs the run to MLflow. `experiment@<task>` trains only when its knobs differ
+history.csv, final.csv, config.json, summary.json and, for networks, the cell's dataset card
+(card.json) and one checkpoint per seed. Then logs the run to MLflow (after training, so
+start-up never waits for MLflow). `experiment@<task>` trains only when its knobs differ
 from the paper defaults; otherwise it writes `source.json` naming the base run it equals,
 which evaluation reads in its place.
 """
@@ -14,6 +15,7 @@ which evaluation reads in its place.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,10 @@ from groklab.cells import (
     parse_cell,
 )
 from groklab.config import RunConfig
-from groklab.params import PARAMS_FILE, load_params
+from groklab.params import KNOBS, PARAMS_FILE, get_key, load_params
 from groklab.stages.common import fail_cleanly, tracker_for
 from groklab.stages.outputs import atomic_dir, save_run, write_json
+from groklab.tracking import check_tracking_env
 
 GROK = 0.99  # validation accuracy whose first crossing is reported on the console
 
@@ -47,6 +50,16 @@ def run(config: CellConfig, seeds: list[int], label: str) -> Any:
     from groklab.linear_teacher import run_cell
 
     return run_cell(config, seeds)
+
+
+def card_of(config: CellConfig, seeds: list[int]) -> dict[str, Any] | None:
+    """The cell's own dataset card (its data, splits and leakage); None for the linear model."""
+    if not isinstance(config, RunConfig):
+        return None
+    from groklab.cards import dataset_card
+
+    aug = config.train.aug
+    return dataset_card(config.data, seeds, {aug.name: aug} if aug.active else {})
 
 
 def seed_rows(result: Any) -> list[dict[str, Any]]:
@@ -72,7 +85,7 @@ def headline(rows: list[dict[str, Any]], budget: int) -> dict[str, float]:
     if any(r.get("val_reachable") for r in rows) and all(c is not None and math.isfinite(c)
                                                           for c in clean):
         out["clean_val_acc_mean"] = sum(clean) / n
-    return out
+    return {k: round(v, 4) for k, v in out.items()}
 
 
 def _plain(v: Any) -> Any:
@@ -82,17 +95,26 @@ def _plain(v: Any) -> Any:
 
 def variant(cell: Cell, params: dict[str, Any]) -> str | None:
     """What distinguishes the cell within its family (for run names and tags)."""
-    if cell.family == EXPERIMENT:
-        return ", ".join(f"{k}={params[k]}" for k in ("aug", "curriculum", "arch", "optimizer"))
+    if cell.family == EXPERIMENT:  # the knobs that differ from the paper defaults
+        return ", ".join(f"{knob}={params[knob]}" for knob, key in KNOBS.items()
+                         if params[knob] != get_key(params, key)) or "paper defaults"
     return None if cell.value is None else str(cell.value)
 
 
 def log_run(cell: Cell, config: CellConfig, result: Any, out: Path, rows: list[dict],
             params: dict[str, Any]) -> None:
-    """The stage's MLflow run: headline metrics, files; a nested run per seed with its curves."""
+    """The stage's MLflow run: headline metrics, the dataset card, the seeds' table and the
+    files; a nested run per seed with its curves and checkpoint."""
+    import pandas as pd
+
     budget = result.steps_done if not isinstance(config, RunConfig) else config.train.steps
     with tracker_for(cell.family, cell.stage, task=cell.task, variant=variant(cell, params),
                      params={**_config_dict(config), "seeds": result.seeds}) as tracker:
+        tracker.log_metrics(headline(rows, budget))
+        card = out / "card.json"
+        if card.exists():
+            tracker.log_dataset(json.loads(card.read_text()), card)
+        tracker.log_table(pd.DataFrame(rows), "seeds")
         for row in rows:
             seed = row["seed"]
             with tracker.seed_run(seed, params={"seed": seed}) as seed_run:
@@ -102,7 +124,6 @@ def log_run(cell: Cell, config: CellConfig, result: Any, out: Path, rows: list[d
                 ckpt = out / f"seed{seed}.pt"
                 if ckpt.exists():
                     seed_run.log_artifacts([ckpt])
-        tracker.log_metrics(headline(rows, budget))
         tracker.log_artifacts([out / f for f in ("history.csv", "final.csv", "config.json",
                                                  "summary.json")])
 
@@ -123,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", type=Path, default=Path("models"), help="output root")
     args = parser.parse_args(argv)
 
+    check_tracking_env()  # a typo in GROKLAB_TRACKING fails now, not after training
     params = load_params(args.params)
     cell = parse_cell(params, args.family, args.task, args.value)
     out = cell.path(args.models)
@@ -137,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     config = cell_config(params, cell)
     result = run(config, seeds, cell.stage)
     rows = seed_rows(result)
-    save_run(result, out, summary={"stage": cell.stage, "seeds": rows})
+    save_run(result, out, summary={"stage": cell.stage, "seeds": rows},
+             card=card_of(config, seeds))
     log_run(cell, config, result, out, rows, params)
     steps = [r["steps_to_99"] for r in rows]
     print(f"{cell.stage}: {sum(s is not None for s in steps)}/{len(seeds)} seeds reached "
