@@ -11,12 +11,6 @@ import torch
 from groklab.checkpoint import load_model
 
 
-@pytest.fixture(autouse=True)
-def own_cpu_slots(tmp_path, monkeypatch):
-    """CPU slots of the test's own: no other trainer on the machine makes it wait."""
-    monkeypatch.setenv("GROKLAB_CPU_SLOTS", str(tmp_path / "slots"))
-
-
 def groklab(*args, check=True):
     proc = subprocess.run([sys.executable, "-m", "groklab.cli", *args], capture_output=True,
                           text=True, timeout=300)
