@@ -7,11 +7,12 @@ directory of the user's own) and, while the cores are taken, waits for free ones
 of oversubscribing them.
 
 The thread count is ``GROKLAB_THREADS``, else the number of cores: never a function of
-what else runs. Floating-point reductions split over a different number of threads sum
-in a different order: a full-batch run gave different bytes at every count from 1 to 8
-(``tests/test_cpu.py``), so a count chosen from the load would make a rerun beside another
-trainer differ from the same run alone. To train side by side with ``-j N``, set
-``GROKLAB_THREADS`` to cores / N; runs with the same thread count give the same bytes.
+what else runs. Reductions split over a different number of threads sum in a different
+order: one-seed runs of x_plus_y (p=97 full batch; p=23 batches of 32) gave different
+history and weights for each thread count from 1 to 8, so a count chosen from the load
+would make a rerun beside another trainer differ from the same run alone. To train side
+by side with ``-j N``, set ``GROKLAB_THREADS`` to cores / N: runs with the same thread
+count give the same bytes.
 
 The slot directory is ``<tmp>/groklab-<uid>/cpu-slots`` (``GROKLAB_CPU_SLOTS`` overrides
 it), created mode 0700 and used only while it is owned by the user and writable by no one
