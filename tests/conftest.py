@@ -77,3 +77,13 @@ def mlflow_server(mlflow_server_dir: Path) -> Iterator[str]:
 def unused_port() -> int:
     """A localhost port with nothing listening (for an unreachable tracking URI)."""
     return free_port()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_cpu_slots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """CPU slots of the session's own (groklab.cpu): the trainers tests start never wait
+    for other groklab trainers on the machine, nor make them wait."""
+    path = tmp_path_factory.mktemp("cpu-slots")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GROKLAB_CPU_SLOTS", str(path))
+        yield path

@@ -42,7 +42,11 @@ def test_run_writes_history_checkpoint_and_prints_json(tmp_path):
     (["--train-fraction", "1.2"], ["train_fraction=1.2", "between 0 and 1"]),
     (["--task", "x_div_y", "--p", "91"], ["p=91", "prime"]),
     (["--steps", "0"], ["steps=0", "positive"]),
-    (["--task", "parity", "--aug", "negation"], ["negation", "parity"]),
+    (["--task", "parity", "--concealed-bits", "4", "--aug", "negation"], ["negation", "parity"]),
+    (["--task", "parity"], ["concealed_bits=0", "4 training and 4 validation",
+                            "concealed_bits >= 1"]),
+    (["--seed", "-1"], ["seed=-1", "from 0 to 4294967295"]),
+    (["--task", "x_div_y", "--p", "3"], ["p=3", "3 training and 3 validation", "p >= 5"]),
 ])
 def test_bad_input_is_one_clear_error(args, words):
     proc = groklab("run", "--steps", "5", *args, check=False) if "--steps" not in args else \

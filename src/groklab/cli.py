@@ -14,10 +14,11 @@ import logging
 import sys
 from pathlib import Path
 
-from groklab.config import DEVICES, ENCODINGS, TASKS, ConfigError, RunConfig
+from groklab.config import DEVICES, ENCODINGS, TASKS, ConfigError, RunConfig, check_seed
 from groklab.cpu import CpuShare
 from groklab.params import PARAMS_FILE, load_params, run_config
 from groklab.progress import ProgressBar
+from groklab.stages.outputs import check_writable, save_run
 from groklab.summary import seed_summaries
 from groklab.train import TrainingDiverged, train
 
@@ -97,27 +98,37 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> dict:
+    check_seed(args.seed)
     cfg = config_from_args(args)
+    if args.out is not None:
+        check_writable(args.out)  # before training: a bad path costs no compute
     label = f"{cfg.data.task} {cfg.train.aug.name} seed {args.seed}"
-    with CpuShare() as cpu, ProgressBar(label, cfg.train.steps, disable=args.quiet,
-                                        on_update=cpu.rebalance) as bar:
+    with (CpuShare(cfg.train.device),
+          ProgressBar(label, cfg.train.steps, disable=args.quiet) as bar):
         result = train(cfg, [args.seed], progress=bar.update)
     summary = seed_summaries(result)[0]
     if args.out is not None:
-        from groklab.stages.outputs import save_run
-
         save_run(result, args.out, summary)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 on success, 1 when training diverged, 2 for bad input (a flag's value or
+    ``--out``), 130 on Ctrl-C; each failure is one line on stderr."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
         summary = run(args)
-    except (ConfigError, TrainingDiverged) as err:
+    except KeyboardInterrupt as err:  # train's Interrupted says "interrupted at update N"
+        print(f"groklab: {str(err) or 'interrupted'}; nothing written; rerun to resume",
+              file=sys.stderr)
+        return 130
+    except ConfigError as err:  # OutputError included
         print(f"groklab: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"groklab: error: {err}", file=sys.stderr)
+        return 1
     print(json.dumps(summary))
     return 0
 

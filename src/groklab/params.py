@@ -28,6 +28,7 @@ import yaml
 
 from groklab.config import (
     DEVICES,
+    MAX_SEED,
     OPTIMIZER_KINDS,
     PACING_KEYS,
     TASKS,
@@ -270,10 +271,11 @@ def check_params(params: Mapping[str, Any]) -> list[str]:
     # Values that building the runs does not need: checked, and the runs built regardless.
     values = _names("tasks", params["tasks"], TASKS)
     seeds = params["seeds"]
-    if (not isinstance(seeds, list) or not seeds or not all(_is_int(s) and s >= 0 for s in seeds)
+    if (not isinstance(seeds, list) or not seeds
+            or not all(_is_int(s) and 0 <= s <= MAX_SEED for s in seeds)
             or len(set(seeds)) != len(seeds)):
         values.append(f"seeds = {_fmt(seeds)}: must be a non-empty list of distinct "
-                      "integers >= 0, e.g. [0, 1, 2]")
+                      f"integers from 0 to {MAX_SEED}, e.g. [0, 1, 2]")
     if params["device"] not in DEVICES:
         values.append(f"device = {_fmt(params['device'])}: choose one of {', '.join(DEVICES)}")
     if not problems:

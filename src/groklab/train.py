@@ -41,6 +41,14 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training; ``step`` is the update that was running."""
+
+    def __init__(self, step: int):
+        super().__init__(f"interrupted at update {step}")
+        self.step = step
+
+
 @dataclass(frozen=True)
 class Progress:
     """What a progress display needs after each evaluation."""
@@ -191,32 +199,36 @@ def train(cfg: RunConfig, seeds: Sequence[int],
             progress(Progress(step, tc.steps, val_acc))
         return val_acc
 
-    model.train()
-    record(0)
     step = 0
-    for step in range(1, tc.steps + 1):
-        idx = sampler.sample(step - 1, tc.batch_size)  # (S, B)
-        if aug.active:
-            ops = torch.stack([augment(task, data.operands[idx[s]], aug, gens[s])
-                               for s in range(S)])
-            tokens, labels = task.encode(ops), task.label(ops)
-        else:
-            tokens, labels = data.tokens[idx], data.labels[idx]
-        logits = model(tokens)  # (S, B, C)
-        loss = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(1)  # (S,)
-        opt.zero_grad(set_to_none=True)
-        loss.sum().backward()  # members are independent: each gets its own gradient
-        opt.step()
-        schedule.step()
-        with torch.no_grad():
-            train_loss_sum += loss.detach()
-            train_acc_sum += (logits.argmax(-1) == labels).float().mean(1)
-        batches += 1
-        if step % tc.eval_every == 0 or step == tc.steps:
-            record(step)
-            if _done_after_grok(grokked_at, step, tc.stop_after_grok):
-                log.info("all seeds grokked; stopping at update %d", step)
-                break
+    try:
+        model.train()
+        record(0)
+        for step in range(1, tc.steps + 1):
+            idx = sampler.sample(step - 1, tc.batch_size)  # (S, B)
+            if aug.active:
+                ops = torch.stack([augment(task, data.operands[idx[s]], aug, gens[s])
+                                   for s in range(S)])
+                tokens, labels = task.encode(ops), task.label(ops)
+            else:
+                tokens, labels = data.tokens[idx], data.labels[idx]
+            logits = model(tokens)  # (S, B, C)
+            loss = F.cross_entropy(logits.transpose(1, 2), labels,
+                                   reduction="none").mean(1)  # (S,)
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()  # members are independent: each gets its own gradient
+            opt.step()
+            schedule.step()
+            with torch.no_grad():
+                train_loss_sum += loss.detach()
+                train_acc_sum += (logits.argmax(-1) == labels).float().mean(1)
+            batches += 1
+            if step % tc.eval_every == 0 or step == tc.steps:
+                record(step)
+                if _done_after_grok(grokked_at, step, tc.stop_after_grok):
+                    log.info("all seeds grokked; stopping at update %d", step)
+                    break
+    except KeyboardInterrupt:
+        raise Interrupted(step) from None
 
     history = _history_frame(rows, seeds)
     final = _final_frame(model, data, seeds, history)

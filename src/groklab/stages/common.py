@@ -12,11 +12,24 @@ from groklab.train import TrainingDiverged
 
 
 def fail_cleanly(main: Callable[[], Any]) -> None:
-    """Run ``main``; a configuration or training error is one line on stderr, exit 1."""
+    """Run ``main``; an expected failure is one line on stderr: a configuration, training or
+    file-system error (exit 1) or Ctrl-C (exit 130). Anything else keeps its traceback."""
     try:
         main()
-    except (ConfigError, TrainingDiverged, FileNotFoundError) as err:
+    except KeyboardInterrupt as err:  # Interrupted says "interrupted at update N"
+        print(f"groklab: {str(err) or 'interrupted'}; nothing written; rerun to resume",
+              file=sys.stderr)
+        sys.exit(130)
+    except (ConfigError, TrainingDiverged) as err:
         print(f"groklab: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as err:  # a path the OS refused, or a missing input a stage names
+        if err.filename is not None:
+            print(f"groklab: error: {err.filename}: {err.strerror}", file=sys.stderr)
+        elif err.errno is None and err.args:
+            print(f"groklab: error: {err}", file=sys.stderr)
+        else:  # not about a path (a socket, ...): unexpected, keep the traceback
+            raise
         sys.exit(1)
 
 

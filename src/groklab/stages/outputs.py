@@ -1,29 +1,144 @@
-"""Writing a trained cell to disk, atomically: a failed run never clobbers finished results."""
+"""Writing results to disk, atomically: a failed run never clobbers finished results, and a
+user's file is never moved, renamed or overwritten.
+
+Every directory :func:`atomic_dir` writes holds a manifest, ``.groklab``, listing the files
+it wrote. An existing ``out`` is replaced only when it is an empty directory or a groklab
+result: a directory with a manifest and nothing besides the files the manifest lists. A
+file, a link, or a directory holding anything else (a user's notes beside the results) is
+refused, with one line naming the path, before any training (:func:`check_writable`).
+Directories and files get the permissions the umask gives, as any file the user creates.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import json
+import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from groklab.config import ConfigError
+
+MANIFEST = ".groklab"
+_MANIFEST_HEAD = "# written by groklab; a rerun may replace this directory and the files below\n"
+
+
+class OutputError(ConfigError):
+    """``out`` cannot take a result; the message names the path and why."""
+
+
+def check_writable(out: Path) -> None:
+    """Raise :class:`OutputError` unless a result can be written at ``out``: it is missing
+    or replaceable (see the module docstring) and its nearest existing parent takes a new
+    directory. Call it before training, so a bad path costs no compute."""
+    out = Path(out)
+    try:
+        if out.is_symlink() or out.exists():
+            _check_replaceable(out)
+        base = out.parent
+        while not base.exists():
+            base = base.parent
+        if not base.is_dir():
+            raise OutputError(f"cannot write {out}: {base} is a file, not a directory")
+    except OSError as err:
+        raise OutputError(f"cannot write {out}: {err.strerror or err}") from None
+    try:  # the real test: what permissions, a read-only disk or root would allow
+        os.rmdir(tempfile.mkdtemp(prefix=_temp_prefix(out), dir=base))
+    except OSError as err:
+        raise OutputError(f"cannot write {out}: cannot create a directory in {base}: "
+                          f"{err.strerror or err}") from None
+
+
+def _check_replaceable(out: Path) -> None:
+    if out.is_symlink():
+        raise OutputError(f"{out} is a symbolic link; groklab replaces only a directory it "
+                          "wrote: choose another path or remove the link")
+    if not out.is_dir():
+        raise OutputError(f"{out} is a file, not a results directory; groklab never "
+                          "overwrites a file: choose another path or remove the file")
+    found = {p.relative_to(out).as_posix(): p.is_dir() and not p.is_symlink()
+             for p in out.rglob("*")}
+    if not found:
+        return
+    if MANIFEST not in found:
+        raise OutputError(f"{out} is a directory groklab did not write (it has no {MANIFEST} "
+                          "manifest); choose another path or empty it")
+    listed = _read_manifest(out / MANIFEST)
+    parents = {q.as_posix() for f in listed for q in Path(f).parents if q != Path(".")}
+    extra = sorted(f for f, is_dir in found.items()
+                   if f != MANIFEST and f not in (parents if is_dir else listed))
+    if extra:
+        shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+        raise OutputError(f"{out} holds files groklab did not write ({shown}); move them "
+                          "out or choose another path")
+
+
+def _read_manifest(path: Path) -> set[str]:
+    lines = path.read_text().splitlines()
+    return {line for line in lines if line and not line.startswith("#")}
+
+
+def _write_manifest(directory: Path) -> None:
+    files = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*")
+                   if not p.is_dir() or p.is_symlink())
+    (directory / MANIFEST).write_text(_MANIFEST_HEAD + "".join(f"{f}\n" for f in files))
+
+
+def _temp_prefix(out: Path) -> str:
+    """Temporary siblings of ``out`` carry the writer's pid, so a rerun can tell the
+    leftovers of a killed writer from those of a live one."""
+    return f".{out.name}.groklab-{os.getpid()}-"
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Delete temporary siblings of ``out`` left by writers that no longer run."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.groklab-(\d+)-\w+")
+    for path in out.parent.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match and path.is_dir() and not path.is_symlink() and not _alive(int(match[1])):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
 
 @contextlib.contextmanager
 def atomic_dir(out: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``out``; it replaces ``out`` only if the block succeeds."""
+    """Yield a temporary sibling of ``out``; it replaces ``out`` only if the block succeeds.
+
+    Refuses (:class:`OutputError`) an ``out`` that is not replaceable, before the block runs.
+    """
     out = Path(out)
+    check_writable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    _remove_leftovers(out)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out), dir=out.parent))
     try:
         yield tmp
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
+        _write_manifest(tmp)
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp made it 0700
+        if out.is_symlink() or out.exists():
+            _check_replaceable(out)  # again: the block may have run for hours
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(out), dir=out.parent))
+            out.rename(old)  # onto the empty directory just made
             tmp.rename(out)
             shutil.rmtree(old)
         else:

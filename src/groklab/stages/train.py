@@ -31,8 +31,9 @@ from groklab.cells import (
 from groklab.config import RunConfig
 from groklab.params import KNOBS, PARAMS_FILE, get_key, load_params
 from groklab.stages.common import fail_cleanly, tracker_for
-from groklab.stages.outputs import atomic_dir, save_run, write_json
-from groklab.tracking import check_tracking_env
+from groklab.stages.outputs import atomic_dir, check_writable, save_run, write_json
+from groklab.tracking import check_tracking_env, record_interrupted
+from groklab.train import Interrupted
 
 GROK = 0.99  # validation accuracy whose first crossing is reported on the console
 
@@ -44,8 +45,8 @@ def run(config: CellConfig, seeds: list[int], label: str) -> Any:
         from groklab.progress import ProgressBar
         from groklab.train import train
 
-        with CpuShare() as cpu, ProgressBar(f"{label} seeds {seeds}", config.train.steps,
-                                            on_update=cpu.rebalance) as bar:
+        with (CpuShare(config.train.device),
+              ProgressBar(f"{label} seeds {seeds}", config.train.steps) as bar):
             return train(config, seeds, progress=bar.update)
     from groklab.linear_teacher import run_cell
 
@@ -157,7 +158,13 @@ def main(argv: list[str] | None = None) -> None:
               f"nothing trained, {out}/source.json points there")
         return
     config = cell_config(params, cell)
-    result = run(config, seeds, cell.stage)
+    check_writable(out)  # before training: a bad path costs no compute
+    try:
+        result = run(config, seeds, cell.stage)
+    except Interrupted as stop:  # a KILLED run that says where it stopped, then one line
+        record_interrupted(cell.family, cell.stage, step=stop.step, task=cell.task,
+                           variant=variant(cell, params), params=_config_dict(config))
+        raise
     rows = seed_rows(result)
     save_run(result, out, summary={"stage": cell.stage, "seeds": rows},
              card=card_of(config, seeds))
