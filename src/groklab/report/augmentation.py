@@ -132,8 +132,13 @@ def reading(cells: pd.DataFrame, published: pd.DataFrame | None, budget: int) ->
         if ours.empty:
             text = f"no augmentation reached 99% within {budget} updates in any seed"
         else:
-            best = ours.iloc[0]
+            best, base = ours.iloc[0], group[group["aug"] == "baseline"]
             text = f"{best['aug']} reached 99% first ({tx.cell_steps(best)} updates)"
+            if best["aug"] != "baseline" and len(base):
+                b = base.iloc[0]
+                text += f"; baseline: {tx.cell_steps(b)}"
+                if not b["n_censored"] and not best["n_censored"]:
+                    text += f" ({b['steps_to_99_mean'] / best['steps_to_99_mean']:.1f}× as many)"
         if published is not None:  # only the augmentations we ran: like with like
             pub = published[(published["task"] == task) & (published["n_reached"] > 0)
                             & published["aug"].isin(group["aug"])]
@@ -224,7 +229,8 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
         n_all, n_hit = int(published["n_seeds"].sum()), int(published["n_reached"].sum())
         lines += ["", f"The published runs list {n_hit} of {n_all} seeds as reaching 99%; the "
                   f"other {n_all - n_hit} are missing from their means (dropped, or listed at "
-                  "the budget), so those means describe only the seeds that reached it."]
+                  f"the {int(published['budget'].iloc[0])}-update budget), so those means "
+                  "describe only the seeds that reached it."]
     return lines
 
 

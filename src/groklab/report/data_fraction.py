@@ -76,8 +76,10 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
     if odd:
         lines += ["", "Cells at another modulus (`studies.data_fraction.value_settings`): "
                   + ", ".join(f"fraction {f:g} runs at p = {v}" for f, v in odd.items()) + "."]
-    claimed = [f"- fraction {c['train_fraction']:g}: {c['text']} — {c['source']}"
-               for c in spec.get("groks", [])]
+    sources = (ctx.reference(REF) or {}).get("sources", {})
+    claimed = tx.quotes([{**c, "text": f"fraction {c['train_fraction']:g}: {c['text']}"}
+                         for c in [*spec.get("groks", []), spec.get("most_prominent")] if c],
+                        sources)
     lines += [*st.published(claimed + quoted), *st.reading(cells, FACTOR, budget, tables,
                                                           numeric=True), ""]
     for task, group in cells.groupby("task", sort=False):

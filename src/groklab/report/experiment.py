@@ -6,10 +6,14 @@ from groklab.cells import EXPERIMENT, Cell, cell_config, experiment_source
 from groklab.params import KNOBS
 from groklab.report import plots
 from groklab.report import study as st
+from groklab.report import text as tx
 from groklab.report.context import Context, Section, StudyTables, describe_config
 
 COLUMNS = ("steps to 99%", "reached 99%", "groks", "grok delay", "final train acc",
-           "final val acc", "relative gap", "relative sharpness", "fits ok")
+           "final val acc")
+RATIOS = {"relative gap": lambda c: tx.metric(c, "relative_gap", 2),
+          "relative sharpness": lambda c: tx.metric(c, "relative_sharpness", 2),
+          "fits ok": lambda c: tx.count(c, "n_fit_ok")}
 
 
 def intro(ctx: Context) -> list[str]:
@@ -30,7 +34,7 @@ def intro(ctx: Context) -> list[str]:
 def body(ctx: Context, tables: StudyTables) -> list[str]:
     cells, budget = tables.cells, ctx.budget(EXPERIMENT)
     n_all = int((cells["n_censored"] == 0).sum())
-    lines = [st.study_table(cells, "task", COLUMNS), "",
+    lines = [st.study_table(cells, "task", COLUMNS, extra=RATIOS), "",
              f"{n_all} of {len(cells)} tasks reached 99% validation accuracy in every seed. "
              "Steps to 99%: mean ± half-width of the 95% interval over seeds. Relative gap "
              "τ_val/τ_train − 1 and relative sharpness s_val/s_train come from the erf fits of "

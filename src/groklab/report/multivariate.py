@@ -57,7 +57,8 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
             continue
         d, k = cfg.data, int(c[FACTOR])
         line = (f"- K = {k} (`{c['cell']}`): p = {d.p} ({d.p ** k} equations), training "
-                f"fraction {d.train_fraction:g}, {cfg.model.arch}, batch {cfg.train.batch_size}, "
+                f"fraction {d.train_fraction:g}, {cfg.model.arch} with {cfg.model.layers} layers, "
+                f"batch {cfg.train.batch_size}, "
                 f"{cfg.train.steps} updates: validation reached 99% in {tx.reached(c)} seeds "
                 f"({tx.cell_steps(c)} updates), {tx.count(c, 'n_collapsed')} collapsed after; "
                 f"final validation accuracy {c['final_val_acc_mean']:.3f}, training "

@@ -163,13 +163,11 @@ def accuracy_curves(histories: pd.DataFrame, runs: pd.DataFrame | None, *, hue: 
 
 
 def bars(ax: Axes, cells: pd.DataFrame, x: str, hue: str | None, name: str,
-         colours: Mapping[Hashable, Any], *, bound_only: pd.Series | None = None,
-         clip: tuple[float, float] = (-np.inf, np.inf)) -> list[tuple[float, pd.Series, Any]]:
-    """Grouped bars of ``{name}_mean`` with 95%-interval error bars; (x, row, patch) each.
-
-    Rows flagged in ``bound_only`` get no error bar: their mean is only a lower bound.
-    Intervals are clipped to ``clip`` (an accuracy interval past 1 means nothing).
-    """
+         colours: Mapping[Hashable, Any], *, clip: tuple[float, float] = (-np.inf, np.inf)
+         ) -> list[tuple[float, pd.Series, Any]]:
+    """Grouped bars of ``{name}_mean`` with 95%-interval error bars (none where the table has
+    no interval, e.g. a censored mean); (x, row, patch) each. Intervals are clipped to
+    ``clip`` (an accuracy interval past 1 means nothing)."""
     xs, values = levels(cells, x), levels(cells, hue)
     width = 0.8 / len(values)
     placed = []
@@ -185,8 +183,6 @@ def bars(ax: Axes, cells: pd.DataFrame, x: str, hue: str | None, name: str,
             lo, hi = max(lo, clip[0]), min(hi, clip[1])
             err = [[max(mean - lo, 0)], [max(hi - mean, 0)]] \
                 if np.isfinite([lo, hi]).all() else None
-            if bound_only is not None and bound_only.loc[rows.index[0]]:
-                err = None
             bar = ax.bar(pos, mean, width * 0.9, color=colours[value], yerr=err, capsize=2,
                          error_kw={"lw": 1, "ecolor": ".25"})
             placed.append((pos, row, bar.patches[0]))
@@ -207,10 +203,8 @@ def steps_to_99(cells: pd.DataFrame, *, x: str = "task", hue: str | None = "aug"
         width = max(6.0, 1.0 + len(levels(cells, x)) * (0.32 * len(values) + 0.4))
         fig = Figure(figsize=(width, 4.6), layout="constrained")
         ax = fig.subplots()
-        censored = cells["n_censored"] > 0
         hatched = False
-        for pos, row, patch in bars(ax, cells, x, hue, "steps_to_99", colours,
-                                    bound_only=censored):
+        for pos, row, patch in bars(ax, cells, x, hue, "steps_to_99", colours):
             n, k = int(row["n_seeds"]), int(row["n_seeds"] - row["n_censored"])
             if k < n:
                 patch.set_hatch(CENSORED_HATCH)
@@ -249,7 +243,7 @@ def final_accuracy(cells: pd.DataFrame, *, x: str = "task", hue: str | None = "a
             ax.set(ylim=(0, 1.05), ylabel="accuracy",
                    title=f"final {split} accuracy (mean, 95% interval)")
         axes[1].set_xlabel(x)
-        legend(fig, hue_handles(values, colours), title)
+        legend(fig, hue_handles(values, colours), title or "Final accuracy on the whole splits")
     return fig
 
 

@@ -46,7 +46,8 @@ COLUMNS: dict[str, Column] = {
     "fits ok": lambda c: tx.count(c, "n_fit_ok"),
 }
 DEFAULT_COLUMNS = ("steps to 99%", "reached 99%", "groks", "grok delay", "final train acc",
-                   "final val acc", "relative gap", "relative sharpness", "fits ok")
+                   "final val acc", "relative gap", "relative sharpness", "absolute sharpness",
+                   "fits ok")
 
 
 def study_table(cells: pd.DataFrame, factor: str, columns: Sequence[str] = DEFAULT_COLUMNS,
@@ -101,13 +102,13 @@ def grok_note(runs: pd.DataFrame, delay: int) -> str:
     prompt = reached & ~groks & tx.as_bool(runs["train_reached"])
     return (f"A seed *groks* when its validation accuracy reaches 99% at least {delay} updates "
             f"(`analysis.grok_delay`) after its training curve did: {tx.frac(groks)} seeds "
-            f"grok here; {int(prompt.sum())} more reach 99% less than {delay} updates after "
+            f"grok here; {int(prompt.sum())} more reached 99% less than {delay} updates after "
             "training (prompt generalisation, not grokking).")
 
 
 def collapse_note(runs: pd.DataFrame, below: float) -> str:
     fell = runs[tx.as_bool(runs["collapsed"])]
-    rule = f"reached 99%, then fell below {below:g} (`analysis.collapse_below`)"
+    rule = f"reached 99%, then fell below {below:g}: `analysis.collapse_below`"
     if fell.empty:
         return f"No run collapsed ({rule})."
     items = [f"`{cell}` seed{'s' if len(g) > 1 else ''} "
@@ -182,7 +183,7 @@ def comparison_summary(comparisons: pd.DataFrame) -> str:
         sizes = sorted({(int(r["n"]), int(r["n_reference"])) for _, r in rest.iterrows()})
         floor = "; ".join(f"{a} against {b} seeds: {2 / math.comb(a + b, a):.2g}"
                           for a, b in sizes)
-        parts.append(f"{'the other' if parts else 'all'} {len(rest)} not distinguishable from "
+        parts.append(f"{'the other' if parts else 'All'} {len(rest)} not distinguishable from "
                      f"the default (the smallest two-sided exact p-value possible with {floor})")
     return "; ".join(parts) + "."
 
@@ -304,14 +305,6 @@ def reading(cells: pd.DataFrame, factor: str, budget: int, tables: StudyTables, 
             numeric: bool = False) -> list[str]:
     return ["", "### Reading", "", factor_reading(cells, factor, budget=budget, numeric=numeric),
             "", *comparison_reading(tables.comparisons)]
-
-
-def seeds_where(runs: pd.DataFrame | None, factor: str, value: Any, flag: str) -> tuple[int, int]:
-    """``(k, n)``: seeds at ``factor == value`` whose ``flag`` is true, over all tasks."""
-    if runs is None:
-        return 0, 0
-    rows = runs[runs[factor].astype(str) == str(value)]
-    return int(tx.as_bool(rows[flag]).sum()), len(rows)
 
 
 def claims(ctx: Context, file: str, study: str) -> tuple[dict[str, Any], list[str]]:

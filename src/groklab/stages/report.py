@@ -42,9 +42,12 @@ INTRO = (
     "99% that keeps censored seeds."
 )
 STUDIES_INTRO = (
-    "Then the studies, one section each, in params.yaml's order, and the sharpness of "
-    "grokking (seed 004) across every modular-arithmetic run. A study whose tables are "
-    "missing is skipped with a note."
+    "Then the studies, one section each, in params.yaml's order ({studies}), and the "
+    "sharpness of grokking (seed 004) across every modular-arithmetic run. Each study states "
+    "what the papers it reproduces say (augmentation: seed 000; curriculum: seed 001; "
+    "architecture, optimizer, data fraction, batch size, multivariate: seeds 002, 003; "
+    "concealment, linear teacher: seed 004) and whether our runs agree. A study whose "
+    "tables are missing is skipped with a note."
 )
 
 __all__ = ["StudyTables", "build_report", "describe_config", "load_study", "main",
@@ -141,7 +144,8 @@ def build_report(params: dict[str, Any], tables_dir: Path | str, models_dir: Pat
                   link=figures_link)
     shared = run_config(params, params["baseline"]["tasks"][0])
     parts = [
-        "# Grokking report", INTRO, STUDIES_INTRO,
+        "# Grokking report", INTRO,
+        STUDIES_INTRO.format(studies=", ".join(f"`{name}`" for name in params["studies"])),
         f"**Configuration** (shared settings): {describe_config(shared, params['seeds'])}",
         overview(ctx), *render_sections(ctx),
     ]
