@@ -113,18 +113,13 @@ def _fit_cells(fit: LogLogFit) -> dict[str, str]:
             "p": f"{fit.p_value:.2g}" if fit.ok else tx.DASH}
 
 
-def distinct(runs: pd.DataFrame) -> int:
-    """Distinct runs (configuration and seed) among the rows."""
-    return int(runs["run_key"].nunique()) if "run_key" in runs else len(runs)
-
-
 def fit_table(runs: pd.DataFrame) -> str:
     """The log-log fit of each sharpness measure on relative gap, with the points it left out;
     ``N`` counts distinct runs (configuration and seed)."""
     rows = []
     for measure in MEASURES:
         fit = loglog_fit(runs[GAP], runs[measure])
-        rows.append({"measure": measure.replace("_", " "), "N (distinct runs)": distinct(runs),
+        rows.append({"measure": measure.replace("_", " "), "N (distinct runs)": st.distinct(runs),
                      "points used": fit.n, "left out (≤ 0)": fit.n_nonpositive,
                      "left out (no fit)": fit.n_missing, **_fit_cells(fit)})
     return tx.markdown_table(pd.DataFrame(rows), align=["l"] + ["r"] * 8)
@@ -134,7 +129,7 @@ def fit_table_by(runs: pd.DataFrame, by: str) -> str:
     """Both log-log fits within each ``by`` group (slope, Pearson r, points used)."""
     rows = []
     for key, g in runs.groupby(by, sort=False):
-        row: dict[str, Any] = {by: key, "N": distinct(g)}
+        row: dict[str, Any] = {by: key, "N": st.distinct(g)}
         for measure in MEASURES:
             fit, short = loglog_fit(g[GAP], g[measure]), measure.split("_")[0]
             row |= {f"{short}: points": fit.n,
@@ -356,7 +351,7 @@ def modular_body(ctx: Context, tables: StudyTables | None) -> list[str]:
     title = "All modular-arithmetic runs: sharpness vs relative gap (log-log)"
     fig = sharpness_figure(runs, hue="trained_by", logs=(True,), title=title)
     return [ctx.figure("modular_sharpness", fig, title), "",
-            f"{distinct(runs)} distinct runs (each configuration and seed once) from {rows} "
+            f"{st.distinct(runs)} distinct runs (each configuration and seed once) from {rows} "
             f"table rows: a base run is one run however many studies read it. Pooled log-log "
             "fit:", "", fit_table(runs), "", positive_counts(runs), "",
             "Per family that trained the runs:", "", fit_table_by(runs, "trained_by"), "",

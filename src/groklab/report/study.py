@@ -330,3 +330,8 @@ def train_column(runs: pd.DataFrame | None, factor: str) -> dict[str, Column]:
     fit = {key: f"{int(tx.as_bool(g['train_reached']).sum())}/{len(g)}"
            for key, g in runs.groupby(["task", factor], sort=False)}
     return {"train reached 99%": lambda c: fit.get((c["task"], c[factor]), tx.DASH)}
+
+
+def distinct(runs: pd.DataFrame) -> int:
+    """Distinct runs (configuration and seed, ``run_key``) among the rows."""
+    return int(runs["run_key"].nunique()) if "run_key" in runs else len(runs)

@@ -22,7 +22,7 @@ from groklab.cells import EXPERIMENT, studies
 from groklab.params import load_params, run_config
 from groklab.report.context import Context, StudyTables, describe_config
 from groklab.report.sections import render_sections
-from groklab.report.sharpness import distinct
+from groklab.report.study import distinct
 
 DPI = 120
 
