@@ -148,16 +148,15 @@ def test_summarize_sweep_fits_every_run_and_the_gap_grows_with_lam(summary) -> N
     assert (cells["relative_gap_ci_low"] <= cells["relative_gap_mean"]).all()
 
 
-def test_fitted_tau_is_the_interpolated_midpoint_and_sharpness_the_max_slope(summary) -> None:
+def test_fitted_tau_and_gap_follow_the_interpolated_midpoints(summary) -> None:
+    """The fits against the data alone: tau_val near the validation curve's 50% crossing, and
+    the relative gap near the gap of the two crossings (log-interpolated from the curves)."""
     runs, _ = summary
     np.testing.assert_allclose(runs["val_fit_tau"], runs["val_mid_step"], rtol=TAU_MID_RTOL)
-    # Both are in updates: tau_val / tau_train - 1 and s_val / s_train, straight from the fits.
-    np.testing.assert_allclose(runs["relative_gap"],
-                               runs["val_fit_tau"] / runs["train_fit_tau"] - 1, rtol=1e-12)
-    np.testing.assert_allclose(runs["relative_sharpness"],
-                               runs["val_fit_s"] / runs["train_fit_s"], rtol=1e-12)
-    np.testing.assert_allclose(runs["absolute_sharpness"],
-                               2 * 0.5 * runs["val_fit_s"] / math.sqrt(math.pi), rtol=1e-12)
+    mid_gap = runs["val_mid_step"] / runs["train_mid_step"] - 1
+    # tau_train sits up to ~20% past the training midpoint (a skewed rise in linear time).
+    np.testing.assert_allclose(runs["relative_gap"], mid_gap, rtol=0.2)
+    assert (runs["relative_gap"] > 0).all() and (runs["relative_sharpness"] < 1).all()
 
 
 def test_a_flat_curve_is_reported_as_a_failed_fit_not_dropped() -> None:
@@ -170,7 +169,11 @@ def test_a_flat_curve_is_reported_as_a_failed_fit_not_dropped() -> None:
     assert bad["train_fit_ok"] and not bad["grokked"]
     assert math.isnan(bad["relative_gap"]) and math.isnan(bad["absolute_sharpness"])
     cell = cells.iloc[0]
-    assert cell["n_seeds"] == 2 and cell["n_fit_ok"] == 1 and cell["frac_grokked"] == 0.5
+    assert cell["n_seeds"] == 2 and cell["n_fit_ok"] == 1 and cell["frac_reached"] == 0.5
+    good = runs.set_index("seed").loc[0]
+    groks = bool(good["grokked"]) and good["steps_to_99"] - good["steps_to_99_train"] >= 500
+    assert not bad["groks"] and good["groks"] == groks
+    assert cell["frac_groks"] == groks / 2
     assert cell["relative_gap_mean"] == pytest.approx(runs.loc[0, "relative_gap"])
 
 

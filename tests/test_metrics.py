@@ -1,24 +1,39 @@
 """Tests for groklab.metrics against hand-derived or independently computed oracles."""
 
+import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from scipy import special, stats
 
 from groklab.metrics import (
+    Analysis,
+    Collapse,
     Crossing,
     ErfFit,
     absolute_sharpness,
     aggregate,
+    collapse,
+    comparison_verdict,
     erf_params_for_chance,
     fit_erf,
+    grok_delay,
+    kaplan_meier,
+    loglog_fit,
+    logrank,
     max_acc_rate,
+    median_difference,
+    post_threshold_sd,
+    rank_trend,
     relative_gap,
     relative_sharpness,
     steps_to_threshold,
     summarize_history,
+    trend,
 )
 
 
@@ -170,9 +185,11 @@ def test_aggregate_matches_numpy_and_scipy():
     assert (agg.n, agg.n_reached, agg.frac_reached, agg.censored) == (5, 5, 1.0, False)
 
 
-def test_aggregate_keeps_censored_seeds():
+def test_aggregate_keeps_censored_seeds_and_gives_no_interval_around_the_bound():
     agg = aggregate([100, 200, 7500], reached=[True, True, False])
     assert agg.mean == pytest.approx(7800 / 3)
+    assert agg.sd == pytest.approx(np.std([100, 200, 7500], ddof=1))
+    assert math.isnan(agg.ci_low) and math.isnan(agg.ci_high)  # a bound has no interval
     assert (agg.n, agg.n_reached, agg.censored) == (3, 2, True)
     assert agg.frac_reached == pytest.approx(2 / 3)
     d = agg.to_dict()
@@ -217,3 +234,247 @@ def test_summarize_history_synthetic_grokking_run():
     assert out["final_val_acc"] == pytest.approx(val[-1])
     assert out["final_train_loss"] == pytest.approx(1 - train[-1])
     assert all(np.isscalar(v) for v in out.values())
+    # The delay between the crossings defines grokking; the curve never falls back.
+    delay = crossing(tau_val, s / 2) - crossing(tau_train, s)
+    assert out["grok_delay_steps"] == delay > 500 and out["groks"] is True
+    assert out["grok_delay_censored"] is False and out["collapsed"] is False
+    # Not augmented: no clean fit, said so; augmented: the clean curve is fitted too.
+    assert not out["clean_fit_ok"] and "not augmented" in out["clean_fit_reason"]
+    assert math.isnan(out["relative_gap_clean"])
+    clean = erf_curve(steps, a, s / 2, 9000.0, b)
+    aug = summarize_history(history.assign(clean_val_acc=clean), budget=20000, chance=chance,
+                            augmented=True)
+    assert aug["clean_fit_ok"] and aug["clean_fit_tau"] == pytest.approx(9000.0, rel=0.02)
+    assert aug["relative_gap_clean"] == pytest.approx(9000.0 / tau_train - 1, rel=0.05)
+    # A longer minimum delay than this run's makes it a prompt generaliser, not a grokker.
+    prompt = summarize_history(history, budget=20000, chance=chance,
+                               analysis=Analysis(grok_delay=delay + 10))
+    assert prompt["groks"] is False and prompt["grokked"] is True
+
+
+def test_summarize_history_applies_the_fit_floor():
+    """A fit is ok exactly when its R^2 reaches ``analysis.min_fit_r2``."""
+    chance = 1 / 97
+    steps = np.arange(0, 3001, 10)
+    # A slow two-stage rise: not one erf, so its fit's R^2 is well below 1.
+    val = np.clip(0.3 * steps / 1500, 0, 0.3) + 0.7 * (steps > 2400)
+    history = pd.DataFrame({"step": steps, "train_acc": np.minimum(1, steps / 300),
+                            "val_acc": val, "clean_val_acc": val, "train_loss": 0.0,
+                            "val_loss": 0.0})
+    r2 = summarize_history(history, budget=3000, chance=chance,
+                           analysis=Analysis(min_fit_r2=0.0))["val_fit_r2"]
+    assert 0.5 < r2 < 0.99
+    for floor, ok in ((r2 - 1e-6, True), (r2 + 1e-6, False)):
+        out = summarize_history(history, budget=3000, chance=chance,
+                                analysis=Analysis(min_fit_r2=floor))
+        assert out["val_fit_ok"] is ok and out["val_fit_r2"] == pytest.approx(r2)
+        assert math.isnan(out["relative_gap"]) is not ok
+
+
+def test_analysis_defaults_are_params_yaml():
+    """`groklab run` (outside the pipeline) uses the defaults: they must be params.yaml's."""
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    assert Analysis.from_params(params) == Analysis()
+
+
+# --- grokking, delay and collapse ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("train, val, delay, censored, groks", [
+    (Crossing(100, True), Crossing(700, True), 600.0, False, True),
+    (Crossing(100, True), Crossing(600, True), 500.0, False, True),  # exactly the minimum
+    (Crossing(100, True), Crossing(590, True), 490.0, False, False),  # prompt: no grokking
+    (Crossing(100, True), Crossing(7500, False), 7400.0, True, False),  # never: a lower bound
+    (Crossing(7500, False), Crossing(300, True), math.nan, False, False),  # training never fit
+    (Crossing(400, True), Crossing(200, True), -200.0, False, False),  # validation first
+])
+def test_grok_delay(train, val, delay, censored, groks):
+    out = grok_delay(train, val, 500)
+    assert (out.censored, out.groks) == (censored, groks)
+    assert out.steps == pytest.approx(delay, nan_ok=True)
+
+
+def test_collapse_is_a_fall_below_the_floor_after_reaching_the_threshold():
+    steps = [0, 10, 20, 30, 40, 50]
+    assert collapse(steps, [0.1, 0.95, 0.99, 0.95, 0.85, 0.99]) == Collapse(True, 40.0)
+    fell = collapse(steps, [0.1, 0.5, 0.8, 0.95, 0.99, 0.92])  # dips, but stays above 0.9
+    assert not fell.collapsed and math.isnan(fell.step)
+    assert not collapse(steps, [0.1, 0.2, 0.5, 0.2, 0.1, 0.0]).collapsed  # never reached 0.99
+    assert collapse(steps, [0.1, 0.99, 0.5, 0.5, 0.5, 0.5], below=0.6).step == 20.0
+
+
+def test_post_threshold_sd():
+    acc = [0.1, 0.5, 0.99, 0.97, 1.0, 0.98]
+    assert post_threshold_sd(range(6), acc) == pytest.approx(np.std(acc[2:], ddof=1))
+    assert math.isnan(post_threshold_sd(range(3), [0.1, 0.2, 0.99]))  # one point after
+    assert math.isnan(post_threshold_sd(range(3), [0.1, 0.2, 0.3]))
+
+
+# --- survival curves and comparisons --------------------------------------------------------
+
+# Freireich et al. (1963) remission times in weeks, 6-MP and placebo groups (event, or False:
+# censored), the worked example of Kleinbaum & Klein, "Survival Analysis: A Self-Learning
+# Text", ch. 2: Kaplan-Meier S(t) of the 6-MP group and log-rank chi-square 16.79.
+SIX_MP = [(6, True), (6, True), (6, True), (6, False), (7, True), (9, False), (10, True),
+          (10, False), (11, False), (13, True), (16, True), (17, False), (19, False), (20, False),
+          (22, True), (23, True), (25, False), (32, False), (32, False), (34, False), (35, False)]
+PLACEBO = [(t, True) for t in (1, 1, 2, 2, 3, 4, 4, 5, 5, 8, 8, 8, 8, 11, 11, 12, 12, 15, 17,
+                               22, 23)]
+TEXTBOOK_KM = {6: 0.857, 7: 0.807, 10: 0.753, 13: 0.690, 16: 0.627, 22: 0.538, 23: 0.448}
+
+
+def _split(sample):
+    t, e = zip(*sample, strict=True)
+    return np.array(t, float), np.array(e, bool)
+
+
+def test_kaplan_meier_matches_the_textbook_and_scipy():
+    t, e = _split(SIX_MP)
+    km = kaplan_meier(t, e)
+    assert km.times.tolist() == sorted(TEXTBOOK_KM)
+    np.testing.assert_allclose(1 - km.fraction, list(TEXTBOOK_KM.values()), atol=5e-4)
+    sf = stats.ecdf(stats.CensoredData.right_censored(t, ~e)).sf
+    np.testing.assert_allclose(1 - km.at(sf.quantiles), sf.probabilities, rtol=1e-12)
+    assert km.at([0, 5.9, 6, 100]).tolist() == pytest.approx([0, 0, 3 / 21, 1 - 0.448],
+                                                            abs=5e-4)
+
+
+def test_kaplan_meier_with_one_budget_is_the_fraction_reached():
+    steps = np.array([300, 120, 7500, 90, 7500, 120])
+    reached = steps < 7500
+    km = kaplan_meier(steps, reached)
+    for t in (0, 89, 90, 119, 120, 299, 300, 7500):
+        assert km.at(t) == pytest.approx(np.mean(reached & (steps <= t)))
+
+
+def test_logrank_matches_the_textbook_and_scipy():
+    (t1, e1), (t2, e2) = _split(SIX_MP), _split(PLACEBO)
+    test = logrank(t1, e1, t2, e2)
+    assert test.z ** 2 == pytest.approx(16.79, abs=0.005)  # the textbook's chi-square
+    assert (test.observed, test.expected) == (9, pytest.approx(19.25, abs=0.005))
+    ref = stats.logrank(stats.CensoredData.right_censored(t1, ~e1),
+                        stats.CensoredData.right_censored(t2, ~e2))
+    assert test.z == pytest.approx(ref.statistic) and test.p_asymptotic == pytest.approx(
+        ref.pvalue)
+    assert math.isnan(test.p_exact)  # C(42, 21) relabellings: too many to enumerate
+    assert test.p == test.p_asymptotic
+
+
+def _scipy_z(times, events, in_a):
+    a = stats.CensoredData.right_censored(times[in_a], ~events[in_a])
+    b = stats.CensoredData.right_censored(times[~in_a], ~events[~in_a])
+    return stats.logrank(a, b).statistic
+
+
+@pytest.mark.parametrize("a, ra, b, rb", [
+    ([100, 150, 200], [1, 1, 1], [400, 500, 7500], [1, 1, 0]),
+    ([300, 7500, 7500], [1, 0, 0], [200, 250, 260, 7500], [1, 1, 1, 0]),
+    ([100, 100, 200, 300], [1, 1, 1, 1], [100, 250, 300], [1, 1, 1]),  # ties across samples
+])
+def test_logrank_exact_p_is_the_share_of_relabellings_at_least_as_extreme(a, ra, b, rb):
+    t = np.array(a + b, float)
+    e = np.array(ra + rb, bool)
+    test = logrank(a, np.array(ra, bool), b, np.array(rb, bool))
+    observed = abs(_scipy_z(t, e, np.arange(t.size) < len(a)))
+    labels = itertools.combinations(range(t.size), len(a))
+    zs = [abs(_scipy_z(t, e, np.isin(np.arange(t.size), chosen))) for chosen in labels]
+    assert test.p_exact == pytest.approx(np.mean(np.array(zs) >= observed - 1e-9))
+    assert abs(test.z) == pytest.approx(observed)
+
+
+def test_logrank_exact_p_of_three_against_three():
+    # Complete separation: the asymptotic p (~0.025) overstates; exactly 2 of 20 labellings.
+    test = logrank([100, 200, 300], [True] * 3, [400, 500, 600], [True] * 3)
+    assert test.p_exact == pytest.approx(0.1) and test.p_asymptotic < 0.05 and test.z > 0
+    assert comparison_verdict(test) == "not distinguishable"
+    none = logrank([7500] * 3, [False] * 3, [7500] * 3, [False] * 3)  # no event at all
+    assert (none.z, none.p) == (0.0, 1.0)
+    other = logrank([100, 200, 300], [True] * 3, [7500] * 3, [False] * 3, same_budget=False)
+    assert math.isnan(other.p_exact) and other.p == other.p_asymptotic
+
+
+def test_comparison_verdict_follows_the_sign_and_the_p_value():
+    fast = [100, 110, 120, 130, 140]
+    slow = [400, 410, 420, 430, 7500]
+    slow_reached = [True, True, True, True, False]
+    faster = logrank(fast, [True] * 5, slow, slow_reached)
+    assert faster.p_exact == pytest.approx(2 / math.comb(10, 5))
+    assert comparison_verdict(faster) == "faster"
+    assert comparison_verdict(logrank(slow, slow_reached, fast, [True] * 5)) == "slower"
+    assert comparison_verdict(faster, alpha=faster.p_exact) == "not distinguishable"
+
+
+def test_median_difference_bootstrap_matches_exact_enumeration():
+    a, b = np.array([100.0, 140.0, 400.0]), np.array([300.0, 320.0, 500.0, 520.0])
+    out = median_difference(a, [True] * 3, b, [True] * 4, n_boot=40_000)
+    assert out.diff == pytest.approx(140.0 - 410.0) and out.bound == ""
+    # Every resample of each sample, equally likely: the bootstrap distribution exactly.
+    med_a = [np.median(r) for r in itertools.product(a, repeat=3)]
+    med_b = [np.median(r) for r in itertools.product(b, repeat=4)]
+    diffs = np.subtract.outer(med_a, med_b).ravel()
+    lo, hi = np.quantile(diffs, [0.025, 0.975])
+    spacing = 20.0  # the distribution's atoms are tens of updates apart
+    assert out.ci_low == pytest.approx(lo, abs=spacing) and out.ci_high == pytest.approx(
+        hi, abs=spacing)
+    assert median_difference(a, [True] * 3, b, [True] * 4) == median_difference(
+        a, [True] * 3, b, [True] * 4)  # a fixed seed: the same interval every time
+
+
+def test_median_difference_of_censored_medians_is_a_bound_without_interval():
+    low = median_difference([100, 7500, 7500], [True, False, False], [200, 300, 400], [True] * 3)
+    assert (low.diff, low.bound) == (7500 - 300, ">=")
+    assert math.isnan(low.ci_low) and math.isnan(low.ci_high)
+    high = median_difference([200, 300, 400], [True] * 3, [100, 7500, 7500], [True, False, False])
+    assert (high.diff, high.bound) == (300 - 7500, "<=")
+    both = median_difference([7500] * 3, [False] * 3, [7500] * 3, [False] * 3)
+    assert both.bound == "undefined" and math.isnan(both.diff)
+    # A censored seed that is not the median leaves the difference exact.
+    exact = median_difference([100, 200, 7500], [True, True, False], [300] * 3, [True] * 3)
+    assert (exact.diff, exact.bound) == (-100, "")
+
+
+# --- across cells -------------------------------------------------------------------------
+
+
+def test_loglog_fit_recovers_a_power_law():
+    rng = np.random.default_rng(0)
+    x = np.geomspace(0.1, 100, 60)
+    y = 3 * x ** -0.5 * np.exp(rng.normal(0, 0.05, x.size))
+    fit = loglog_fit(x, y)
+    slope, intercept = np.polyfit(np.log10(x), np.log10(y), 1)
+    r, _ = stats.pearsonr(np.log10(x), np.log10(y))
+    assert fit.slope == pytest.approx(slope) and fit.intercept == pytest.approx(intercept)
+    assert fit.r == pytest.approx(r)
+    assert fit.slope == pytest.approx(-0.5, abs=0.03)
+    assert fit.intercept == pytest.approx(math.log10(3), abs=0.03)
+    assert fit.r < -0.99 and fit.n == 60 and fit.n_nonpositive == fit.n_missing == 0
+    assert fit.predict([1.0, 100.0]) == pytest.approx(10 ** intercept * np.array([1.0, 100.0])
+                                                      ** slope)
+
+
+def test_loglog_fit_excludes_and_counts_nonpositive_points():
+    rng = np.random.default_rng(1)
+    x = np.geomspace(0.5, 50, 20)
+    y = 3 * x ** -0.5 * np.exp(rng.normal(0, 0.05, x.size))
+    clean = loglog_fit(x, y)
+    fit = loglog_fit(np.append(x, [0.0, -1.0, 2.0, math.nan]),
+                     np.append(y, [1.0, 1.0, -2.0, 1.0]))
+    assert (fit.n, fit.n_nonpositive, fit.n_missing) == (20, 3, 1)
+    assert (fit.slope, fit.intercept, fit.r) == pytest.approx(
+        (clean.slope, clean.intercept, clean.r))
+    few = loglog_fit([1.0, 2.0, -1.0], [1.0, 2.0, 3.0])
+    assert not few.ok and few.n == 2 and few.n_nonpositive == 1
+
+
+def test_trend_and_rank_trend():
+    assert trend([3, 1, 2], [30, 10, 20]).direction == "rises"
+    assert trend([1, 2, 3], [5, 4, float("nan")]) == trend([1, 2], [5, 4])
+    assert trend([1, 2, 3], [5, 4, 1]).direction == "falls"
+    assert trend([1, 2, 3], [1, 3, 2]).direction == "not monotonic"
+    assert trend([1], [1]).direction == "too few"
+    x = [1, 2, 3, 4, 5, 6, 7, 8]
+    y = [2, 1, 4, 3, 6, 5, 8, 7]  # d = ±1 everywhere: rho = 1 - 6*8/(8*63) = 0.905
+    t = rank_trend(x, y)
+    assert t.rho == pytest.approx(1 - 6 * 8 / (8 * 63)) and t.direction == "rises"
+    assert rank_trend(x, [-v for v in y]).direction == "falls"
+    assert rank_trend([1, 2], [1, 2]).direction is None

@@ -37,14 +37,15 @@ from scipy.special import erf
 
 from groklab.config import LinearTeacherConfig
 from groklab.metrics import (
+    Analysis,
     ErfFit,
     absolute_sharpness,
     aggregate,
+    crossings,
     erf_params_for_chance,
     fit_erf,
     relative_gap,
     relative_sharpness,
-    steps_to_threshold,
 )
 
 Curves = dict[str, np.ndarray]
@@ -141,7 +142,7 @@ def midpoint_step(step: np.ndarray, acc: np.ndarray, level: float = 0.5) -> floa
 
 STUDY = "linear_teacher"
 CURVE_COLUMNS = ("lam", "seed", "step", "train_acc", "val_acc", "train_loss", "val_loss")
-GROK_LEVEL = 0.99  # accuracy that counts as reached (window end; `grokked`)
+GROK_LEVEL = 0.99  # accuracy that counts as reached (window end; `grokked`, `groks`)
 FIT_WINDOW = 2.0  # the fit sees [0, FIT_WINDOW * step at which the curve reaches GROK_LEVEL]
 FIT_POINTS = 400  # uniform resampling of that window
 FIT_CHANCE = 0.0  # accuracy before learning: a = b = 0.5, the erf runs from 0 to 1
@@ -153,10 +154,11 @@ RUN_COLUMNS = (
     "study", "cell", "lam", "seed",
     *(f"{curve}_fit_{f}" for curve in ("train", "val") for f in FIT_FIELDS),
     "relative_gap", "relative_sharpness", "absolute_sharpness", "train_mid_step",
-    "val_mid_step", "grokked", "final_train_acc", "final_val_acc",
+    "val_mid_step", "steps_to_99", "steps_to_99_train", "grokked", "groks", "final_train_acc",
+    "final_val_acc",
 )
 CELL_COLUMNS = (
-    "study", "cell", "lam", "n_seeds", "n_fit_ok", "frac_grokked",
+    "study", "cell", "lam", "n_seeds", "n_fit_ok", "frac_reached", "frac_groks",
     *(f"{m}_{k}" for m in SWEEP_METRICS for k in ("mean", "sd", "ci_low", "ci_high")),
 )
 
@@ -207,26 +209,29 @@ def fitting_domain(step: np.ndarray, acc: np.ndarray) -> tuple[np.ndarray, np.nd
     return grid, np.interp(grid, step, acc)
 
 
-def fit_curve(step: np.ndarray, acc: np.ndarray) -> ErfFit:
+def fit_curve(step: np.ndarray, acc: np.ndarray, min_r2: float = Analysis.min_fit_r2) -> ErfFit:
     """Erf fit ``acc = a * erf(s * (t - tau)) + b`` with ``a = b = 0.5`` on :func:`fitting_domain`.
 
-    ``tau`` is in updates and ``s`` in 1/updates, as in the network studies.
+    ``tau`` is in updates and ``s`` in 1/updates, as in the network studies; a fit with
+    ``R^2 < min_r2`` is not ok.
     """
     a, b = erf_params_for_chance(FIT_CHANCE)
-    return fit_erf(*fitting_domain(step, acc), a=a, b=b)
+    return fit_erf(*fitting_domain(step, acc), a=a, b=b, min_r2=min_r2)
 
 
-def summarize_curve(run: pd.DataFrame, budget: int | None = None) -> dict[str, object]:
+def summarize_curve(run: pd.DataFrame, budget: int | None = None,
+                    analysis: Analysis = Analysis()) -> dict[str, object]:  # noqa: B008
     """Erf fits and crossings of ONE seed's curves (columns ``step``, ``train_acc``,
     ``val_acc``, ...; sorted by step), as in :func:`summarize_sweep`.
 
-    ``steps_to_99``/``steps_to_99_train`` are the first recorded steps at which validation /
-    training accuracy reach :data:`GROK_LEVEL` (censored at ``budget``, default the last
-    recorded step, when never reached).
+    The crossings are :func:`groklab.metrics.crossings` at :data:`GROK_LEVEL` on the recorded
+    steps (censored at ``budget``, default the last recorded step, when never reached); the
+    grok delay is in gradient-descent updates, like every other time here.
     """
     step = run["step"].to_numpy(dtype=float)
     train, val = run["train_acc"].to_numpy(dtype=float), run["val_acc"].to_numpy(dtype=float)
-    fits = {"train_fit": fit_curve(step, train), "val_fit": fit_curve(step, val)}
+    fits = {"train_fit": fit_curve(step, train, analysis.min_fit_r2),
+            "val_fit": fit_curve(step, val, analysis.min_fit_r2)}
     row: dict[str, object] = {}
     for prefix, fit in fits.items():
         row.update({f"{prefix}_{k}": v for k, v in fit.to_dict().items()})
@@ -235,10 +240,9 @@ def summarize_curve(run: pd.DataFrame, budget: int | None = None) -> dict[str, o
     row["absolute_sharpness"] = absolute_sharpness(fits["val_fit"])
     row["train_mid_step"] = midpoint_step(step, train)
     row["val_mid_step"] = midpoint_step(step, val)
-    val_cross = steps_to_threshold(step, val, GROK_LEVEL, budget)
-    train_cross = steps_to_threshold(step, train, GROK_LEVEL, budget)
-    row["steps_to_99"], row["grokked"] = val_cross.step, val_cross.reached
-    row["steps_to_99_train"], row["train_reached"] = train_cross.step, train_cross.reached
+    horizon = int(step[-1]) if budget is None else budget
+    row.update(crossings(step, train, val, budget=horizon, analysis=analysis,
+                         threshold=GROK_LEVEL))
     row["final_train_acc"], row["final_val_acc"] = float(train[-1]), float(val[-1])
     return row
 
@@ -298,7 +302,8 @@ def summarize_sweep(curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     ``relative_gap = tau_val / tau_train - 1``, ``relative_sharpness = s_val / s_train``,
     ``absolute_sharpness = 2 a s_val / sqrt(pi)`` (the fitted validation curve's maximum
     slope), the 50% crossings ``*_mid_step`` interpolated from the data alone, ``grokked``
-    (validation reaches 0.99) and the final accuracies. A failed fit keeps its row, with
+    (validation reaches 0.99), ``groks`` (it does so at least the grok delay after training)
+    and the final accuracies. A failed fit keeps its row, with
     ``*_fit_ok = False``, its ``*_fit_reason``, and NaN for the metrics that need it.
 
     Fitting domain: like the paper, each curve is fitted against linear time in updates, on a
@@ -314,8 +319,8 @@ def summarize_sweep(curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     ``cells`` has one row per lam (:data:`CELL_COLUMNS`): mean, sd and 95% interval over seeds
     (:func:`groklab.metrics.aggregate`; NaN, e.g. from failed fits, left out) of
-    :data:`SWEEP_METRICS`, with ``n_seeds``, ``n_fit_ok`` (seeds with both fits ok) and
-    ``frac_grokked``.
+    :data:`SWEEP_METRICS`, with ``n_seeds``, ``n_fit_ok`` (seeds with both fits ok),
+    ``frac_reached`` and ``frac_groks``.
     """
     missing = [c for c in CURVE_COLUMNS if c not in curves.columns]
     if missing:
@@ -331,7 +336,8 @@ def summarize_sweep(curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                                    "n_seeds": len(group)}
         ok = group["train_fit_ok"].astype(bool) & group["val_fit_ok"].astype(bool)
         cell["n_fit_ok"] = int(ok.sum())
-        cell["frac_grokked"] = float(group["grokked"].astype(bool).mean())
+        cell["frac_reached"] = float(group["grokked"].astype(bool).mean())
+        cell["frac_groks"] = float(group["groks"].astype(bool).mean())
         for metric in SWEEP_METRICS:
             agg = aggregate(group[metric].astype(float))
             cell.update({f"{metric}_{k}": getattr(agg, k)

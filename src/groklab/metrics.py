@@ -1,15 +1,28 @@
-"""Metrics that summarise grokking learning curves.
+"""Metrics that summarise grokking learning curves, and the statistics that compare them.
 
 Every function is pure: it takes arrays (anything ``np.asarray`` accepts) of evaluation steps
-(number of updates done, strictly increasing) and accuracies in [0, 1], and returns plain
-numbers or small frozen dataclasses. Nothing here does I/O.
+(number of updates done, strictly increasing) and accuracies in [0, 1], or per-seed numbers,
+and returns plain numbers or small frozen dataclasses. Nothing here does I/O.
+
+- one curve: :func:`steps_to_threshold`, :func:`max_acc_rate`, :func:`fit_erf` and the gap
+  and sharpness derived from two fits, :func:`grok_delay`, :func:`collapse`,
+  :func:`post_threshold_sd`, all collected per seed by :func:`summarize_history`;
+- across seeds: :func:`aggregate` (mean and interval, none around a censored mean),
+  :func:`kaplan_meier` (fraction of seeds that reached 99% by each update);
+- two cells: :func:`logrank` (censoring-aware test on steps to 99%) and
+  :func:`median_difference` (difference in medians with a bootstrap interval), worded by
+  :func:`comparison_verdict`;
+- across cells: :func:`loglog_fit` (power law of sharpness on gap), :func:`trend`,
+  :func:`rank_trend`.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -263,8 +276,10 @@ def aggregate(
 
     ``values`` holds one number per seed; ``reached`` optional per-seed booleans (default all
     True). Censored seeds (``reached=False``) are KEPT at their censored value, so the mean is
-    then a lower bound (``censored=True``). NaN values (e.g. failed fits) are excluded together
-    with their flag; ``n`` counts the values used. sd and the CI are NaN when ``n < 2``.
+    then a lower bound (``censored=True``) and has no interval: an interval around a bound
+    would read as a range for the true mean. NaN values (e.g. failed fits) are excluded
+    together with their flag; ``n`` counts the values used. sd and the CI are NaN when
+    ``n < 2``.
     """
     v = np.asarray(values, dtype=float).ravel()
     r = np.ones(v.shape, bool) if reached is None else np.asarray(reached, bool).ravel()
@@ -277,16 +292,357 @@ def aggregate(
     sd = lo = hi = math.nan
     if n >= 2:
         sd = float(v.std(ddof=1))
-        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-        lo, hi = mean - half, mean + half
+        if n_reached == n:
+            half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+            lo, hi = mean - half, mean + half
     return Aggregate(
         mean=mean, sd=sd, ci_low=lo, ci_high=hi, n=n, n_reached=n_reached,
         frac_reached=n_reached / n if n else math.nan, censored=bool(n_reached < n),
     )
 
 
+# --- Grokking: the delay behind it, and runs that fall back ---------------------------------
+
+@dataclass(frozen=True)
+class Analysis:
+    """The ``analysis`` section of params.yaml: what makes a run grok, collapse, or fit.
+
+    ``grok_delay``: a run groks when validation reaches 99% at least this many updates after
+    training did; ``collapse_below``: validation accuracy that, after reaching 99%, marks a run
+    collapsed; ``min_fit_r2``: an erf fit with a lower R^2 is not ok. The defaults are
+    params.yaml's, for callers outside the pipeline (``groklab run``).
+    """
+
+    grok_delay: int = 500
+    collapse_below: float = 0.9
+    min_fit_r2: float = 0.95
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Analysis:
+        a = params["analysis"]
+        return cls(int(a["grok_delay"]), float(a["collapse_below"]), float(a["min_fit_r2"]))
+
+
+@dataclass(frozen=True)
+class GrokDelay:
+    """Updates from training reaching 99% to validation reaching it (``steps``).
+
+    ``censored``: validation never reached it, so ``steps`` (budget − training crossing) is a
+    lower bound. ``steps`` is NaN when training never reached 99%: there is no delay to
+    measure. ``groks``: validation reached 99% at least the minimum delay after training.
+    """
+
+    steps: float
+    censored: bool
+    groks: bool
+
+
+def grok_delay(train: Crossing, val: Crossing, min_delay: int) -> GrokDelay:
+    """The delay between the training and validation crossings, and whether the run groks.
+
+    A run groks when validation reaches the threshold at least ``min_delay`` updates after
+    training did; a run whose validation follows training within ``min_delay`` generalises
+    promptly (it does not grok), and one whose validation never reaches it does not grok.
+    """
+    if not train.reached:
+        return GrokDelay(math.nan, False, False)
+    delay = float(val.step - train.step)
+    if not val.reached:
+        return GrokDelay(delay, True, False)
+    return GrokDelay(delay, False, delay >= min_delay)
+
+
+@dataclass(frozen=True)
+class Collapse:
+    """Whether accuracy fell below a floor after first reaching the threshold, and the first
+    evaluated step at which it did (NaN when it did not)."""
+
+    collapsed: bool
+    step: float
+
+
+def collapse(steps: ArrayLike, acc: ArrayLike, threshold: float = 0.99,
+             below: float = 0.9) -> Collapse:
+    """First evaluation after the first ``acc >= threshold`` with ``acc < below``."""
+    t, y = _curve(steps, acc)
+    hit = np.flatnonzero(y >= threshold)
+    if not hit.size:
+        return Collapse(False, math.nan)
+    fell = np.flatnonzero(y[hit[0]:] < below)
+    return Collapse(True, float(t[hit[0] + fell[0]])) if fell.size else Collapse(False, math.nan)
+
+
+def post_threshold_sd(steps: ArrayLike, acc: ArrayLike, threshold: float = 0.99) -> float:
+    """Sample sd (ddof=1) of accuracy from its first ``acc >= threshold`` to the end: how much
+    it moves once reached. NaN when never reached or reached only at the last evaluation."""
+    _, y = _curve(steps, acc)
+    hit = np.flatnonzero(y >= threshold)
+    if not hit.size or hit[0] + 1 >= y.size:
+        return math.nan
+    return float(np.std(y[hit[0]:], ddof=1))
+
+
+# --- Seeds that reach 99%: survival curves and the comparison of two cells -------------------
+
+@dataclass(frozen=True)
+class KaplanMeier:
+    """Kaplan-Meier estimate of the fraction of runs that reached the event by each time.
+
+    ``times``: distinct event times, increasing; ``fraction``: 1 − S(t) just after each;
+    ``at_risk``/``events``: runs still waiting just before each time, and events at it.
+    """
+
+    times: np.ndarray
+    fraction: np.ndarray
+    at_risk: np.ndarray
+    events: np.ndarray
+
+    def at(self, t: ArrayLike) -> np.ndarray:
+        """The estimated fraction reached by time ``t`` (a right-continuous step function)."""
+        i = np.searchsorted(self.times, np.asarray(t, dtype=float), side="right")
+        return np.concatenate([[0.0], self.fraction])[i]
+
+
+def _censored_sample(times: ArrayLike, events: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(times, dtype=float).ravel()
+    e = np.asarray(events, dtype=bool).ravel()
+    if t.shape != e.shape:
+        raise ValueError(f"times and events differ in length: {t.size} != {e.size}")
+    if not np.all(np.isfinite(t)):
+        raise ValueError("times must be finite (a censored run counts at its budget)")
+    return t, e
+
+
+def kaplan_meier(times: ArrayLike, events: ArrayLike) -> KaplanMeier:
+    """Product-limit estimate ``S(t) = prod_{t_j <= t} (1 - d_j / n_j)``; returns ``1 - S``.
+
+    ``times``: per run, the step of the event (validation reaching 99%) or, when ``events``
+    is False, the step at which it was censored (its budget). A run censored at ``t`` is at
+    risk at ``t`` (events at a tied time happen first). With every censored run at one common
+    budget this is the plain fraction of runs that reached the event by ``t``.
+    """
+    t, e = _censored_sample(times, events)
+    uniq = np.unique(t[e])
+    at_risk = np.array([np.count_nonzero(t >= u) for u in uniq], dtype=int)
+    d = np.array([np.count_nonzero((t == u) & e) for u in uniq], dtype=int)
+    survival = np.cumprod(1.0 - d / at_risk) if uniq.size else np.array([])
+    return KaplanMeier(uniq, 1.0 - survival, at_risk, d)
+
+
+@dataclass(frozen=True)
+class LogRank:
+    """Log-rank comparison of sample ``a`` with sample ``b``.
+
+    ``z = (O_a - E_a) / sqrt(V_a)``: positive when ``a`` reaches the event (99% validation
+    accuracy) sooner than it would if both samples were alike. ``p_exact``: two-sided
+    permutation p-value over every relabelling of the pooled runs (NaN when there are more than
+    :data:`EXACT_LIMIT`, or when the samples' censoring budgets differ, so that labels are not
+    exchangeable); ``p_asymptotic``: from ``z ~ N(0, 1)``; ``p`` is the exact one when defined.
+    """
+
+    z: float
+    p_exact: float
+    p_asymptotic: float
+    observed: int
+    expected: float
+
+    @property
+    def p(self) -> float:
+        return self.p_exact if np.isfinite(self.p_exact) else self.p_asymptotic
+
+
+EXACT_LIMIT = 100_000  # relabellings enumerated for the exact p-value (C(20, 10) = 184,756)
+
+
+def _logrank_z(t: np.ndarray, e: np.ndarray, in_a: np.ndarray) -> tuple[np.ndarray, ...]:
+    """z, O_a and E_a for each row of ``in_a`` (R, n): one labelling of the pooled runs each."""
+    uniq = np.unique(t[e])
+    risk = (t[None, :] >= uniq[:, None]).astype(float)  # (J, n) at risk just before t_j
+    hit = ((t[None, :] == uniq[:, None]) & e[None, :]).astype(float)  # (J, n) events at t_j
+    n_j, d_j = risk.sum(1), hit.sum(1)  # (J,)
+    a = in_a.astype(float)
+    n_aj, o_aj = a @ risk.T, a @ hit.T  # (R, J)
+    e_aj = d_j * n_aj / n_j
+    v_aj = e_aj * (n_j - d_j) / n_j * (n_j - n_aj) / np.maximum(n_j - 1, 1)
+    o, ex, v = o_aj.sum(1), e_aj.sum(1), v_aj.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(v > 0, (o - ex) / np.sqrt(np.where(v > 0, v, 1.0)), 0.0)
+    return z, o, ex
+
+
+def logrank(a: ArrayLike, a_reached: ArrayLike, b: ArrayLike, b_reached: ArrayLike, *,
+            same_budget: bool = True) -> LogRank:
+    """Log-rank test of two samples of steps to 99%, censored seeds at their budget.
+
+    The textbook statistic (Mantel 1966; e.g. Kleinbaum & Klein, *Survival Analysis*, ch. 2):
+    at each distinct event time, observed minus expected events of ``a`` under the null, summed
+    and scaled by the hypergeometric variance. With a few seeds per cell the normal
+    approximation is poor (3 vs 3 seeds, complete separation: asymptotic p = 0.025), so the
+    p-value used is exact: the share of all ``C(n_a + n_b, n_a)`` relabellings whose ``|z|`` is
+    at least the observed one (3 vs 3: at least 2/20 = 0.1). Labels are exchangeable under the
+    null only when both samples are censored at the same budget (``same_budget``); otherwise
+    only the asymptotic p-value is given. No event in either sample: z = 0, p = 1.
+    """
+    ta, ea = _censored_sample(a, a_reached)
+    tb, eb = _censored_sample(b, b_reached)
+    t, e = np.concatenate([ta, tb]), np.concatenate([ea, eb])
+    in_a = np.arange(t.size) < ta.size
+    z, o, ex = (float(x[0]) for x in _logrank_z(t, e, in_a[None, :]))
+    p_asym = float(2 * stats.norm.sf(abs(z)))
+    p_exact = math.nan
+    if ta.size and tb.size and same_budget and math.comb(t.size, ta.size) <= EXACT_LIMIT:
+        labels = np.zeros((math.comb(t.size, ta.size), t.size), bool)
+        for row, chosen in enumerate(itertools.combinations(range(t.size), ta.size)):
+            labels[row, list(chosen)] = True
+        zs = _logrank_z(t, e, labels)[0]
+        p_exact = float(np.mean(np.abs(zs) >= abs(z) - 1e-9))
+    return LogRank(z, p_exact, p_asym, int(round(o)), ex)
+
+
+@dataclass(frozen=True)
+class MedianDifference:
+    """``median(a) - median(b)`` of steps to 99% with censored seeds at their budget.
+
+    ``bound``: "" when both medians are observed; ">=" when ``a``'s median is a censored value
+    (the difference is a lower bound); "<=" when ``b``'s is; "undefined" when both are.
+    ``ci_low``/``ci_high``: percentile bootstrap interval, given only when ``bound`` is "".
+    """
+
+    diff: float
+    bound: str
+    ci_low: float
+    ci_high: float
+
+
+def _median(v: np.ndarray, reached: np.ndarray) -> tuple[float, bool]:
+    """Median and whether a censored value enters it (censored sort after equal values)."""
+    order = np.lexsort((~reached, v))
+    v, reached = v[order], reached[order]
+    mid = [(v.size - 1) // 2, v.size // 2]
+    return float(np.mean(v[mid])), bool(not reached[mid].all())
+
+
+def median_difference(a: ArrayLike, a_reached: ArrayLike, b: ArrayLike, b_reached: ArrayLike,
+                      *, confidence: float = 0.95, n_boot: int = 10_000,
+                      seed: int = 0) -> MedianDifference:
+    """Difference in medians with a percentile bootstrap interval (seeds resampled with
+    replacement within each sample, ``n_boot`` times, from a fixed ``seed`` so the interval is
+    reproducible to the byte). Resampled censored seeds count at their budget. With 3 seeds a
+    sample has only 10 distinct resampled medians, so the interval is coarse."""
+    va, ra = _censored_sample(a, a_reached)
+    vb, rb = _censored_sample(b, b_reached)
+    if not (va.size and vb.size):
+        return MedianDifference(math.nan, "undefined", math.nan, math.nan)
+    (ma, ca), (mb, cb) = _median(va, ra), _median(vb, rb)
+    bound = {(False, False): "", (True, False): ">=", (False, True): "<="}.get((ca, cb),
+                                                                               "undefined")
+    diff = ma - mb if bound != "undefined" else math.nan
+    if bound:
+        return MedianDifference(diff, bound, math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    boot_a = np.median(va[rng.integers(0, va.size, (n_boot, va.size))], axis=1)
+    boot_b = np.median(vb[rng.integers(0, vb.size, (n_boot, vb.size))], axis=1)
+    lo, hi = np.quantile(boot_a - boot_b, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return MedianDifference(diff, "", float(lo), float(hi))
+
+
+def comparison_verdict(test: LogRank, alpha: float = 0.05) -> str:
+    """"faster" or "slower" than the reference when the log-rank p-value is below ``alpha``
+    (the sign of ``z``), else "not distinguishable"."""
+    if not test.p < alpha:
+        return "not distinguishable"
+    return "faster" if test.z > 0 else "slower"
+
+
+# --- Across cells: power laws and trends ------------------------------------------------------
+
+@dataclass(frozen=True)
+class LogLogFit:
+    """``log10 y = intercept + slope * log10 x`` by least squares, and Pearson's r of the logs.
+
+    ``n``: points used; ``n_nonpositive``: finite points left out because x or y <= 0 (no
+    logarithm); ``n_missing``: points with NaN (a failed erf fit). NaN fit when ``n < 3``.
+    """
+
+    slope: float
+    intercept: float
+    r: float
+    p_value: float
+    n: int
+    n_nonpositive: int
+    n_missing: int
+
+    def predict(self, x: ArrayLike) -> np.ndarray:
+        return 10.0 ** self.intercept * np.asarray(x, dtype=float) ** self.slope
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.slope))
+
+
+def loglog_fit(x: ArrayLike, y: ArrayLike) -> LogLogFit:
+    """Straight-line fit of ``log10 y`` on ``log10 x`` over the points where both are > 0."""
+    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    finite = np.isfinite(x) & np.isfinite(y)
+    keep = finite & (x > 0) & (y > 0)
+    n, nonpos, missing = int(keep.sum()), int((finite & ~keep).sum()), int((~finite).sum())
+    lx, ly = np.log10(x[keep]), np.log10(y[keep])
+    if n < 3 or np.ptp(lx) == 0 or np.ptp(ly) == 0:  # a line through <3 points says nothing
+        return LogLogFit(np.nan, np.nan, np.nan, np.nan, n, nonpos, missing)
+    slope, intercept = np.polyfit(lx, ly, 1)
+    r, p = stats.pearsonr(lx, ly)
+    return LogLogFit(float(slope), float(intercept), float(r), float(p), n, nonpos, missing)
+
+
+@dataclass(frozen=True)
+class Trend:
+    """How ``y`` moves as ``x`` grows: ``direction`` is "rises" or "falls" (monotonically),
+    "not monotonic", or "too few" (fewer than two finite points); the end points follow."""
+
+    direction: str
+    x_first: float = math.nan
+    y_first: float = math.nan
+    x_last: float = math.nan
+    y_last: float = math.nan
+
+
+def trend(xs: ArrayLike, ys: ArrayLike) -> Trend:
+    """:class:`Trend` of the points sorted by ``x`` (points with a non-finite ``y`` left out)."""
+    pts = sorted((float(x), float(y)) for x, y in zip(np.ravel(xs), np.ravel(ys), strict=True)
+                 if np.isfinite(y))
+    if len(pts) < 2:
+        return Trend("too few")
+    d = np.diff([y for _, y in pts])
+    direction = "rises" if (d > 0).all() else "falls" if (d < 0).all() else "not monotonic"
+    return Trend(direction, *pts[0], *pts[-1])
+
+
 def _last(history: pd.DataFrame, col: str) -> float:
     return float(history[col].iloc[-1]) if col in history and len(history) else math.nan
+
+
+def crossings(steps: ArrayLike, train_acc: ArrayLike, val_acc: ArrayLike, *, budget: int,
+              analysis: Analysis, threshold: float = 0.99) -> dict[str, float | int | bool]:
+    """When training and validation first reach ``threshold`` and what follows, per seed.
+
+    ``steps_to_99``/``grokked``: the validation crossing (``grokked`` only says it was
+    reached; censored at ``budget`` when not); ``steps_to_99_train``/``train_reached``: the
+    training crossing; ``grok_delay_steps``/``grok_delay_censored``/``groks``
+    (:func:`grok_delay`: whether the run groks); ``collapsed``/``collapse_step``
+    (:func:`collapse` below ``analysis.collapse_below``); ``post_grok_val_sd``
+    (:func:`post_threshold_sd` of validation accuracy).
+    """
+    val = steps_to_threshold(steps, val_acc, threshold, budget)
+    train = steps_to_threshold(steps, train_acc, threshold, budget)
+    delay = grok_delay(train, val, analysis.grok_delay)
+    fell = collapse(steps, val_acc, threshold, analysis.collapse_below)
+    return {
+        "steps_to_99": val.step, "grokked": val.reached,
+        "steps_to_99_train": train.step, "train_reached": train.reached,
+        "grok_delay_steps": delay.steps, "grok_delay_censored": delay.censored,
+        "groks": delay.groks, "collapsed": fell.collapsed, "collapse_step": fell.step,
+        "post_grok_val_sd": post_threshold_sd(steps, val_acc, threshold),
+    }
 
 
 def summarize_history(
@@ -294,36 +650,68 @@ def summarize_history(
     *,
     budget: int,
     chance: float,
+    analysis: Analysis = Analysis(),  # noqa: B008 - frozen, so a shared default is safe
+    augmented: bool = False,
     threshold: float = 0.99,
     rate_window: int = 100,
 ) -> dict[str, float | int | bool | str]:
-    """Flat dict of scalar metrics for ONE seed's history (columns ``step``, ``train_loss``,
-    ``train_acc``, ``val_loss``, ``val_acc``, ``clean_val_acc``; sorted by step).
+    """Flat dict of scalar metrics for ONE seed's history (columns ``step``, ``train_acc``,
+    ``val_acc``, ``clean_val_acc``, losses; sorted by step). ``train_acc`` is the training
+    curve: accuracy of the model in eval mode on the un-augmented training split.
 
-    Keys: ``steps_to_99``/``grokked`` (validation crossing of ``threshold``, censored at
-    ``budget``), ``steps_to_99_train``/``train_reached``, ``max_val_acc_rate``, ``final_*``
-    (last row), ``train_fit_*``/``val_fit_*`` (erf fits with ``a, b`` fixed by ``chance``),
-    ``relative_gap``, ``relative_sharpness``, ``absolute_sharpness`` (of the validation fit).
-    The "99" in key names is kept even when ``threshold`` differs, so tables stay uniform.
+    Keys: :func:`crossings`; ``max_val_acc_rate``; ``final_*`` (last row);
+    ``train_fit_*``/``val_fit_*`` (erf fits with ``a, b`` fixed by ``chance``, ok only with
+    R^2 >= ``analysis.min_fit_r2``); ``relative_gap``, ``relative_sharpness``,
+    ``absolute_sharpness`` (of the validation fit). For an ``augmented`` run, whose
+    validation split holds pairs an augmented training example can equal, the clean
+    validation curve is fitted too (``clean_fit_*``, ``relative_gap_clean``); otherwise those
+    are NaN with the reason. The "99" in key names is kept even when ``threshold`` differs.
     """
     steps = history["step"].to_numpy()
     a, b = erf_params_for_chance(chance)
-    val = steps_to_threshold(steps, history["val_acc"], threshold, budget)
-    train = steps_to_threshold(steps, history["train_acc"], threshold, budget)
-    out: dict[str, Any] = {
-        "steps_to_99": val.step,
-        "grokked": val.reached,
-        "steps_to_99_train": train.step,
-        "train_reached": train.reached,
-        "max_val_acc_rate": max_acc_rate(steps, history["val_acc"], rate_window),
-    }
+    out: dict[str, Any] = crossings(steps, history["train_acc"], history["val_acc"],
+                                    budget=budget, analysis=analysis, threshold=threshold)
+    out["max_val_acc_rate"] = max_acc_rate(steps, history["val_acc"], rate_window)
     for col in ("train_acc", "val_acc", "train_loss", "val_loss", "clean_val_acc"):
         out[f"final_{col}"] = _last(history, col)
-    cols = {"train_fit": "train_acc", "val_fit": "val_acc"}
-    fits = {prefix: fit_erf(steps, history[col], a=a, b=b) for prefix, col in cols.items()}
+    fits = {prefix: fit_erf(steps, history[col], a=a, b=b, min_r2=analysis.min_fit_r2)
+            for prefix, col in (("train_fit", "train_acc"), ("val_fit", "val_acc"))}
+    fits["clean_fit"] = (
+        fit_erf(steps, history["clean_val_acc"], a=a, b=b, min_r2=analysis.min_fit_r2)
+        if augmented else _failed("not augmented: the clean curve is the validation curve"))
     for prefix, fit in fits.items():
         out.update({f"{prefix}_{k}": v for k, v in fit.to_dict().items()})
     out["relative_gap"] = relative_gap(fits["train_fit"], fits["val_fit"])
+    out["relative_gap_clean"] = relative_gap(fits["train_fit"], fits["clean_fit"])
     out["relative_sharpness"] = relative_sharpness(fits["train_fit"], fits["val_fit"])
     out["absolute_sharpness"] = absolute_sharpness(fits["val_fit"])
     return out
+
+
+@dataclass(frozen=True)
+class RankTrend:
+    """Spearman's rank correlation of ``y`` with ``x`` over ``n`` finite points, its two-sided
+    p-value, and ``direction``: "rises" or "falls" when ``p < alpha``, else None."""
+
+    rho: float
+    p_value: float
+    n: int
+    alpha: float = 0.05
+
+    @property
+    def direction(self) -> str | None:
+        if not self.p_value < self.alpha:
+            return None
+        return "rises" if self.rho > 0 else "falls"
+
+
+def rank_trend(xs: ArrayLike, ys: ArrayLike, alpha: float = 0.05) -> RankTrend:
+    """Does ``y`` move with ``x`` (one point per run)? Spearman's rho (scipy), NaN points left
+    out; rho and p are NaN with fewer than three points or a constant variable."""
+    x, y = np.asarray(xs, dtype=float).ravel(), np.asarray(ys, dtype=float).ravel()
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return RankTrend(math.nan, math.nan, int(x.size), alpha)
+    rho, p = stats.spearmanr(x, y)
+    return RankTrend(float(rho), float(p), int(x.size), alpha)

@@ -1,10 +1,11 @@
-"""What a report section gets: the loaded tables, the params, and where its figures go.
-
-Pure apart from holding data: loading files is the stage's job (:mod:`groklab.stages.report`).
+"""What a report section is and what it gets: the loaded tables, params, the published numbers
+and where its figures go. Pure apart from holding data: loading files is the stage's job
+(:mod:`groklab.stages.report`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,7 @@ from matplotlib.figure import Figure
 
 from groklab.cells import studies
 from groklab.config import ConfigError, RunConfig
-from groklab.params import get_key
-from groklab.report import markdown as md
+from groklab.metrics import Analysis
 
 
 @dataclass
@@ -25,6 +25,7 @@ class StudyTables:
     cells: pd.DataFrame
     runs: pd.DataFrame | None
     histories: pd.DataFrame | None
+    comparisons: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -34,10 +35,14 @@ class Context:
 
     params: dict[str, Any]
     studies: dict[str, StudyTables | None]
-    references: dict[str, dict[str, Any] | None]
+    references: dict[str, dict[str, Any]]  # file stem under references/ -> its JSON
     tables_dir: Path
     link: str = "figures"  # the figures folder relative to the report, for image links
     figures: dict[str, Figure] = field(default_factory=dict)
+
+    @property
+    def analysis(self) -> Analysis:
+        return Analysis.from_params(self.params)
 
     def figure(self, name: str, figure: Figure, alt: str) -> str:
         """Keep ``figure`` as ``<name>.png`` and return its markdown image link."""
@@ -54,6 +59,32 @@ class Context:
     def skipped(self, study: str) -> str:
         return (f"_Skipped: `{Path(self.tables_dir) / f'{study}_cells.csv'}` does not exist "
                 f"(run the `{study}` stages and `evaluate` first)._")
+
+    def reference(self, name: str) -> dict[str, Any] | None:
+        """``references/<name>.json``, or None when it is not there."""
+        return self.references.get(name)
+
+
+Body = Callable[[Context, StudyTables], list[str]]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section of the report: the study whose tables it needs (None: it reads
+    ``ctx.studies`` itself), its title, and the builders of its intro and body."""
+
+    study: str | None
+    title: str
+    body: Body
+    intro: Callable[[Context], list[str]] | None = None  # default: the study's settings
+
+    def render(self, ctx: Context) -> str:
+        intro = self.intro(ctx) if self.intro else [study_settings(ctx.params, str(self.study))]
+        lines = [f"## {self.title}", "", *intro, ""]
+        tables = ctx.studies.get(self.study) if self.study else None
+        if self.study and tables is None:
+            return "\n".join([*lines, ctx.skipped(self.study)])
+        return "\n".join([*lines, *self.body(ctx, tables)])  # type: ignore[arg-type]
 
 
 def describe_config(cfg: RunConfig, seeds: list[int]) -> str:
@@ -73,7 +104,7 @@ def describe_config(cfg: RunConfig, seeds: list[int]) -> str:
              else f"batch {t.batch_size} sampled with replacement")
     if d.task == "parity":
         data = (f"parity of {d.parity_bits} bits plus {d.concealed_bits} concealed random bits, "
-                f"{d.parity_examples} examples, training fraction {d.train_fraction:g}")
+                f"{d.parity_examples} distinct examples, training fraction {d.train_fraction:g}")
     else:
         data = (f"p = {d.p}, " + (f"K = {d.operands} operands, " if d.task == "multi_add" else "")
                 + f"training fraction {d.train_fraction:g} ({d.encoding} encoding)")
@@ -81,23 +112,32 @@ def describe_config(cfg: RunConfig, seeds: list[int]) -> str:
             f"{t.eval_every}; seeds {', '.join(map(str, seeds))}.")
 
 
+def flat_settings(d: dict[str, Any], prefix: str = "") -> str:
+    """``{"data": {"p": 23}}`` -> ``data.p = 23`` (for stating a study's settings)."""
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.append(flat_settings(v, f"{prefix}{k}."))
+        else:
+            out.append(f"`{prefix}{k} = {v}`")
+    return ", ".join(out)
+
+
 def study_settings(params: dict[str, Any], study: str) -> str:
     """What a study varied and what it held fixed, from params (the first cell's settings)."""
     try:
         s = studies(params)[study]
         rows = s.rows(params)
-        first, source = rows[0]
+        first, _ = rows[0]
         cfg = s.config(params, first.task, first.value)
     except (ConfigError, KeyError, IndexError) as exc:
         return f"_The settings of `studies.{study}` could not be read from params ({exc})._"
-    values = ", ".join(f"`{c.value}`" for c, _ in dict.fromkeys(rows)
-                       if c.task == first.task)
-    tasks = ", ".join(f"`{t}`" for t in s.tasks)
+    values = ", ".join(f"`{c.value}`" for c, _ in rows if c.task == first.task)
+    text = (f"**Varied:** `{s.factor}` ∈ {{{values}}} (`studies.{study}.values`) on "
+            f"{', '.join(f'`{t}`' for t in s.tasks)}. **Held fixed:** every other setting at "
+            "the base run's" + (f", except this study's `settings`: {flat_settings(s.settings)}"
+                                if s.settings else "") + ".")
     borrowed = sorted({src.stage for c, src in rows if src != c})
-    text = (f"**Varied:** `{s.factor}` ∈ {{{values}}} (`studies.{study}.values`) on {tasks}. "
-            "**Held fixed:** every other setting at the base run's"
-            + (f", except this study's `settings`: {_flat(s.settings)}" if s.settings else "")
-            + ".")
     if borrowed:
         text += (f" The default value `{s.default_value(params)}` is the base run itself, "
                  f"read from {', '.join(f'`{b}`' for b in borrowed)} (trained once).")
@@ -105,27 +145,3 @@ def study_settings(params: dict[str, Any], study: str) -> str:
         text += f" The first cell (`{first.name}`) runs with " + describe_config(
             cfg, params["seeds"])
     return text
-
-
-def default_label(params: dict[str, Any], key: str) -> str:
-    """The base run's value of a dotted key, e.g. ``train.aug`` -> ``baseline``."""
-    return str(get_key(params, key))
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> str:
-    """``{"data": {"p": 23}}`` -> ``data.p = 23`` (for stating a study's settings)."""
-    out = []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.append(_flat(v, f"{prefix}{k}."))
-        else:
-            out.append(f"`{prefix}{k} = {v}`")
-    return ", ".join(out)
-
-
-def censoring_and_fits(tables: StudyTables, budget: int) -> list[str]:
-    """The censoring note, the fit failures and what was missing, as report paragraphs."""
-    out = ["", md.censoring_note(tables.cells, budget=budget)]
-    if tables.runs is not None:
-        out += ["", f"Fit failures: {md.fit_failures(tables.runs)}"]
-    return out + [f"\n_{note}_" for note in tables.notes]

@@ -1,4 +1,4 @@
-"""The curriculum paper (seed 001) beside our curriculum study: Tables 1-4 and the ablation.
+"""The curriculum study beside the curriculum paper (seed 001): Tables 1-4 and the ablation.
 
 ``paper`` is ``references/curriculum_paper_tables.json`` as loaded by :func:`json.loads`.
 The paper does not say which split its Table 1 / Table 4 "Accuracy" and "Loss" are; we
@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from groklab.report.markdown import DASH, fmt_mean_ci, markdown_table
-from groklab.report.studies import fmt_sig
+from groklab.report import plots
+from groklab.report import study as st
+from groklab.report.context import Context, Section, StudyTables
+from groklab.report.text import DASH, fmt_mean_ci, fmt_sig, markdown_table
 
 # Table 4's rows as our schedules: the full method is a pacing of the difficulty pool (we run
 # three pacings: linear, sqrt, step); "without difficulty parameter" grows the pool at the same
@@ -207,3 +209,64 @@ def ablation_reading(cells: pd.DataFrame) -> str:
             + ("the paper's order." if same else "not the paper's order (linear < random < "
                "none)."))
     return "\n".join(lines)
+
+
+COLUMNS = ("steps to 99%", "reached 99%", "groks", "final train acc", "final val acc",
+           "final train loss", "final val loss", "relative gap", "fits ok")
+PAPER = "curriculum_paper_tables"
+
+
+def body(ctx: Context, tables: StudyTables) -> list[str]:
+    cells, budget = tables.cells, ctx.budget("curriculum")
+    paper = ctx.reference(PAPER)
+    c, step = (ctx.params["curricula"].get(k, {}) for k in ("linear", "step"))
+    lines = [
+        f"Pacing (`curricula`): `linear` starts the pool at the easiest {c.get('start', '?')} "
+        f"of the training split and grows it to all of it over the first {c.get('ramp', '?')} "
+        f"of training; `sqrt` grows it as a square root; `step` grows it by "
+        f"{step.get('step_size', '?')} once training accuracy on the pool reaches "
+        f"{step.get('step_threshold', '?')}. `random` grows the pool at `linear`'s pace in "
+        "random order (no difficulty); `anti` takes the hardest first; `none` is the "
+        "baseline.", "",
+        "### Steps to 99% validation accuracy", "", st.steps_pivot(cells, col="curriculum"),
+        *st.steps_bars(ctx, cells, "curriculum", "curriculum", budget,
+                       "Curriculum study: updates to 99% validation accuracy"),
+        *st.fraction_figure(ctx, tables, "curriculum", "curriculum",
+                            "Curriculum study: fraction of seeds at 99% by update"),
+        "", "### Final accuracy and loss", "", st.study_table(cells, "curriculum", COLUMNS),
+        *st.notes(ctx, tables, budget), "",
+        ctx.figure("curriculum_final_accuracy", plots.final_accuracy(cells, hue="curriculum"),
+                   "Final train and validation accuracy per schedule"),
+        *st.curves(ctx, tables, "curriculum", "curriculum",
+                   "Curriculum study: accuracy vs updates"),
+        "", "### Ablation (the paper's Table 4) rebuilt from our runs", "",
+        "The paper's *full method* is a difficulty curriculum; we read it as the `linear` "
+        "schedule and also show the `sqrt` and `step` pacings. *Without difficulty parameter* "
+        "is `random` (same pool sizes, random order) and *without curriculum learning* is "
+        "`none`. Cells: final validation accuracy / final validation loss, means over seeds "
+        "(intervals in the table above). Table 4 does not say which task it reports, so its "
+        "numbers stand beside every task.", ""]
+    if paper is None:
+        lines.append(f"_`references/{PAPER}.json` was not found; the paper's numbers are not "
+                     "shown._")
+    lines.append(ablation_table(cells, paper))
+    if paper is not None:
+        lines += ["", "### Beside the paper's Tables 1–3", "",
+                  "Tables 1 and 2 are the paper's *baseline* (no curriculum); we compare them "
+                  "with our `none` schedule. Table 3 is its *curriculum* result; we compare it "
+                  "with `linear`.", "", baseline_table(cells, paper), "",
+                  curriculum_table(cells, paper), "",
+                  f"Source: {paper.get('source', 'seed 001').rstrip('.')}. "
+                  f"{paper.get('settings', '')}"]
+    lines += st.reading(cells, "curriculum", budget, tables)
+    ablation = ablation_reading(cells)
+    if ablation:
+        lines += ["", "Table 4's order (full method < without difficulty < without curriculum, "
+                  "by loss) in our final validation losses:", "", ablation]
+    if paper is not None:
+        lines += ["", "Where the paper's numbers contradict each other:", "",
+                  *[f"- {item}" for item in paper_inconsistencies(paper)]]
+    return lines
+
+
+SECTIONS = (Section("curriculum", "Curriculum study", body),)

@@ -1,4 +1,7 @@
-"""The report's sections, in order: which tables each needs and the function that writes it.
+"""The report's sections, discovered: every module of this package that defines ``SECTIONS``
+(a tuple of :class:`~groklab.report.context.Section`) contributes them, so adding a study's
+report is adding one module. The report orders them as params.yaml does: the experiment,
+then the studies in their declared order, then sections that pool several studies.
 
 A section whose study has no tables is rendered as its header and a one-line note, so
 reproducing only some studies never fails the report.
@@ -6,52 +9,39 @@ reproducing only some studies never fails the report.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import importlib
+import pkgutil
+from typing import Any
 
-from groklab.report import factor_sections as fs
-from groklab.report import paper_sections as ps
-from groklab.report import sharpness_sections as ss
-from groklab.report.context import Context, StudyTables, study_settings
-
-Body = Callable[[Context, StudyTables], list[str]]
+import groklab.report
+from groklab.cells import EXPERIMENT
+from groklab.report.context import Context, Section
 
 
-@dataclass(frozen=True)
-class Section:
-    """``study``: the tables it needs (None: it reads ``ctx.studies`` itself)."""
-
-    study: str | None
-    title: str
-    body: Body
-    intro: Callable[[Context], list[str]] | None = None  # default: the study's settings
-
-    def render(self, ctx: Context) -> str:
-        intro = self.intro(ctx) if self.intro else [study_settings(ctx.params, str(self.study))]
-        lines = [f"## {self.title}", "", *intro, ""]
-        tables = ctx.studies.get(self.study) if self.study else None
-        if self.study and tables is None:
-            return "\n".join([*lines, ctx.skipped(self.study)])
-        return "\n".join([*lines, *self.body(ctx, tables)])  # type: ignore[arg-type]
+def discover() -> tuple[Section, ...]:
+    """The ``SECTIONS`` of every module of :mod:`groklab.report`, by module name."""
+    found: list[Section] = []
+    for info in sorted(pkgutil.iter_modules(groklab.report.__path__), key=lambda m: m.name):
+        if info.name == __name__.rsplit(".", 1)[-1]:
+            continue
+        found += getattr(importlib.import_module(f"groklab.report.{info.name}"), "SECTIONS", ())
+    return tuple(found)
 
 
-SECTIONS: tuple[Section, ...] = (
-    Section("experiment", "Experiment", ps.experiment_body, ps.experiment_intro),
-    Section("augmentation", "Augmentation study", ps.augmentation_body, ps.augmentation_intro),
-    Section("curriculum", "Curriculum study", ps.curriculum_body),
-    Section("architecture", "Architecture study", fs.architecture_body),
-    Section("optimizer", "Optimizer study", fs.optimizer_body),
-    Section("data_fraction", "Data-fraction study", fs.data_fraction_body),
-    Section("batch_size", "Batch-size study", fs.batch_size_body),
-    Section("multivariate", "Multivariate study", fs.multivariate_body),
-    Section("concealment", "Concealment study", ss.concealment_body),
-    Section("linear_teacher", "Linear student-teacher study", ss.linear_teacher_body,
-            ss.linear_teacher_intro),
-    Section(None, "Sharpness across all modular-arithmetic runs", ss.modular_body,
-            ss.modular_intro),
-)
+SECTIONS: tuple[Section, ...] = discover()
 
 
-def render_sections(ctx: Context, sections: tuple[Section, ...] = SECTIONS) -> list[str]:
+def ordered(params: dict[str, Any], sections: tuple[Section, ...] = SECTIONS
+            ) -> list[Section]:
+    """The experiment's section, each declared study's, then those of no single study; a
+    section of a study params.yaml does not declare is left out."""
+    declared = list(params["studies"])
+    rank = {EXPERIMENT: -1, **{name: i for i, name in enumerate(declared)}}
+    kept = [s for s in sections if s.study is None or s.study in rank]
+    return sorted(kept, key=lambda s: rank.get(s.study, len(declared)) if s.study else
+                  len(declared))
+
+
+def render_sections(ctx: Context) -> list[str]:
     """Each section's markdown, in order; figures are collected in ``ctx.figures``."""
-    return [section.render(ctx) for section in sections]
+    return [section.render(ctx) for section in ordered(ctx.params)]

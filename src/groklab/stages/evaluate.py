@@ -6,11 +6,14 @@ defaults and each study's default value read a base run — and writes:
 
 - reports/tables/<family>_runs.csv: one row per (cell, seed): crossings, erf fits, finals;
 - reports/tables/<family>_cells.csv: one row per cell: means, intervals, fractions;
+- reports/tables/<study>_comparisons.csv: each cell against the study's default-value cell
+  of its task on steps to 99% (log-rank test, difference in medians; groklab.summary);
 - reports/metrics/<family>.json: the headline numbers per cell, for `dvc metrics`;
 - reports/curves/<family>/<cell>.csv: mean curves over seeds, for `dvc plots`.
 
 Every row carries ``source`` (the stage that trained it), ``path`` (its folder) and
 ``run_key`` (its configuration and seed), so analyses that pool rows count a run once.
+What counts as grokking, collapsing and an acceptable erf fit is params.yaml's `analysis`.
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ from groklab.cells import (
     studies,
 )
 from groklab.config import LinearTeacherConfig, RunConfig
+from groklab.metrics import Analysis
 from groklab.params import PARAMS_FILE, load_params
 from groklab.stages.common import fail_cleanly, tracker_for
 from groklab.stages.outputs import atomic_dir, write_json
-from groklab.summary import cell_summary, headline_tree, seed_summaries_from
+from groklab.summary import cell_summary, compare_cells, headline_tree, seed_summaries_from
 
 CURVE_COLUMNS = ("train_acc", "val_acc", "clean_val_acc", "batch_acc")
 
@@ -53,14 +57,20 @@ def family_rows(params: dict[str, Any], family: str) -> tuple[str | None, list[t
     return study.factor.split(".")[-1], study.rows(params)
 
 
-def source_dir(models: Path, source: Cell) -> Path:
-    """The folder holding ``source``'s outputs (following the experiment's source.json)."""
+def resolve(models: Path, source: Cell) -> tuple[str, Path]:
+    """The stage that trained ``source``'s outputs and their folder: the experiment at the
+    paper defaults points (source.json) to its base run."""
     path = source.path(models)
     pointer = path / "source.json"
     if pointer.exists():
         target = json.loads(pointer.read_text())
-        return models / target["family"] / target["name"]
-    return path
+        return target["stage"], models / target["family"] / target["name"]
+    return source.stage, path
+
+
+def source_dir(models: Path, source: Cell) -> Path:
+    """The folder holding ``source``'s outputs (following the experiment's source.json)."""
+    return resolve(models, source)[1]
 
 
 def load_config(path: Path) -> tuple[CellConfig, list[int]]:
@@ -70,7 +80,8 @@ def load_config(path: Path) -> tuple[CellConfig, list[int]]:
     return RunConfig.from_dict(meta["config"]), meta["seeds"]
 
 
-def read_cell(models: Path, source: Cell) -> tuple[Path, CellConfig, pd.DataFrame, pd.DataFrame]:
+def read_cell(models: Path, source: Cell, analysis: Analysis
+              ) -> tuple[Path, CellConfig, pd.DataFrame, pd.DataFrame]:
     """The source folder, configuration, history and per-seed summary rows of one cell."""
     path = source_dir(models, source)
     if not (path / "history.csv").exists():
@@ -86,7 +97,7 @@ def read_cell(models: Path, source: Cell) -> tuple[Path, CellConfig, pd.DataFram
         for seed, h in history.groupby("seed", sort=False):
             fin = final.set_index("seed").loc[seed]
             rows.append({"seed": int(seed), "budget": config.steps,
-                         **summarize_curve(h.sort_values("step"), config.steps),
+                         **summarize_curve(h.sort_values("step"), config.steps, analysis),
                          **{k: fin[k] for k in fin.index if k.startswith("final_")},
                          "n_train": int(fin["n_train"])})
         rows = pd.DataFrame(rows)
@@ -94,7 +105,8 @@ def read_cell(models: Path, source: Cell) -> tuple[Path, CellConfig, pd.DataFram
         from groklab.tasks import chance_accuracy
 
         rows = pd.DataFrame(seed_summaries_from(history, final, budget=config.train.steps,
-                                                chance=chance_accuracy(config.data)))
+                                                chance=chance_accuracy(config.data),
+                                                analysis=analysis))
     rows["run_key"] = [hashlib.sha1(config_key(config, [int(s)]).encode()).hexdigest()[:12]
                        for s in rows["seed"]]
     return path, config, history, rows
@@ -102,13 +114,15 @@ def read_cell(models: Path, source: Cell) -> tuple[Path, CellConfig, pd.DataFram
 
 def evaluate_family(params: dict[str, Any], family: str, models: Path
                     ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The family's per-seed and per-cell tables and its mean curves (by cell name)."""
     factor, pairs = family_rows(params, family)
+    analysis = Analysis.from_params(params)
     runs, cells, curves = [], [], {}
     for cell, source in pairs:
-        path, _, history, rows = read_cell(models, source)
+        path, _, history, rows = read_cell(models, source, analysis)
         keys = {"study": family, "cell": cell.name, "task": cell.task,
-                **({factor: cell.value} if factor else {}), "source": source.stage,
-                "path": path.relative_to(models).as_posix()}
+                **({factor: cell.value} if factor else {}),
+                "source": resolve(models, source)[0], "path": path.relative_to(models).as_posix()}
         for i, (key, value) in enumerate(keys.items()):
             rows.insert(i, key, value)
         runs.append(rows)
@@ -116,6 +130,16 @@ def evaluate_family(params: dict[str, Any], family: str, models: Path
         cols = [c for c in CURVE_COLUMNS if c in history]
         curves[cell.name] = history.groupby("step")[cols].mean().reset_index()
     return pd.concat(runs, ignore_index=True), pd.DataFrame(cells), curves
+
+
+def comparisons(params: dict[str, Any], family: str, runs: pd.DataFrame) -> pd.DataFrame | None:
+    """Each cell of a study against its default-value cell (None for the base runs and the
+    experiment); empty when the study has no cell at its default value."""
+    factor, _ = family_rows(params, family)
+    if factor is None:
+        return None
+    default = studies(params)[family].default_value(params)
+    return compare_cells(runs.rename(columns={factor: "value"}), "value", default)
 
 
 def families(params: dict[str, Any]) -> list[str]:
@@ -134,6 +158,10 @@ def evaluate_all(params: dict[str, Any], models: Path, reports: Path) -> list[Pa
             factor, _ = family_rows(params, family)
             runs.to_csv(reports / "tables" / f"{family}_runs.csv", index=False)
             cells.to_csv(reports / "tables" / f"{family}_cells.csv", index=False)
+            versus = comparisons(params, family, runs)
+            if versus is not None:
+                versus.to_csv(reports / "tables" / f"{family}_comparisons.csv", index=False)
+                written.append(reports / "tables" / f"{family}_comparisons.csv")
             write_json(reports / "metrics" / f"{family}.json",
                        headline_tree(cells, ["task", *([factor] if factor else [])]))
             (curves_dir / family).mkdir()

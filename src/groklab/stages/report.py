@@ -1,10 +1,10 @@
 """DVC stage `report`: figures and reports/report.md from the evaluated tables.
 
-Reads params.yaml, reports/tables/<family>_{runs,cells}.csv (the experiment and every
-study), each row's models/<family>/<cell>/history.csv and the papers' numbers under
-references/; writes
-reports/figures/<study>_<what>.png and reports/report.md. The sections and their order are
-:data:`groklab.report.sections.SECTIONS`; a study without tables is skipped with a note.
+Reads params.yaml, reports/tables/<family>_{runs,cells,comparisons}.csv (the experiment and
+every study), each row's models/<family>/<cell>/history.csv and the papers' numbers
+(references/*.json); writes reports/figures/<study>_<what>.png and reports/report.md. The
+sections are those of :data:`groklab.report.sections.SECTIONS`, in params.yaml's order; a
+study without tables is skipped with a note.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from groklab.cells import EXPERIMENT, studies
 from groklab.params import load_params, run_config
 from groklab.report.context import Context, StudyTables, describe_config
 from groklab.report.sections import render_sections
+from groklab.report.study import distinct
 
 DPI = 120
 
@@ -33,14 +34,20 @@ INTRO = (
     "all seeds; each seed draws its own split, initialisation and batches. Per seed we "
     "record the updates until validation accuracy first reaches 99%, final accuracies, an "
     "erf fit `a·erf(s·(t − τ)) + b` of the training and validation curves, and, under "
-    "augmentation, how many validation pairs an augmented training example can equal."
+    "augmentation, how many validation pairs an augmented training example can equal. The "
+    "training curve is accuracy on the un-augmented training split (a fixed sample of it), "
+    "the same quantity in every cell. A seed *groks* when its validation accuracy reaches "
+    "99% at least `analysis.grok_delay` updates after its training curve did; a cell is "
+    "called faster or slower than its study's default only on a log-rank test of steps to "
+    "99% that keeps censored seeds."
 )
 STUDIES_INTRO = (
-    "Then the studies, one section each: curriculum schedules (seed 001), architecture, "
-    "optimizer, training fraction, batch size and number of operands (seeds 002, 003), "
-    "and the sharpness of grokking (seed 004) on concealed parity, in the linear "
-    "student-teacher model and across every modular-arithmetic run. A study whose tables "
-    "are missing is skipped with a note."
+    "Then the studies, one section each, in params.yaml's order ({studies}), and the "
+    "sharpness of grokking (seed 004) across every modular-arithmetic run. Each study states "
+    "what the papers it reproduces say (augmentation: seed 000; curriculum: seed 001; "
+    "architecture, optimizer, data fraction, batch size, multivariate: seeds 002, 003; "
+    "concealment, linear teacher: seed 004) and whether our runs agree. A study whose "
+    "tables are missing is skipped with a note."
 )
 
 __all__ = ["StudyTables", "build_report", "describe_config", "load_study", "main",
@@ -72,6 +79,9 @@ def load_study(study: str, tables_dir: Path, models_dir: Path,
     notes = []
     runs_path = Path(tables_dir) / f"{study}_runs.csv"
     runs = _ordered(pd.read_csv(runs_path), order) if runs_path.exists() else None
+    versus_path = Path(tables_dir) / f"{study}_comparisons.csv"
+    versus = pd.read_csv(versus_path, keep_default_na=False, na_values=[""]) \
+        if versus_path.exists() else None
     if runs is None:
         notes.append(f"`{runs_path}` is missing: no erf fits are drawn.")
     keys = [k for k in order if k in cells]
@@ -86,7 +96,7 @@ def load_study(study: str, tables_dir: Path, models_dir: Path,
         notes.append(f"No history under `{models_dir}` for: {', '.join(missing)}; the curves "
                      "leave them out.")
     histories = pd.concat(frames, ignore_index=True) if frames else None
-    return StudyTables(cells, runs, histories, notes)
+    return StudyTables(cells, runs, histories, versus, notes)
 
 
 def load_all(params: dict[str, Any], tables_dir: Path, models_dir: Path
@@ -103,31 +113,41 @@ def load_all(params: dict[str, Any], tables_dir: Path, models_dir: Path
     return out
 
 
-def _read_json(path: Path | None) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path is not None and path.exists() else None
+def read_references(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every ``*.json`` under ``folder`` by file stem (the papers' numbers and claims)."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))}
+
+
+def overview(ctx: Context) -> str:
+    """How many table rows and distinct runs the report reads."""
+    frames = [t.runs for t in ctx.studies.values() if t is not None and t.runs is not None]
+    if not frames:
+        return "_No per-run table exists yet._"
+    runs = pd.concat(frames, ignore_index=True)
+    return (f"**Runs:** the tables below hold {len(runs)} rows (seed × cell) from "
+            f"{distinct(runs)} distinct runs (configuration and seed, `run_key`): a base run "
+            "stands in for the default value of every study that varies one of its settings, "
+            "and is counted once wherever runs are pooled.")
 
 
 def build_report(params: dict[str, Any], tables_dir: Path | str, models_dir: Path | str,
-                 references_path: Path | str, *, figures_link: str = "figures",
-                 curriculum_path: Path | str | None = None) -> tuple[str, dict[str, Figure]]:
+                 references: Path | str, *, figures_link: str = "figures"
+                 ) -> tuple[str, dict[str, Figure]]:
     """The report's markdown and its figures (by file stem); reads inputs, writes nothing.
 
-    ``references_path``: the published augmentation runs; ``curriculum_path``: the curriculum
-    paper's tables (default: ``curriculum_paper_tables.json`` beside ``references_path``).
+    ``references``: the folder of the papers' numbers (``references/*.json``);
     ``figures_link`` is the figures folder relative to the report, used in image links.
     """
-    tables_dir, models_dir, ref_path = Path(tables_dir), Path(models_dir), Path(references_path)
-    cur_path = Path(curriculum_path) if curriculum_path else \
-        ref_path.parent / "curriculum_paper_tables.json"
+    tables_dir, models_dir = Path(tables_dir), Path(models_dir)
     ctx = Context(params=params, studies=load_all(params, tables_dir, models_dir),
-                  references={"augmentation": _read_json(ref_path),
-                              "curriculum": _read_json(cur_path)},
-                  tables_dir=tables_dir, link=figures_link)
+                  references=read_references(Path(references)), tables_dir=tables_dir,
+                  link=figures_link)
     shared = run_config(params, params["baseline"]["tasks"][0])
     parts = [
-        "# Grokking report", INTRO, STUDIES_INTRO,
+        "# Grokking report", INTRO,
+        STUDIES_INTRO.format(studies=", ".join(f"`{name}`" for name in params["studies"])),
         f"**Configuration** (shared settings): {describe_config(shared, params['seeds'])}",
-        *render_sections(ctx),
+        overview(ctx), *render_sections(ctx),
     ]
     return "\n\n".join(parts) + "\n", ctx.figures
 
@@ -155,19 +175,14 @@ def main(argv: list[str] | None = None) -> list[Path]:
                         help="folder of <study>_runs.csv and <study>_cells.csv")
     parser.add_argument("--models", type=Path, default=Path("models"),
                         help="folder of <study>/<cell>/history.csv")
-    parser.add_argument("--references", type=Path,
-                        default=Path("references/augmentation_paper_runs.json"),
-                        help="published augmentation runs (JSON)")
-    parser.add_argument("--curriculum-references", type=Path, default=None,
-                        help="the curriculum paper's Tables 1-4 (JSON; default: "
-                             "curriculum_paper_tables.json beside --references)")
+    parser.add_argument("--references", type=Path, default=Path("references"),
+                        help="folder of the papers' numbers and claims (*.json)")
     parser.add_argument("--out-figures", type=Path, default=Path("reports/figures"))
     parser.add_argument("--out-report", type=Path, default=Path("reports/report.md"))
     args = parser.parse_args(argv)
     link = Path(os.path.relpath(args.out_figures, args.out_report.parent)).as_posix()
     text, figures = build_report(load_params(args.params), args.tables, args.models,
-                                 args.references, figures_link=link,
-                                 curriculum_path=args.curriculum_references)
+                                 args.references, figures_link=link)
     paths = write_report(text, figures, args.out_figures, args.out_report)
     print(f"report: wrote {args.out_report} and {len(figures)} figures in {args.out_figures}")
     return paths

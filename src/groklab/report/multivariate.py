@@ -1,0 +1,76 @@
+"""The multivariate study (seed 002): x1 + ... + xK mod p for K operands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from groklab.cells import studies
+from groklab.config import ConfigError
+from groklab.report import study as st
+from groklab.report import text as tx
+from groklab.report.context import Context, Section, StudyTables, describe_config
+
+REF, FACTOR = "grokking_project_claims", "operands"
+
+
+def performance_verdict(runs: pd.DataFrame, task: str, claim: dict[str, Any]
+                        ) -> tx.Verdict | None:
+    """The claim that K operands do not "perform well": ours at >= 99% final validation
+    accuracy in more than half the seeds performs well."""
+    seeds = runs[(runs["task"] == task) & (runs[FACTOR].astype(int) == claim["operands"])]
+    if seeds.empty:
+        return None
+    well = seeds["final_val_acc"].astype(float) >= 0.99
+    ours = st.majority(int(well.sum()), len(seeds))
+    return tx.Verdict(
+        f"K = {claim['operands']} ends at ≥ 99% validation accuracy in {tx.frac(well)} seeds",
+        f"{claim['source']} ({claim['settings']}): the model \"did not perform well on both "
+        "the training and test sets\"", None if ours is None else ours == claim["value"],
+        f"the paper's settings differ ({claim['settings']})")
+
+
+def body(ctx: Context, tables: StudyTables) -> list[str]:
+    cells, runs, budget = tables.cells, tables.runs, ctx.budget("multivariate")
+    spec, quoted = st.claims(ctx, REF, "multivariate")
+    configs = {}
+    for _, c in cells.iterrows():
+        try:
+            configs[(c["task"], int(c[FACTOR]))] = studies(ctx.params)["multivariate"].config(
+                ctx.params, c["task"], int(c[FACTOR]))
+        except (ConfigError, KeyError):
+            continue
+    n_train = {} if runs is None else {
+        (t, int(k)): int(g["n_train"].iloc[0]) for (t, k), g in runs.groupby(["task", FACTOR])}
+    p = {key: cfg.data.p for key, cfg in configs.items()}
+    extra = {"p": lambda c: p.get((c["task"], int(c[FACTOR])), tx.DASH),
+             "training equations": lambda c: n_train.get((c["task"], int(c[FACTOR])), tx.DASH)}
+    lines = [st.study_table(cells, FACTOR, extra=extra), *st.notes(ctx, tables, budget),
+             *st.curves(ctx, tables, "multivariate", FACTOR,
+                        "Multivariate addition: accuracy vs updates per K"),
+             *st.published(quoted), *st.reading(cells, FACTOR, budget, tables), ""]
+    claim = spec.get("performs_well")
+    for _, c in cells.iterrows():
+        cfg = configs.get((c["task"], int(c[FACTOR])))
+        if cfg is None:
+            continue
+        d, k = cfg.data, int(c[FACTOR])
+        line = (f"- K = {k} (`{c['cell']}`): p = {d.p} ({d.p ** k} equations), training "
+                f"fraction {d.train_fraction:g}, {cfg.model.arch} with {cfg.model.layers} layers, "
+                f"batch {cfg.train.batch_size}, "
+                f"{cfg.train.steps} updates: validation reached 99% in {tx.reached(c)} seeds "
+                f"({tx.cell_steps(c)} updates), {tx.count(c, 'n_collapsed')} collapsed after; "
+                f"final validation accuracy {c['final_val_acc_mean']:.3f}, training "
+                f"{c['final_train_acc_mean']:.3f}")
+        lines.append(line + ".")
+        if claim and claim["operands"] == k and runs is not None:
+            verdict = performance_verdict(runs, c["task"], claim)
+            lines += [f"- {verdict}"] if verdict else []
+    if configs:
+        first = describe_config(next(iter(configs.values())), ctx.params["seeds"])
+        lines += ["", f"All settings of the first cell: {first}"]
+    return lines
+
+
+SECTIONS = (Section("multivariate", "Multivariate study", body),)
