@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow,
                                         "chromium; or set CHROMIUM to its path)")]
 
 NAMES = {"x_plus_y · baseline", "x_plus_y · negation", "x_plus_y · combined30"}
-FIRST = ["metrics.`steps_to_99_mean`", "metrics.`frac_grokked`", "metrics.`final_val_acc_mean`"]
+FIRST = ["metrics.`steps_to_99_mean`", "metrics.`frac_groks`", "metrics.`final_val_acc_mean`"]
 
 
 def test_experiment_page_opens_on_runs_with_readable_names_and_headline_columns(tmp_path):
@@ -51,7 +51,7 @@ def test_experiment_page_opens_on_runs_with_readable_names_and_headline_columns(
     assert len(page["metric_cells"]) == len(NAMES)
     for row in page["metric_cells"]:
         assert float(row["metrics.`steps_to_99_mean`"]) > 0
-        assert 0 <= float(row["metrics.`frac_grokked`"]) <= 1
+        assert 0 <= float(row["metrics.`frac_groks`"]) <= 1
 
     png = Path(page["png"]).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

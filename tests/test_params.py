@@ -85,7 +85,7 @@ def _set(path: str, value):
 
 @pytest.mark.parametrize("edit, words", [
     (_set("tasks", ["nope"]), ["tasks", "'nope' is not known", "x_plus_y"]),
-    (_set("seeds", [-1]), ["seeds = [-1]", "integers >= 0"]),
+    (_set("seeds", [-1]), ["seeds = [-1]", "integers from 0 to 4294967295"]),
     (_set("seeds", []), ["seeds = []", "non-empty"]),
     (_set("seeds", [0, 0]), ["seeds = [0, 0]", "distinct"]),
     (_set("seeds", "0"), ["seeds = '0'"]),

@@ -123,7 +123,7 @@ def test_experiment_at_paper_defaults_reads_the_base_run_and_trains_nothing(work
                  GROKLAB_TRACKING="off")
     assert proc.returncode == 0, proc.stderr
     out = workdir / "models/experiment/x_plus_y"
-    assert sorted(p.name for p in out.iterdir()) == ["source.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".groklab", "source.json"]
     assert json.loads((out / "source.json").read_text())["stage"] == "baseline@x_plus_y"
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     params["aug"] = "negation"

@@ -411,7 +411,7 @@ def test_experiment_kind_saved_view_and_run_names(mlflow_server, tmp_path, monke
         assert view["name"] == "groklab: headline metrics"
         state = json.loads(view["state"])
         assert state["selectedColumns"][:4] == [
-            "metrics.`steps_to_99_mean`", "metrics.`frac_grokked`", "metrics.`final_val_acc_mean`",
+            "metrics.`steps_to_99_mean`", "metrics.`frac_groks`", "metrics.`final_val_acc_mean`",
             "metrics.`clean_val_acc_mean`"]
         assert state["columnOrder"][1:5] == state["selectedColumns"][:4]
         (run,) = runs_of(mlflow_server, experiment)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from groklab.config import DEVICES, ENCODINGS, TASKS, ConfigError, RunConfig, check_seed
 from groklab.cpu import CpuShare
+from groklab.metrics import Analysis
 from groklab.params import PARAMS_FILE, load_params, run_config
 from groklab.progress import ProgressBar
 from groklab.stages.outputs import check_writable, save_run
@@ -84,9 +85,8 @@ FLAGS = {"aug": "train.aug", "curriculum": "train.curriculum", "arch": "model.ar
          "stop_after_grok": "train.stop_after_grok"}
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """The base run of params.yaml for ``--task``, with every flag given applied."""
-    params = load_params(args.params)
+def config_from_args(args: argparse.Namespace, params: dict) -> RunConfig:
+    """The base run of ``params`` for ``--task``, with every flag given applied."""
     changes = {key: getattr(args, flag) for flag, key in FLAGS.items()
                if getattr(args, flag) is not None}
     if args.batch_size is _FULL:
@@ -99,14 +99,15 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def run(args: argparse.Namespace) -> dict:
     check_seed(args.seed)
-    cfg = config_from_args(args)
+    params = load_params(args.params)
+    cfg = config_from_args(args, params)
     if args.out is not None:
         check_writable(args.out)  # before training: a bad path costs no compute
     label = f"{cfg.data.task} {cfg.train.aug.name} seed {args.seed}"
     with (CpuShare(cfg.train.device),
           ProgressBar(label, cfg.train.steps, disable=args.quiet) as bar):
         result = train(cfg, [args.seed], progress=bar.update)
-    summary = seed_summaries(result)[0]
+    summary = seed_summaries(result, Analysis.from_params(params))[0]
     if args.out is not None:
         save_run(result, args.out, summary)
     return summary

@@ -36,7 +36,7 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BA
                  "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 # What a cell run logs first and the UI shows first: the few numbers a researcher compares.
-HEADLINE_METRICS = ("steps_to_99_mean", "frac_grokked", "final_val_acc_mean",
+HEADLINE_METRICS = ("steps_to_99_mean", "frac_groks", "final_val_acc_mean",
                     "clean_val_acc_mean")
 # An experiment's kind in MLflow 3; custom_model_development is the machine-learning kind
 # (runs, metrics), not GenAI traces. (3.17's UI follows its sidebar switch instead: ui_url.)

@@ -75,12 +75,22 @@ def seed_rows(result: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def headline(rows: list[dict[str, Any]], budget: int) -> dict[str, float]:
-    """The cell's headline numbers: mean steps to 99% (censored seeds at the budget),
-    fraction grokked, mean final validation accuracy and, when augmented, clean accuracy."""
+def headline(result: Any, rows: list[dict[str, Any]], budget: int,
+             min_delay: int) -> dict[str, float]:
+    """The cell's headline numbers, as MLflow's runs table shows them: mean steps to 99%
+    (censored seeds at the budget), the fraction of seeds that grokked (validation reached
+    99% at least ``min_delay`` updates after training did), mean final validation accuracy
+    and, when augmented, mean clean validation accuracy. `evaluate` gives the rest."""
+    from groklab.metrics import grok_delay, steps_to_threshold
+
+    groks = []
+    for _, h in result.history.groupby("seed", sort=False):
+        train, val = (steps_to_threshold(h.step, h[col], GROK, budget)
+                      for col in ("train_acc", "val_acc"))
+        groks.append(grok_delay(train, val, min_delay).groks)
     n = len(rows)
     out = {"steps_to_99_mean": sum(r["steps_to_99"] or budget for r in rows) / n,
-           "frac_grokked": sum(r["steps_to_99"] is not None for r in rows) / n,
+           "frac_groks": sum(groks) / n,
            "final_val_acc_mean": sum(r["final_val_acc"] for r in rows) / n}
     clean = [r.get("final_clean_val_acc") for r in rows]
     if any(r.get("val_reachable") for r in rows) and all(c is not None and math.isfinite(c)
@@ -111,7 +121,7 @@ def log_run(cell: Cell, config: CellConfig, result: Any, out: Path, rows: list[d
     budget = result.steps_done if not isinstance(config, RunConfig) else config.train.steps
     with tracker_for(cell.family, cell.stage, task=cell.task, variant=variant(cell, params),
                      params={**_config_dict(config), "seeds": result.seeds}) as tracker:
-        tracker.log_metrics(headline(rows, budget))
+        tracker.log_metrics(headline(result, rows, budget, params["analysis"]["grok_delay"]))
         card = out / "card.json"
         if card.exists():
             tracker.log_dataset(json.loads(card.read_text()), card)
