@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -204,3 +205,50 @@ def test_queued_cells_land_in_the_repos_mlflow_database(repo):
         "select t1.value from tags t1 join tags t2 on t1.run_uuid = t2.run_uuid "
         "where t1.key='dvc.stage' and t2.key='dvc.exp_name' and t2.value like 'q-%'")}
     assert "experiment@x_plus_y" in stages
+
+
+TOY_SECTION = '''"""The encoding study: full [a, op, b, =] against compact [a, b, =] tokens."""
+
+from groklab.report import study as st
+from groklab.report.context import Context, Section, StudyTables
+
+
+def body(ctx: Context, tables: StudyTables) -> list[str]:
+    budget = ctx.budget("encoding")
+    return [st.study_table(tables.cells, "encoding"), *st.notes(ctx, tables, budget),
+            *st.reading(tables.cells, "encoding", budget, tables)]
+
+
+SECTIONS = (Section("encoding", "Encoding study", body),)
+'''
+
+
+def test_adding_a_study_takes_the_three_readme_steps(repo):
+    """README's "Add a study", done as written: a declaration in params.yaml, one stage
+    block in dvc.yaml (copied from a sibling), one report module. Nothing else retrains."""
+    from test_structure import declaration_problems
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())  # 1. the declaration
+    params["studies"]["encoding"] = {"factor": "data.encoding", "values": ["compact"],
+                                     "tasks": ["x_plus_y"], "settings": {},
+                                     "value_settings": {}}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    text = (repo / "dvc.yaml").read_text()  # 2. a stage block copied from `batch_size`
+    block = text[text.index("  batch_size:\n"):text.index("  multivariate:\n")]
+    (repo / "dvc.yaml").write_text(text.replace(
+        "  multivariate:\n", block.replace("batch_size", "encoding") + "  multivariate:\n"))
+    (repo / "src/groklab/report/encoding.py").write_text(TOY_SECTION)  # 3. the report
+
+    env = pipeline_env(PYTHONPATH=str(repo / "src"))  # the clone's code, new module included
+    listed = run([sys.executable, "-c", "from groklab.report.sections import SECTIONS; "
+                  "print(sorted({s.study or '' for s in SECTIONS}))"], repo, env).stdout
+    assert declaration_problems(repo, set(ast.literal_eval(listed)) | {None}) == []
+    status = json.loads(run([str(BIN / "dvc"), "status", "--json"], repo, env).stdout)
+    assert set(status) == {"encoding@x_plus_y-compact", "evaluate", "report"}, status
+    out = run([str(BIN / "dvc"), "repro"], repo, env)
+    ran = set(re.findall(r"Running stage '([^']+)'", out.stdout + out.stderr))
+    assert ran == {"encoding@x_plus_y-compact", "evaluate", "report"}
+    report = (repo / "reports/report.md").read_text()
+    assert "## Encoding study" in report and "| x_plus_y | compact |" in report
+    metrics = json.loads((repo / "reports/metrics/encoding.json").read_text())
+    assert set(metrics["x_plus_y"]) == {"full", "compact"}  # full: the base run, read

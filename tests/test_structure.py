@@ -18,9 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXED_STAGES = {"generate", "baseline", "experiment", "evaluate", "report"}
 
 
-def declaration_problems(root: Path) -> list[str]:
+def declaration_problems(root: Path, sectioned: set[str | None] | None = None) -> list[str]:
     """Where params.yaml's studies, dvc.yaml's stage families, evaluate's outputs and the
-    report's sections disagree, one line each naming the study and what is missing."""
+    report's sections (``sectioned``: their studies, default this checkout's) disagree, one
+    line each naming the study and what is missing."""
     params = load_params(root / "params.yaml")
     dvc = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     declared = list(studies(params))
@@ -45,7 +46,7 @@ def declaration_problems(root: Path) -> list[str]:
     evaluated = set(families(params)) - {"baseline", EXPERIMENT}
     problems += [f"evaluate writes no tables or metrics for study {name!r}"
                  for name in declared if name not in evaluated]
-    sectioned = {s.study for s in SECTIONS}
+    sectioned = {s.study for s in SECTIONS} if sectioned is None else sectioned
     problems += [f"the report has no section for study {name!r}"
                  for name in declared if name not in sectioned]
     problems += [f"the report has a section for {name!r}, which params.yaml does not declare"
