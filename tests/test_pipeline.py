@@ -241,7 +241,7 @@ def test_adding_a_study_takes_the_three_readme_steps(repo):
 
     env = pipeline_env(PYTHONPATH=str(repo / "src"))  # the clone's code, new module included
     listed = run([sys.executable, "-c", "from groklab.report.sections import SECTIONS; "
-                  "print(sorted({s.study or '' for s in SECTIONS}))"], repo, env).stdout
+                  "print(sorted({s.study for s in SECTIONS if s.study}))"], repo, env).stdout
     assert declaration_problems(repo, set(ast.literal_eval(listed)) | {None}) == []
     status = json.loads(run([str(BIN / "dvc"), "status", "--json"], repo, env).stdout)
     assert set(status) == {"encoding@x_plus_y-compact", "evaluate", "report"}, status
