@@ -16,13 +16,13 @@ from test_train import FAST_GROK, TINY
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from groklab.augment import get_augmentation
-from groklab.config import RunConfig
+from groklab.config import ConfigError, RunConfig
 from groklab.curriculum import PoolSampler
 from groklab.graphed import GraphedLoop
 from groklab.models import build_model
 from groklab.summary import seed_summaries
 from groklab.tasks import build_task
-from groklab.train import HISTORY_COLUMNS, TrainingDiverged, _Data, train
+from groklab.train import HISTORY_COLUMNS, TrainingDiverged, _Data, resolve_engine, train
 
 CPU = TINY.replace(train={"device": "cpu"})
 
@@ -222,6 +222,17 @@ def test_step_schedule_advances_as_the_sampler_observes():
     assert loop.advances.tolist() == oracle.advances
     assert 0 < sum(oracle.advances) < 3 * 8  # some advances, not all the way
     assert loop.pool.flatten().tolist() == [oracle.pool_size(s, 0) for s in range(3)]
+
+
+def test_engine_names_are_checked_before_training(monkeypatch):
+    with pytest.raises(ConfigError, match="engine='fast' is not known; choose one of: auto, "):
+        train(CPU, [0], engine="fast")
+    monkeypatch.setenv("GROKLAB_ENGINE", "eager")
+    with pytest.raises(ConfigError, match="GROKLAB_ENGINE='eager' is not known"):
+        train(CPU, [0])
+    monkeypatch.setenv("GROKLAB_ENGINE", "graph_eager")
+    assert resolve_engine("auto", torch.device("cpu")) == "graph_eager"
+    assert resolve_engine("loop", torch.device("cpu")) == "loop"
 
 
 def test_divergence_is_reported_with_a_fix():

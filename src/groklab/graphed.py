@@ -278,6 +278,7 @@ class GraphedLoop:
         finally:
             if self.had_prefix is not None:
                 self.model.use_prefix = self.had_prefix
+            self.opt.zero_grad(set_to_none=True)  # gradients live in the graph's memory pool
         return rows, int(self.counter.item())
 
     def _collect(self, rows: list[Tensor], progress: Callable[[Progress], None] | None

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from groklab.metrics import aggregate, summarize_history
 from groklab.tasks import chance_accuracy
-from groklab.train import TrainResult
+
+if TYPE_CHECKING:  # pandas is imported where frames are built: stage start-up pays imports
+    import pandas as pd
+
+    from groklab.train import TrainResult
 
 # Metrics aggregated across seeds for every cell (mean, sd, 95% interval).
 CELL_METRICS = (

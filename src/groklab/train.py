@@ -92,10 +92,11 @@ def note_first_update(device: torch.device) -> None:
 
 def resolve_engine(engine: str, device: torch.device) -> str:
     """``auto`` is ``GROKLAB_ENGINE`` when set, else ``graph`` on CUDA and ``loop`` on CPU."""
-    if engine == "auto":
-        engine = os.environ.get("GROKLAB_ENGINE") or "auto"
+    key = "engine"
+    if engine == "auto" and os.environ.get("GROKLAB_ENGINE"):
+        key, engine = "GROKLAB_ENGINE", os.environ["GROKLAB_ENGINE"]
     if engine not in ENGINES:
-        raise ConfigError(f"engine={engine!r} is not known; choose one of: {', '.join(ENGINES)}")
+        raise ConfigError(f"{key}={engine!r} is not known; choose one of: {', '.join(ENGINES)}")
     if engine == "auto":
         return "graph" if device.type == "cuda" else "loop"
     return engine
