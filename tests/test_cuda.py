@@ -26,7 +26,12 @@ BUSY = GPU.replace(train={"aug": "combined30", "curriculum": {"name": "linear"},
 
 
 def close(a, b, atol=1e-4, rtol=1e-3):
-    assert_frame_equal(a, b, check_exact=False, atol=atol, rtol=rtol)
+    """Losses within float tolerance; accuracies within 1% (a logit tie a rounding apart
+    can flip one prediction)."""
+    accuracy = [c for c in a.columns if c.endswith("_acc")]
+    assert_frame_equal(a.drop(columns=accuracy), b.drop(columns=accuracy), check_exact=False,
+                       atol=atol, rtol=rtol)
+    assert_frame_equal(a[accuracy], b[accuracy], check_exact=False, atol=0.01, rtol=0)
 
 
 def no_fallback(caplog) -> None:

@@ -255,7 +255,8 @@ def test_early_stop_freezes_the_model_when_the_host_reads_late():
     assert len(rows) == steps_done // 10 + 1
     table = torch.stack(rows, 1)[0]
     expected = full.history[full.history.step <= steps_done].drop(columns="seed")
-    assert torch.equal(table, torch.tensor(expected.to_numpy(), dtype=torch.float32))
+    torch.testing.assert_close(table, torch.tensor(expected.to_numpy(), dtype=torch.float32),
+                               rtol=0, atol=0, equal_nan=True)
     stopped = train(cfg, [0], engine="graph_eager")
     final = stopped.model.state_dict()
     assert all(torch.equal(final[k], v) for k, v in late.model.state_dict().items())
@@ -266,7 +267,7 @@ def test_graph_logic_groks_like_the_plain_loop():
     """Steps to 99% of the graph logic and the plain loop agree within seed noise (their
     random draws differ, so the comparison is statistical)."""
     cfg = FAST_GROK.replace(train={"device": "cpu"})
-    seeds = [0, 1, 2, 3]
+    seeds = [0, 1, 2]
     steps = {engine: [s["steps_to_99"] for s in seed_summaries(train(cfg, seeds,
                                                                      engine=engine))]
              for engine in ("loop", "graph_eager")}
