@@ -188,19 +188,22 @@ def train(cfg: RunConfig, seeds: Sequence[int],
     task = build_task(cfg.data, seeds)
     aug = get_augmentation(tc.aug, task)
     data = _Data(task, cfg, seeds, device, aug)
-    model = (model_factory(cfg) if model_factory else build_model(cfg.model, task, seeds)
-             ).to(device)
+
+    def new_model() -> nn.Module:
+        return (model_factory(cfg) if model_factory else build_model(cfg.model, task, seeds)
+                ).to(device)
+
+    model = new_model()
     if engine != "loop":
         from groklab.graphed import CaptureError, GraphedLoop
 
         try:
             graphed = GraphedLoop(cfg, seeds, task, aug, data, model,
                                   capture=engine == "graph" and device.type == "cuda")
-        except CaptureError as err:
+        except CaptureError as err:  # the warm-up may have moved the weights: start afresh
             log.warning("CUDA graph capture failed, training with the eager loop instead: %s",
                         err)
-            model = (model_factory(cfg) if model_factory else build_model(cfg.model, task, seeds)
-                     ).to(device)
+            model = new_model()
         else:
             graph_rows, steps_done = graphed.run(progress)
             return _result(cfg, seeds, graph_rows, model, data, steps_done)
