@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 OUT=${OUT:-$(mktemp -d /tmp/gpu-check-XXXXXX)}
 mkdir -p "$OUT"
-PY=${PYTHON:-python}
+PY=${PYTHON:-$(command -v python || command -v python3)}
 export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
 export GROKLAB_TRACKING=off
 SUMMARY="$OUT/summary.txt"

@@ -215,6 +215,7 @@ class GraphedLoop:
 
     def _capture(self) -> None:
         """Warm up on a side stream, restore the initial state, capture both steps."""
+        stream = torch.cuda.current_stream()
         try:
             initial = [p.detach().clone() for p in self.model.parameters()]
             side = torch.cuda.Stream()
@@ -239,7 +240,10 @@ class GraphedLoop:
                 self.eval_step()
             torch.cuda.synchronize()
         except Exception as err:  # any failure: the caller falls back to the plain loop
-            raise CaptureError(f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
+            # A failed capture_end leaves torch.cuda.graph's capture stream current.
+            torch.cuda.set_stream(stream)
+            first_line = (str(err).splitlines() or [""])[0]
+            raise CaptureError(f"{type(err).__name__}: {first_line}") from err
         self.graphs = (update, evaluation)
 
     def _update(self) -> None:
