@@ -9,7 +9,10 @@ is statistical: the question is whether the two agree within seed noise.
 
     .venv/bin/python benchmarks/steps_to_99.py --tasks x_plus_y x_div_y --seeds 0 1 2
 
-Prints a table and, as its last line, a JSON object with the per-seed steps of both.
+On a GPU the fast path trains as CUDA graphs. ``--fast-only --against TASK=S1,S2,S3`` compares
+it instead with steps measured elsewhere (the CPU figures in README), with one PASS/FAIL
+line per task: PASS when every seed reached 99% and a Welch t-test does not separate the
+two (p > 0.01). Prints a table and, as its last line, a JSON object with the per-seed steps.
 """
 
 from __future__ import annotations
@@ -53,16 +56,34 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=7500)
     parser.add_argument("--stop-after-grok", type=int, default=100,
                         help="updates to continue after 99%% (steps to 99%% are unaffected)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--fast-only", action="store_true",
+                        help="skip the one-seed straightforward path")
+    parser.add_argument("--against", nargs="*", default=[], metavar="TASK=S1,S2,S3",
+                        help="steps to 99%% of the same task measured elsewhere, to compare with")
     args = parser.parse_args()
+    against = {}
+    for item in args.against:
+        task, _, steps = item.partition("=")
+        against[task] = [int(s) for s in steps.split(",")]
 
     out: dict[str, dict[str, list[int]]] = {}
     print(f"{'task':12} {'path':16} steps to 99% per seed          mean   wall")
     for task in args.tasks:
         cfg = RunConfig().replace(data={"task": task}, train={
-            "steps": args.steps, "stop_after_grok": args.stop_after_grok})
+            "steps": args.steps, "stop_after_grok": args.stop_after_grok,
+            "device": args.device})
         t0 = time.perf_counter()
-        fast = [s["steps_to_99"] for s in seed_summaries(train(cfg, args.seeds))]
+        fast_runs = seed_summaries(train(cfg, args.seeds))
+        fast = [s["steps_to_99"] for s in fast_runs]
         t_fast = time.perf_counter() - t0
+        if args.fast_only:
+            out[task] = {"batched_fast": fast, "wall_s": round(t_fast, 1)}
+            print(f"{task:12} {'batched fast':16} {str(fast):30} {sum(fast) / len(fast):6.0f} "
+                  f"{t_fast:6.0f}s")
+            if task in against:
+                out[task].update(compare(task, fast_runs, against[task]))
+            continue
         t0 = time.perf_counter()
         plain = []
         for seed in args.seeds:
@@ -83,6 +104,18 @@ def main() -> None:
                 out[task]["welch_p"] = round(p, 3)
                 print(f"{task:12} Welch t-test of the means: p = {p:.2f}")
     print(json.dumps(out))
+
+
+def compare(task: str, runs: list[dict], other: list[int]) -> dict:
+    """One PASS/FAIL line: every seed grokked and the means are not separated (p > 0.01)."""
+    steps = [s["steps_to_99"] for s in runs]
+    grokked = all(s["grokked"] for s in runs)
+    p = float(stats.ttest_ind(steps, other, equal_var=False).pvalue)
+    ok = grokked and (math.isnan(p) or p > 0.01)
+    print(f"steps_to_99 {task}: {'PASS' if ok else 'FAIL'} here {steps} "
+          f"(mean {sum(steps) / len(steps):.0f}) vs {other} (mean {sum(other) / len(other):.0f}),"
+          f" Welch p = {p:.3f}{'' if grokked else ', not every seed reached 99%'}")
+    return {"against": other, "welch_p": None if math.isnan(p) else round(p, 3), "pass": ok}
 
 
 if __name__ == "__main__":

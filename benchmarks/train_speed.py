@@ -1,32 +1,57 @@
-"""Milliseconds per update of the base configuration, against a reference-style loop.
+"""Training speed: ms per update for 1 to 30 batched seeds, a cell, stage start-up, the pipeline.
 
 Base configuration: x_plus_y, p=97, fraction 0.5, 2-layer width-128 Transformer, AdamW,
-batch 512, whole-validation evaluation every 10 updates. Prints a table and, as its last
-line, a JSON object with ``ms_per_update`` (median of ``--repeats`` timings) and the other
-figures. Run: ``.venv/bin/python benchmarks/train_speed.py`` (``--help`` for options).
+batch 512, whole-validation evaluation every 10 updates (amortised in every figure).
+Prints a table and, as its last line, a JSON object:
 
-The reference style is the loop the papers' code used: per-example Python sampling,
-``nn.MultiheadAttention``, logits for every position, and evaluation on 8 x 512
-sampled validation examples every 10 updates.
+* ``ms_per_update``: {seeds: ms} for 1, 3, 10 and 30 batched seeds (``--seeds``), each the
+  median of ``--repeats`` ``train`` calls, timed from the first to the last evaluation
+  (set-up and CUDA graph capture are the cell's fixed cost, reported apart);
+* ``cell_s``: one base cell, 7,500 updates x 3 seeds with evaluation and set-up (timed on
+  a GPU or with ``--full-cell``; else estimated, ``cell_s_measured`` false);
+* ``startup_s``: median of ``--startup-runs`` training-stage start-ups, from process start to
+  the first update done (see :func:`stage_invocation`);
+* ``pipeline_estimate_s``: every training cell of ``--params`` (its own steps, batch size,
+  model, task and seeds), each distinct shape timed for ``--pipeline-steps`` updates, plus
+  one start-up per stage (training cells, generate, linear_teacher, evaluate, report; the
+  compute of the last four is not included);
+* the matmul peak and fraction of it reached, and the reference-style loop the papers'
+  code used (per-example Python sampling, ``nn.MultiheadAttention``, logits for every
+  position, evaluation on 8 x 512 sampled validation examples every 10 updates).
+
+Run: ``.venv/bin/python benchmarks/train_speed.py [--device cuda]`` (``--help``).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import platform
 import random
+import re
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from groklab.config import RunConfig
 from groklab.models.reference import ReferenceTransformer
+from groklab.params import STUDIES, cell_name, experiment_config, load_params
 from groklab.tasks import build_task, split
-from groklab.train import evaluate, resolve_device, train
+from groklab.train import Progress, evaluate, resolve_device, resolve_engine, train
+
+ROOT = Path(__file__).resolve().parents[1]
+OTHER_STAGES = 6 + 3  # generate@<6 tasks>, linear_teacher, evaluate, report
 
 
 def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 20) -> float:
@@ -47,18 +72,38 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_groklab(cfg: RunConfig, seeds: list[int], steps: int) -> float:
-    """ms per update of ``train``, timed between its first and last evaluation."""
-    stamps: dict[int, float] = {}
+def time_train(cfg: RunConfig, seeds: list[int], steps: int, engine: str = "auto"
+               ) -> tuple[float, float, float]:
+    """One ``train`` call of ``steps`` updates: (ms per update, fixed s, total s).
 
-    def progress(p):
-        _sync(resolve_device(cfg.train.device))
-        stamps[p.step] = time.perf_counter()
+    ms per update is the time between the first and the last evaluation's progress call
+    over the updates between them (evaluation amortised); each call follows a read of the
+    history, so the device has finished the work it reports. The fixed seconds are the
+    rest of the call: set-up, CUDA graph capture, the final evaluation.
+    """
+    stamps: list[tuple[int, float]] = []
 
-    train(cfg.replace(train={"steps": steps}), seeds, progress=progress)
-    first = min(s for s in stamps if s > 0)  # skip step 0 and the first interval (warm-up)
-    last = max(stamps)
-    return (stamps[last] - stamps[first]) / (last - first) * 1e3
+    def stamp(p: Progress) -> None:
+        stamps.append((p.step, time.perf_counter()))
+
+    device = resolve_device(cfg.train.device)
+    _sync(device)
+    t0 = time.perf_counter()
+    train(cfg.replace(train={"steps": steps}), seeds, progress=stamp, engine=engine)
+    _sync(device)
+    total = time.perf_counter() - t0
+    (s0, a), (s1, b) = stamps[0], stamps[-1]
+    return (b - a) / (s1 - s0) * 1e3, total - (b - a), total
+
+
+def timing(cfg: RunConfig, seeds: list[int], steps: int, repeats: int = 1,
+           engine: str = "auto") -> tuple[float, float]:
+    """Medians over ``repeats`` of :func:`time_train`; ``steps`` rounded up to whole
+    evaluation intervals."""
+    every = cfg.train.eval_every
+    n = max(1, -(-steps // every)) * every
+    runs = [time_train(cfg, seeds, n, engine) for _ in range(repeats)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
 class _ReferenceStream(torch.utils.data.IterableDataset):
@@ -129,60 +174,219 @@ def update_flops(cfg: RunConfig, device: torch.device) -> tuple[float, float]:
     return train_flops, fc.get_total_flops() / cfg.train.eval_every
 
 
+# --- stage start-up ---------------------------------------------------------------------
+
+
+def stage_invocation() -> tuple[str, list[str]]:
+    """The training stage as dvc.yaml runs it: ``python -m <module> <args>``.
+
+    The one place that names the stage (adapt it when the stage scripts change).
+    """
+    return "groklab.stages.train", ["train", "task=x_plus_y"]
+
+
+def _tiny_params(params: dict[str, Any], device: str) -> dict[str, Any]:
+    """``params`` with one seed, one task and a 10-update budget."""
+    out = dict(params)
+    out.update({"seeds": [0], "tasks": ["x_plus_y"], "device": device})
+    out["train"] = {**params["train"], "steps": 10, "eval_every": 10}
+    return out
+
+
+def stage_startup(params: dict[str, Any], device: str, runs: int) -> list[float]:
+    """Seconds from process start to the first update of ``runs`` real stage processes.
+
+    Each runs in a fresh temporary directory holding only a tiny params.yaml, with tracking
+    off (``GROKLAB_TRACKING=off``); ``train`` logs the first update's time after
+    ``GROKLAB_T0`` at DEBUG, which a one-line wrapper turns on.
+    """
+    module, args = stage_invocation()
+    wrapper = ("import logging, runpy, sys; "
+               "logging.basicConfig(level=logging.WARNING, format='%(message)s'); "
+               "logging.getLogger('groklab.train').setLevel(logging.DEBUG); "
+               f"sys.argv = [{module!r}] + sys.argv[1:]; "
+               f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")
+    src = str(ROOT / "src")
+    times = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="groklab-startup-") as tmp:
+            Path(tmp, "params.yaml").write_text(yaml.safe_dump(_tiny_params(params, device)))
+            env = {**os.environ, "GROKLAB_TRACKING": "off",
+                   "PYTHONPATH": os.pathsep.join(filter(None, [src,
+                                                               os.environ.get("PYTHONPATH")]))}
+            env["GROKLAB_T0"] = repr(time.time())
+            proc = subprocess.run([sys.executable, "-c", wrapper, *args], cwd=tmp, env=env,
+                                  capture_output=True, text=True, timeout=300)
+        found = re.search(r"first update done ([0-9.]+) s", proc.stderr)
+        if proc.returncode != 0 or not found:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            raise RuntimeError(f"the stage did not report its first update "
+                               f"(exit {proc.returncode}):\n{tail}")
+        times.append(float(found.group(1)))
+    return times
+
+
+# --- the pipeline -------------------------------------------------------------------------
+
+
+def pipeline_cells(params: dict[str, Any]) -> list[tuple[str, RunConfig]]:
+    """Every training cell of the pipeline as (stage name, configuration).
+
+    Written against today's ``groklab.params`` (``experiment_config``, ``STUDIES``); the
+    one function to swap when that API changes.
+    """
+    cells = [(f"train@{task}", experiment_config(params, task)) for task in params["tasks"]]
+    for name, study in STUDIES.items():
+        cells += [(f"{name}@{cell_name(c)}", study.config(params, c))
+                  for c in study.cells(params)]
+    return cells
+
+
+def shape_key(cfg: RunConfig) -> str:
+    """What an update's cost depends on: the configuration without its budget, with any
+    augmentation and any curriculum standing for all of them (their cost barely differs)."""
+    aug = "baseline" if cfg.train.aug == "baseline" else "combined30"
+    curriculum = "none" if cfg.train.curriculum.name == "none" else "linear"
+    shape = cfg.replace(train={"steps": 1, "stop_after_grok": None, "aug": aug,
+                               "curriculum": {"name": curriculum}})
+    return json.dumps(shape.to_dict(), sort_keys=True)
+
+
+def pipeline_estimate(params: dict[str, Any], steps: int, startup_s: float | None,
+                      seeds: list[int]) -> dict[str, Any]:
+    """Training time of every cell (its shape timed once) plus start-up per stage."""
+    cells = pipeline_cells(params)
+    timed: dict[str, tuple[float, float]] = {}
+    train_s = 0.0
+    per_stage: dict[str, float] = {}
+    for stage, cfg in cells:
+        key = shape_key(cfg)
+        if key not in timed:
+            shape = RunConfig.from_dict(json.loads(key))
+            timed[key] = timing(shape, seeds, steps)
+            print(f"  shape {len(timed):2d} ({stage}): {timed[key][0]:8.2f} ms/update, "
+                  f"fixed {timed[key][1]:5.2f} s", flush=True)
+        ms, setup = timed[key]
+        cell_s = setup + cfg.train.steps * ms / 1e3
+        per_stage[stage] = round(cell_s, 2)
+        train_s += cell_s
+    stages = len(cells) + OTHER_STAGES
+    startup_total = stages * startup_s if startup_s is not None else None
+    return {"pipeline_estimate_s": round(train_s + (startup_total or 0.0), 1),
+            "pipeline_train_s": round(train_s, 1),
+            "pipeline_startup_s": None if startup_total is None else round(startup_total, 1),
+            "pipeline_cells": len(cells), "pipeline_shapes": len(timed),
+            "pipeline_stages": stages, "pipeline_cell_s": per_stage}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=200, help="updates per timing")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="updates per timing (default 300 on a GPU, 20 on a CPU)")
     parser.add_argument("--repeats", type=int, default=3, help="timings per figure (median)")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[1, 3, 10, 30],
+                        help="numbers of batched seeds to time")
     parser.add_argument("--reference-steps", type=int, default=50,
                         help="updates timed for the reference-style loop (0 skips it)")
-    parser.add_argument("--seeds", type=int, nargs="*", default=[1, 3, 8],
-                        help="ensemble sizes to time (batched seeds)")
+    parser.add_argument("--eager-steps", type=int, default=None,
+                        help="updates timed for the plain (eager) loop with 3 seeds, to compare "
+                             "with the graphs (default 60 on a GPU, 0 = skip, on a CPU)")
     parser.add_argument("--full-cell", action="store_true",
-                        help="also time one full 7,500-update cell (minutes on a CPU)")
-    parser.add_argument("--device", default="auto")
+                        help="time one full 7,500-update cell of 3 seeds on a CPU too (minutes)")
+    parser.add_argument("--no-cell", action="store_true", help="skip the cell figure")
+    parser.add_argument("--startup-runs", type=int, default=5,
+                        help="stage start-ups to time (median; 0 skips)")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml",
+                        help="the pipeline whose run time is estimated")
+    parser.add_argument("--pipeline-steps", type=int, default=None,
+                        help="updates per distinct cell shape (default 200 on a GPU, 10 on a "
+                             "CPU; 0 skips the estimate)")
     args = parser.parse_args()
 
-    cfg = RunConfig().replace(train={"device": args.device})
     device = resolve_device(args.device)
-    peak = matmul_gflops(device)
-    ms = statistics.median(time_groklab(cfg, [0], args.steps) for _ in range(args.repeats))
-    train_flops, eval_flops = update_flops(cfg, device)
-    achieved = (train_flops + eval_flops) / (ms / 1e3) / 1e9
-    out = {"device": str(device), "machine": platform.processor() or platform.machine(),
-           "threads": torch.get_num_threads(), "torch": torch.__version__,
-           "ms_per_update": round(ms, 2), "matmul_gflops": round(peak, 1),
-           "update_gflop": round((train_flops + eval_flops) / 1e9, 3),
-           "achieved_gflops": round(achieved, 1), "fraction_of_peak": round(achieved / peak, 3)}
-    print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"float32 matmul peak:        {peak:8.1f} GFLOP/s")
-    print(f"groklab ms per update:      {ms:8.2f} (median of {args.repeats} x {args.steps})")
-    print(f"arithmetic per update:      {out['update_gflop']:8.3f} GFLOP "
-          f"({train_flops / 1e9:.3f} train + {eval_flops / 1e9:.3f} validation share)")
-    print(f"achieved:                   {achieved:8.1f} GFLOP/s = {achieved / peak:.1%} of peak")
-    if args.reference_steps:
+    gpu = device.type == "cuda"
+    steps = args.steps or (300 if gpu else 20)
+    cfg = RunConfig().replace(train={"device": args.device})
+    engine = resolve_engine("auto", device)
+    name = torch.cuda.get_device_name(device) if gpu else platform.processor() or \
+        platform.machine()
+    out: dict[str, Any] = {"device": str(device), "machine": name, "engine": engine,
+                           "threads": torch.get_num_threads(), "torch": torch.__version__,
+                           "date": datetime.date.today().isoformat()}
+    print(f"{name}: device {device}, engine {engine}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}")
+    time_train(cfg, [0], cfg.train.eval_every)  # first call pays one-off initialisation
+
+    ms: dict[int, float] = {}
+    for n in args.seeds:
+        ms[n], setup = timing(cfg, list(range(n)), steps, args.repeats)
+        print(f"{n:2d} batched seed(s):       {ms[n]:8.3f} ms/update "
+              f"({ms[n] / n:.3f} per seed-update; fixed {setup:.2f} s per cell)", flush=True)
+    out["ms_per_update"] = {str(n): round(v, 3) for n, v in ms.items()}
+    if 1 in ms:
+        out["batched_seeds_relative"] = {str(n): round(v / ms[1], 2) for n, v in ms.items()}
+    if 3 in ms and 10 in ms:
+        out["seeds_10_over_3"] = round(ms[10] / ms[3], 2)
+        print(f"10 seeds cost {out['seeds_10_over_3']:.2f}x 3 seeds")
+    base = ms.get(1, next(iter(ms.values()), None))
+    if base:
+        peak = matmul_gflops(device)
+        train_flops, eval_flops = update_flops(cfg, device)
+        achieved = (train_flops + eval_flops) / (base / 1e3) / 1e9
+        out.update({"matmul_gflops": round(peak, 1),
+                    "update_gflop": round((train_flops + eval_flops) / 1e9, 3),
+                    "achieved_gflops": round(achieved, 1),
+                    "fraction_of_peak": round(achieved / peak, 4)})
+        print(f"float32 matmul peak:      {peak:8.1f} GFLOP/s; one seed's update "
+              f"{out['update_gflop']:.3f} GFLOP reaches {achieved / peak:.2%} of it")
+    if args.reference_steps and base:
         ref = statistics.median(time_reference_style(cfg, args.reference_steps, device)
                                 for _ in range(args.repeats))
         out["reference_ms_per_update"] = round(ref, 2)
-        out["speedup_vs_reference"] = round(ref / ms, 2)
-        print(f"reference-style ms/update:  {ref:8.2f}  -> speed-up {ref / ms:.1f}x")
-    scaling = {}
-    for n in args.seeds:
-        t = statistics.median(time_groklab(cfg, list(range(n)), args.steps)
-                              for _ in range(args.repeats))
-        scaling[n] = t
-        print(f"{n} batched seed(s):         {t:8.2f} ms/update = {t / ms:.2f}x one seed "
-              f"({t / n:.2f} ms per seed-update)")
-    out["batched_seeds_ms"] = {str(k): round(v, 2) for k, v in scaling.items()}
-    out["batched_seeds_relative"] = {str(k): round(v / ms, 2) for k, v in scaling.items()}
-    if args.full_cell:
-        t0 = time.perf_counter()
-        train(cfg, [0])
-        out["full_cell_s"] = round(time.perf_counter() - t0, 1)
-        print(f"one full 7,500-update cell: {out['full_cell_s']:8.1f} s")
+        out["speedup_vs_reference"] = round(ref / base, 2)
+        print(f"reference-style loop:     {ref:8.2f} ms/update -> {ref / base:.1f}x slower "
+              "than one seed here")
+    eager_steps = args.eager_steps if args.eager_steps is not None else (60 if gpu else 0)
+    if eager_steps and engine != "loop":
+        eager, _ = timing(cfg, [0, 1, 2], eager_steps, 1, engine="loop")
+        out["eager_loop_ms_per_update_3_seeds"] = round(eager, 3)
+        print(f"plain eager loop, 3 seeds: {eager:7.3f} ms/update")
+
+    three = [0, 1, 2]
+    if args.no_cell:
+        pass
+    elif gpu or args.full_cell:
+        out["cell_s"] = round(time_train(cfg, three, cfg.train.steps)[2], 2)
+        out["cell_s_measured"] = True
     else:
-        out["full_cell_s_estimate"] = round(ms * cfg.train.steps / 1e3, 1)
-        print(f"one full cell (estimate):   {out['full_cell_s_estimate']:8.1f} s")
+        per, setup = timing(cfg, three, steps)
+        out["cell_s"] = round(setup + per * cfg.train.steps / 1e3, 1)
+        out["cell_s_measured"] = False
+    if "cell_s" in out:
+        print(f"one base cell (7,500 updates x 3 seeds): {out['cell_s']:.1f} s "
+              f"({'measured' if out['cell_s_measured'] else 'estimated'})")
+
+    params = load_params(args.params)
+    startup = None
+    if args.startup_runs:
+        runs = stage_startup(params, args.device, args.startup_runs)
+        startup = statistics.median(runs)
+        out["startup_s"] = round(startup, 2)
+        out["startup_runs_s"] = [round(t, 2) for t in runs]
+        print(f"stage start-up to the first update: median {startup:.2f} s of {runs}")
+    pipeline_steps = args.pipeline_steps if args.pipeline_steps is not None else (
+        200 if gpu else 10)
+    if pipeline_steps:
+        print(f"pipeline of {args.params.name}: timing each distinct cell shape")
+        est = pipeline_estimate(params, pipeline_steps, startup,
+                                list(range(len(params["seeds"]))))
+        out.update(est)
+        print(f"pipeline estimate: {est['pipeline_estimate_s']:.0f} s "
+              f"({est['pipeline_cells']} cells in {est['pipeline_shapes']} shapes: "
+              f"{est['pipeline_train_s']:.0f} s training + start-up of "
+              f"{est['pipeline_stages']} stages)")
     print(json.dumps(out))
 
 

@@ -28,15 +28,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import optimize, special, stats
 
 if TYPE_CHECKING:
     import pandas as pd
 
+# scipy is imported inside the functions that use it: every stage imports this module, and
+# only the evaluation needs the fits (start-up pays for every import).
+
 logger = logging.getLogger(__name__)
 
 # erf(+-x) = +-0.5 at x = erfinv(0.5): the 25% and 75% points of an erf rise lie 2x/s apart.
-_ERF_QUARTILE = float(special.erfinv(0.5))
+_ERF_QUARTILE = 0.4769362762044699  # scipy.special.erfinv(0.5); tests/test_startup.py checks
 
 
 def _curve(steps: ArrayLike, acc: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -116,6 +118,8 @@ class ErfFit:
 
     def predict(self, t: ArrayLike) -> np.ndarray:
         """Evaluate the fitted curve at steps ``t`` (NaN where parameters are not finite)."""
+        from scipy import special
+
         return self.a * special.erf(self.s * (np.asarray(t, dtype=float) - self.tau)) + self.b
 
     def to_dict(self) -> dict[str, float | bool | str]:
@@ -150,6 +154,8 @@ def fit_erf(
     < 4 points, non-finite values, a flat curve (``max - min < min_rise``, checked before
     fitting), non-convergence, ``tau`` outside the observed steps, or ``R^2 < min_r2``.
     """
+    from scipy import optimize, special
+
     t, y = _curve(steps, acc)
     if t.size < 4:
         return _failed(f"too few points: {t.size} < 4")
@@ -291,6 +297,8 @@ def aggregate(
     mean = float(v.mean()) if n else math.nan
     sd = lo = hi = math.nan
     if n >= 2:
+        from scipy import stats
+
         sd = float(v.std(ddof=1))
         if n_reached == n:
             half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)

@@ -5,19 +5,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from groklab.config import OptimConfig
 
 
-def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter],
+                    lr: Tensor | None = None) -> torch.optim.Optimizer:
     """The optimiser ``cfg.kind`` over ``params``.
 
     Weight decay applies to every parameter, as in the reference. All three optimisers
     act elementwise, so an ensemble's members keep separate state in one optimiser.
+    ``lr``, when given, is a one-element tensor the caller sets before each step (the
+    graphed loop writes the warm-up rate into it on the device): the optimisers are then
+    the fused, capturable kernels that read it there.
     """
     params = list(params)
+    if lr is not None:
+        return _graph_safe_optimizer(cfg, params, lr)
     # The fused kernels update all tensors in one pass (CPU and CUDA alike).
     if cfg.kind == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas,
@@ -29,6 +35,24 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter]) -> torch.o
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
     raise AssertionError(cfg.kind)  # OptimConfig validated the name
+
+
+def _graph_safe_optimizer(cfg: OptimConfig, params: list[nn.Parameter], lr: Tensor
+                          ) -> torch.optim.Optimizer:
+    if cfg.kind in ("adamw", "adam"):
+        kind = torch.optim.AdamW if cfg.kind == "adamw" else torch.optim.Adam
+        decay = cfg.weight_decay if cfg.kind == "adamw" else 0.0
+        return kind(params, lr=lr, betas=cfg.betas, weight_decay=decay, fused=True,
+                    capturable=True)
+    if cfg.kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay, fused=True)
+    raise AssertionError(cfg.kind)
+
+
+def warmup_table(cfg: OptimConfig, steps: int) -> list[float]:
+    """The learning rate of updates 0..steps (the last is recorded after the final one)."""
+    return [cfg.lr * warmup_factor(t, cfg.warmup) for t in range(steps + 1)]
 
 
 def warmup_factor(step: int, warmup: int) -> float:

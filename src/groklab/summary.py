@@ -5,10 +5,9 @@ Pure: history and final tables in, flat dicts and DataFrames out (the stages wri
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from groklab.metrics import (
     Analysis,
@@ -19,7 +18,11 @@ from groklab.metrics import (
     summarize_history,
 )
 from groklab.tasks import chance_accuracy
-from groklab.train import TrainResult
+
+if TYPE_CHECKING:  # pandas is imported where frames are built: stage start-up pays imports
+    import pandas as pd
+
+    from groklab.train import TrainResult
 
 # Metrics aggregated across seeds for every cell (mean, sd, 95% interval; no interval when
 # a seed is censored, see groklab.metrics.aggregate).

@@ -9,15 +9,19 @@ split when it is smaller). That sample gives ``train_acc``/``train_loss``, the s
 quantity in every cell whatever its augmentation, curriculum or dropout; the mean over the
 batches as trained since the previous evaluation (the reference's convention) is kept as
 ``batch_acc``/``batch_loss``. Final metrics are measured on the whole splits.
+
+On a GPU the same loop runs as CUDA graphs (:mod:`groklab.graphed`, chosen by ``engine``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -30,11 +34,17 @@ from groklab.models import build_model
 from groklab.optim import build_optimizer, build_schedule
 from groklab.tasks import Task, build_task, val_in_train
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger(__name__)
 
 GROK_THRESHOLD = 0.99
 HISTORY_COLUMNS = ("seed", "step", "train_loss", "train_acc", "batch_loss", "batch_acc",
                    "val_loss", "val_acc", "clean_val_acc", "lr")
+# auto: CUDA graphs on a GPU, the plain loop on a CPU; loop: the plain loop anywhere;
+# graph: the graphed step (captured on a GPU, eager on a CPU); graph_eager: never captured.
+ENGINES = ("auto", "loop", "graph", "graph_eager")
 
 
 class TrainingDiverged(RuntimeError):
@@ -66,6 +76,38 @@ class TrainResult:
     final: pd.DataFrame  # one row per seed: final metrics on the whole splits, val_reachable
     model: nn.Module
     steps_done: int
+
+
+def diverged(cfg: RunConfig, step: int, which: list[int]) -> TrainingDiverged:
+    """The error for seeds ``which`` whose loss was not finite at update ``step``."""
+    return TrainingDiverged(
+        f"loss became NaN/inf at update {step} for seed(s) {which} "
+        f"(task {cfg.data.task}, optimizer {cfg.optim.kind} lr {cfg.optim.lr}); "
+        "lower the learning rate or add warm-up"
+    )
+
+
+def note_first_update(device: torch.device) -> None:
+    """Log (DEBUG) the seconds from ``GROKLAB_T0`` (a ``time.time()`` stamp a launcher
+    sets) until the first update has run; the stage start-up benchmark reads it."""
+    t0 = os.environ.get("GROKLAB_T0")
+    if t0 is None:
+        return
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    log.debug("first update done %.3f s after GROKLAB_T0", time.time() - float(t0))
+
+
+def resolve_engine(engine: str, device: torch.device) -> str:
+    """``auto`` is ``GROKLAB_ENGINE`` when set, else ``graph`` on CUDA and ``loop`` on CPU."""
+    key = "engine"
+    if engine == "auto" and os.environ.get("GROKLAB_ENGINE"):
+        key, engine = "GROKLAB_ENGINE", os.environ["GROKLAB_ENGINE"]
+    if engine not in ENGINES:
+        raise ConfigError(f"{key}={engine!r} is not known; choose one of: {', '.join(ENGINES)}")
+    if engine == "auto":
+        return "graph" if device.type == "cuda" else "loop"
+    return engine
 
 
 def resolve_device(name: str) -> torch.device:
@@ -131,11 +173,15 @@ class _Data:
 
 def train(cfg: RunConfig, seeds: Sequence[int],
           progress: Callable[[Progress], None] | None = None,
-          model_factory: Callable[[RunConfig], nn.Module] | None = None) -> TrainResult:
+          model_factory: Callable[[RunConfig], nn.Module] | None = None,
+          engine: str = "auto") -> TrainResult:
     """Train one cell (``cfg``) for every seed in ``seeds`` and record its history.
 
     ``model_factory`` replaces :func:`groklab.models.build_model` (benchmarks use it to
-    train the straightforward reference model through the same loop).
+    train the straightforward reference model through the same loop). ``engine`` is one
+    of :data:`ENGINES`; the graphed engines draw batches and augmentation from a counter-
+    based hash instead of torch generators, so their runs differ from the loop's in the
+    random draws (not in what is computed).
     """
     seeds = list(seeds)
     if not seeds:
@@ -146,11 +192,32 @@ def train(cfg: RunConfig, seeds: Sequence[int],
     if tc.batch_size is None and tc.curriculum.pacing != "none":
         raise ConfigError("a curriculum needs sampled batches; set train.batch_size")
     device = resolve_device(tc.device)
+    engine = resolve_engine(engine, device)
     task = build_task(cfg.data, seeds)
     aug = get_augmentation(tc.aug, task)
     data = _Data(task, cfg, seeds, device, aug)
-    model = (model_factory(cfg) if model_factory else build_model(cfg.model, task, seeds)
-             ).to(device)
+
+    def new_model() -> nn.Module:
+        return (model_factory(cfg) if model_factory else build_model(cfg.model, task, seeds)
+                ).to(device)
+
+    model = new_model()
+    if engine != "loop":
+        from groklab.graphed import CaptureError, GraphedLoop
+
+        try:
+            graphed = GraphedLoop(cfg, seeds, task, aug, data, model,
+                                  capture=engine == "graph" and device.type == "cuda")
+        except CaptureError as err:  # the warm-up may have moved the weights: start afresh
+            log.warning("CUDA graph capture failed, training with the eager loop instead: %s",
+                        err)
+            model = new_model()
+        else:
+            try:
+                graph_rows, steps_done = graphed.run(progress)
+            except KeyboardInterrupt:
+                raise Interrupted(int(graphed.counter.item())) from None
+            return _result(cfg, seeds, graph_rows, model, data, steps_done)
     opt = build_optimizer(cfg.optim, model.parameters())
     schedule = build_schedule(cfg.optim, opt)
     gens = [rng.generator(s, "data", device) for s in seeds]
@@ -180,12 +247,7 @@ def train(cfg: RunConfig, seeds: Sequence[int],
         losses = [tr_loss, val_loss, *([b_loss] if batches else [])]
         bad = ~torch.isfinite(torch.stack(losses, 1)).all(1)
         if bad.any():
-            which = [seeds[i] for i in bad.nonzero().flatten().tolist()]
-            raise TrainingDiverged(
-                f"loss became NaN/inf at update {step} for seed(s) {which} "
-                f"(task {cfg.data.task}, optimizer {cfg.optim.kind} lr {cfg.optim.lr}); "
-                "lower the learning rate or add warm-up"
-            )
+            raise diverged(cfg, step, [seeds[i] for i in bad.nonzero().flatten().tolist()])
         if batches:  # the step schedule advances on accuracy over its pool's batches
             sampler.observe(b_acc.tolist())
         train_loss_sum.zero_()
@@ -222,6 +284,8 @@ def train(cfg: RunConfig, seeds: Sequence[int],
                 train_loss_sum += loss.detach()
                 train_acc_sum += (logits.argmax(-1) == labels).float().mean(1)
             batches += 1
+            if step == 1:
+                note_first_update(device)
             if step % tc.eval_every == 0 or step == tc.steps:
                 record(step)
                 if _done_after_grok(grokked_at, step, tc.stop_after_grok):
@@ -230,9 +294,14 @@ def train(cfg: RunConfig, seeds: Sequence[int],
     except KeyboardInterrupt:
         raise Interrupted(step) from None
 
+    return _result(cfg, seeds, rows, model, data, step)
+
+
+def _result(cfg: RunConfig, seeds: list[int], rows: list[Tensor], model: nn.Module,
+            data: _Data, steps_done: int) -> TrainResult:
     history = _history_frame(rows, seeds)
     final = _final_frame(model, data, seeds, history)
-    return TrainResult(cfg, seeds, history, final, model, step)
+    return TrainResult(cfg, seeds, history, final, model, steps_done)
 
 
 def _done_after_grok(grokked_at: list[int | None], step: int, extra: int | None) -> bool:
@@ -243,6 +312,8 @@ def _done_after_grok(grokked_at: list[int | None], step: int, extra: int | None)
 
 
 def _history_frame(rows: list[Tensor], seeds: list[int]) -> pd.DataFrame:
+    import pandas as pd  # here, not at import: start-up of every stage pays for imports
+
     table = torch.stack(rows, 1).cpu()  # (S, evals, len(HISTORY_COLUMNS) - 1)
     frames = []
     for i, seed in enumerate(seeds):
@@ -263,6 +334,8 @@ def _clean_accuracy(correct: Tensor, reachable: Tensor) -> Tensor:
 
 def _final_frame(model: nn.Module, data: _Data, seeds: list[int],
                  history: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     train_loss, train_correct = evaluate(model, data.tokens[data.train_idx],
                                          data.labels[data.train_idx])
     val_loss, val_correct = evaluate(model, data.val_tokens, data.val_labels)

@@ -1,0 +1,122 @@
+"""CUDA graphs on a GPU: captured against eager, reproducibility, members, fallback.
+
+Every test skips without a CUDA device; ``scripts/gpu_check.sh`` runs them on one.
+"""
+
+import logging
+
+import pytest
+import torch
+from pandas.testing import assert_frame_equal
+from test_train import FAST_GROK, TINY
+from torch import nn
+
+from groklab.config import RunConfig
+from groklab.models import build_model
+from groklab.tasks import build_task
+from groklab.train import resolve_engine, train
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+GPU = TINY.replace(data={"p": 31}, model={"width": 64},
+                   train={"device": "cuda", "steps": 100, "batch_size": 256})
+# Everything the step captures at once: augmentation, a paced pool, early-stop bookkeeping.
+BUSY = GPU.replace(train={"aug": "combined30", "curriculum": {"name": "linear"},
+                          "stop_after_grok": 1000})
+
+
+def close(a, b, atol=1e-4, rtol=1e-3):
+    """Losses within float tolerance; accuracies within 1% (a logit tie a rounding apart
+    can flip one prediction)."""
+    accuracy = [c for c in a.columns if c.endswith("_acc")]
+    assert_frame_equal(a.drop(columns=accuracy), b.drop(columns=accuracy), check_exact=False,
+                       atol=atol, rtol=rtol)
+    assert_frame_equal(a[accuracy], b[accuracy], check_exact=False, atol=0.01, rtol=0)
+
+
+def no_fallback(caplog) -> None:
+    assert not [r for r in caplog.records if "capture failed" in r.getMessage()]
+
+
+def test_auto_engine_is_the_graphs_on_cuda():
+    assert resolve_engine("auto", torch.device("cuda")) == "graph"
+
+
+@pytest.mark.parametrize("cfg", [GPU, BUSY], ids=["plain", "augmented-paced"])
+def test_captured_graphs_match_the_same_steps_run_eagerly(cfg, caplog):
+    graphed = train(cfg, [0, 1, 2], engine="graph")
+    eager = train(cfg, [0, 1, 2], engine="graph_eager")
+    no_fallback(caplog)
+    close(graphed.history, eager.history)
+    close(graphed.final, eager.final)
+
+
+def test_same_seed_twice_gives_the_same_history():
+    cfg = BUSY.replace(train={"steps": 300})
+    a, b = train(cfg, [0, 1, 2]), train(cfg, [0, 1, 2])
+    assert_frame_equal(a.history, b.history, check_exact=True)
+    assert_frame_equal(a.final, b.final, check_exact=True)
+
+
+def test_member_trains_as_it_would_alone_or_among_ten():
+    alone = train(BUSY, [0]).history
+    for seeds in ([0, 1, 2], list(range(10))):
+        together = train(BUSY, seeds).history
+        close(together[together.seed == 0].reset_index(drop=True), alone)
+
+
+@pytest.mark.parametrize("changes", [
+    {"model": {"arch": "mlp"}},
+    {"model": {"arch": "lstm"}},
+    {"model": {"dropout": 0.1}},
+    {"optim": {"kind": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True,
+               "weight_decay": 0.0}},
+    {"optim": {"kind": "adam", "weight_decay": 0.0}},
+    {"train": {"batch_size": None}},
+    {"train": {"curriculum": {"name": "step"}}},
+    {"data": {"task": "permutation"}, "train": {"aug": "negation"}},
+    {"data": {"task": "parity", "concealed_bits": 4}, "model": {"arch": "bit_mlp"},
+     "optim": {"kind": "sgd", "lr": 0.01, "weight_decay": 0.01, "warmup": 0}},
+], ids=["mlp", "lstm", "dropout", "sgd_nesterov", "adam", "full_batch", "step_pool",
+        "permutation_negation", "parity_bit_mlp"])
+def test_every_study_configuration_is_captured(changes, caplog):
+    cfg = GPU.replace(**changes)
+    eager = train(cfg, [0, 1], engine="graph_eager")
+    with caplog.at_level(logging.WARNING):
+        graphed = train(cfg, [0, 1], engine="graph")
+    no_fallback(caplog)
+    if not cfg.model.dropout:  # dropout masks come from torch's generator, drawn anew
+        close(graphed.history, eager.history)
+
+
+class HostReading(nn.Module):
+    """A model that reads a value back to the host in forward: not capturable."""
+
+    def __init__(self, cfg: RunConfig):
+        super().__init__()
+        self.inner = build_model(cfg.model, build_task(cfg.data), [0])
+
+    def forward(self, tokens):
+        out = self.inner(tokens)
+        if not torch.isfinite(out).all().item():
+            raise ValueError("non-finite logits")
+        return out
+
+
+def test_capture_failure_falls_back_to_the_eager_loop_with_one_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        fallback = train(GPU, [0], model_factory=HostReading, engine="graph")
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "capture failed" in warnings[0].getMessage()
+    plain = train(GPU, [0], model_factory=HostReading, engine="loop")
+    close(fallback.history, plain.history, atol=1e-6, rtol=1e-5)
+
+
+def test_early_stop_on_the_gpu_stops_where_the_loop_would():
+    cfg = FAST_GROK.replace(train={"device": "cuda", "steps": 1500, "stop_after_grok": 40})
+    full = train(cfg.replace(train={"stop_after_grok": None}), [0, 1])
+    first = [int(h.step[h.val_acc >= 0.99].min()) for _, h in full.history.groupby("seed")]
+    stopped = train(cfg, [0, 1])
+    assert stopped.steps_done == max(first) + 40 == int(stopped.history.step.max())
+    prefix = full.history[full.history.step <= stopped.steps_done].reset_index(drop=True)
+    assert_frame_equal(stopped.history, prefix, check_exact=True)
