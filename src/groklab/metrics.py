@@ -496,6 +496,8 @@ def logrank(a: ArrayLike, a_reached: ArrayLike, b: ArrayLike, b_reached: ArrayLi
     t, e = np.concatenate([ta, tb]), np.concatenate([ea, eb])
     in_a = np.arange(t.size) < ta.size
     z, o, ex = (float(x[0]) for x in _logrank_z(t, e, in_a[None, :]))
+    from scipy import stats
+
     p_asym = float(2 * stats.norm.sf(abs(z)))
     p_exact = math.nan
     if ta.size and tb.size and same_budget and math.comb(t.size, ta.size) <= EXACT_LIMIT:
@@ -597,6 +599,8 @@ def loglog_fit(x: ArrayLike, y: ArrayLike) -> LogLogFit:
     lx, ly = np.log10(x[keep]), np.log10(y[keep])
     if n < 3 or np.ptp(lx) == 0 or np.ptp(ly) == 0:  # a line through <3 points says nothing
         return LogLogFit(np.nan, np.nan, np.nan, np.nan, n, nonpos, missing)
+    from scipy import stats
+
     slope, intercept = np.polyfit(lx, ly, 1)
     r, p = stats.pearsonr(lx, ly)
     return LogLogFit(float(slope), float(intercept), float(r), float(p), n, nonpos, missing)
@@ -721,5 +725,7 @@ def rank_trend(xs: ArrayLike, ys: ArrayLike, alpha: float = 0.05) -> RankTrend:
     x, y = x[keep], y[keep]
     if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return RankTrend(math.nan, math.nan, int(x.size), alpha)
+    from scipy import stats
+
     rho, p = stats.spearmanr(x, y)
     return RankTrend(float(rho), float(p), int(x.size), alpha)
