@@ -42,9 +42,9 @@ first-look: $(BIN)/.installed  ## every study at small scale, leaving the worksp
 	@if $(THIS_FIRST_LOOK) >/dev/null; then \
 	  echo "This commit already has a first look: 'make first-look-report' copies it out;"; \
 	  echo "'dvc exp remove first-look' first to run it again."; exit 1; fi
-	@echo "First look in a temporary copy of the repo. DVC opens with one warning per trained"
-	@echo "output, 'No file hash info found ... It won't be created.': nothing is computed yet,"
-	@echo "so there is nothing to restore. Harmless."
+	@echo "First look in a temporary copy of the repo. On a fresh clone DVC opens with one"
+	@echo "warning per trained output, 'No file hash info found ... It won't be created.':"
+	@echo "nothing is computed yet, so there is nothing to restore. Harmless."
 	dvc exp run --temp -n first-look $(FIRST_LOOK)
 	@$(MAKE) --no-print-directory first-look-report
 
