@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: repro test bench first-look
+.PHONY: repro test bench first-look first-look-report compare
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,19 +15,49 @@ $(BIN)/.installed: pyproject.toml
 # DVC runs stages as `python -m ...`: put the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-repro: $(BIN)/.installed  ## run the pipeline
+repro: $(BIN)/.installed  ## the whole pipeline at the papers' settings (~13 CPU-hours)
 	dvc repro
 
-first-look: $(BIN)/.installed  ## every study at small scale (see README for its time)
-	dvc exp run -n first-look -S 'seeds=[0]' -S 'tasks=[x_plus_y]' -S 'baseline.tasks=[x_plus_y]' \
-	  -S train.steps=3000 -S train.stop_after_grok=200 \
-	  -S 'studies.augmentation.tasks=[x_plus_y]' -S 'studies.augmentation.values=[negation,combined30]' \
-	  -S 'studies.curriculum.tasks=[x_plus_y]' -S 'studies.curriculum.values=[linear]' \
-	  -S 'studies.architecture.tasks=[x_plus_y]' -S 'studies.architecture.values=[mlp]' \
-	  -S 'studies.optimizer.tasks=[x_plus_y]' -S 'studies.optimizer.values=[sgd_nesterov]' \
-	  -S 'studies.data_fraction.values=[0.3,0.8]' -S 'studies.data_fraction.value_settings={}' \
-	  -S 'studies.batch_size.values=[128]' \
-	  -S 'studies.concealment.values=[4,8]' -S studies.concealment.settings.train.steps=12000
+# The first look: every study at small scale, as explicit overrides of params.yaml. It
+# runs in a temporary copy of the repo (`dvc exp run --temp`), so params.yaml and the
+# workspace stay as they are and `dvc repro` still means the papers' settings; its
+# results are kept as the DVC experiment `first-look`, and first-look-report copies them
+# out. `make first-look FIRST_LOOK=...` runs other overrides.
+FIRST_LOOK := -S 'seeds=[0]' -S 'tasks=[x_plus_y]' -S 'baseline.tasks=[x_plus_y]' \
+  -S train.steps=3000 -S train.stop_after_grok=200 \
+  -S 'studies.augmentation.tasks=[x_plus_y]' -S 'studies.augmentation.values=[negation,combined30]' \
+  -S 'studies.curriculum.tasks=[x_plus_y]' -S 'studies.curriculum.values=[linear]' \
+  -S 'studies.architecture.tasks=[x_plus_y]' -S 'studies.architecture.values=[mlp]' \
+  -S 'studies.optimizer.tasks=[x_plus_y]' -S 'studies.optimizer.values=[sgd_nesterov]' \
+  -S 'studies.data_fraction.values=[0.3,0.8]' \
+  -S '~studies.data_fraction.value_settings' -S '+studies.data_fraction.value_settings={}' \
+  -S 'studies.batch_size.values=[128]' \
+  -S 'studies.concealment.values=[4,8]' -S studies.concealment.settings.train.steps=12000
+
+# The first look's experiment ref of this commit (DVC names it refs/exps/<sha:2>/<sha>/<name>).
+THIS_FIRST_LOOK = git for-each-ref --format='%(refname)' 'refs/exps/*/*/first-look' \
+  | grep "/$$(git rev-parse HEAD | cut -c3-)/first-look$$"
+
+first-look: $(BIN)/.installed  ## every study at small scale, leaving the workspace as it is
+	@if $(THIS_FIRST_LOOK) >/dev/null; then \
+	  echo "This commit already has a first look: 'make first-look-report' copies it out;"; \
+	  echo "'dvc exp remove first-look' first to run it again."; exit 1; fi
+	@echo "First look in a temporary copy of the repo. On a fresh clone DVC opens with one"
+	@echo "warning per trained output, 'No file hash info found ... It won't be created.':"
+	@echo "nothing is computed yet, so there is nothing to restore. Harmless."
+	dvc exp run --temp -n first-look $(FIRST_LOOK)
+	@$(MAKE) --no-print-directory first-look-report
+
+first-look-report:  ## copy the newest first look's report, metrics and figures to first-look/
+	@ref=$$(git for-each-ref --sort=-creatordate --count=1 --format='%(refname)' \
+	  'refs/exps/*/*/first-look'); \
+	if [ -z "$$ref" ]; then echo "No first look yet: run 'make first-look'."; exit 1; fi; \
+	rm -rf first-look && mkdir first-look && \
+	git archive "$$ref" reports | tar -x -C first-look --strip-components=1 && \
+	echo "First look ($$ref) copied out: open first-look/report.md"
+
+compare: $(BIN)/.installed  ## this commit's experiments side by side: what differs, one row each
+	python -m groklab.compare $(if $(KEEP),--keep '$(KEEP)')
 
 test: $(BIN)/.installed  ## lint and run the tests
 	$(BIN)/ruff check .
