@@ -14,12 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
 
-from groklab.config import RunConfig
+from groklab.params import load_params, run_config
 from groklab.train import resolve_device, resolve_engine, train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def max_difference(a: pd.DataFrame, b: pd.DataFrame) -> float:
@@ -38,8 +41,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
 
-    cfg = RunConfig().replace(train={"device": args.device, "steps": args.steps,
-                                     "aug": args.aug})
+    params = load_params(ROOT / "params.yaml")
+    cfg = run_config(params, "x_plus_y", {"train.aug": args.aug, "train.steps": args.steps})
+    cfg = cfg.replace(train={"device": args.device})
     device = resolve_device(args.device)
     engine = resolve_engine("auto", device)
     t0 = time.perf_counter()

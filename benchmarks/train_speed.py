@@ -44,14 +44,15 @@ import torch.nn.functional as F
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from groklab.config import RunConfig
+from groklab.cells import cell_config, experiment_cells, experiment_source, trained_cells
+from groklab.config import AugmentConfig, CurriculumConfig, LinearTeacherConfig, RunConfig
 from groklab.models.reference import ReferenceTransformer
-from groklab.params import STUDIES, cell_name, experiment_config, load_params
+from groklab.params import load_params
 from groklab.tasks import build_task, split
 from groklab.train import Progress, evaluate, resolve_device, resolve_engine, train
 
 ROOT = Path(__file__).resolve().parents[1]
-OTHER_STAGES = 6 + 3  # generate@<6 tasks>, linear_teacher, evaluate, report
+ANALYSIS_STAGES = 2  # evaluate, report
 
 
 def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 20) -> float:
@@ -182,13 +183,14 @@ def stage_invocation() -> tuple[str, list[str]]:
 
     The one place that names the stage (adapt it when the stage scripts change).
     """
-    return "groklab.stages.train", ["train", "task=x_plus_y"]
+    return "groklab.stages.train", ["baseline", "x_plus_y"]
 
 
 def _tiny_params(params: dict[str, Any], device: str) -> dict[str, Any]:
     """``params`` with one seed, one task and a 10-update budget."""
     out = dict(params)
-    out.update({"seeds": [0], "tasks": ["x_plus_y"], "device": device})
+    out.update({"seeds": [0], "tasks": ["x_plus_y"], "device": device,
+                "baseline": {"tasks": ["x_plus_y"]}})
     out["train"] = {**params["train"], "steps": 10, "eval_every": 10}
     return out
 
@@ -229,27 +231,33 @@ def stage_startup(params: dict[str, Any], device: str, runs: int) -> list[float]
 # --- the pipeline -------------------------------------------------------------------------
 
 
-def pipeline_cells(params: dict[str, Any]) -> list[tuple[str, RunConfig]]:
-    """Every training cell of the pipeline as (stage name, configuration).
-
-    Written against today's ``groklab.params`` (``experiment_config``, ``STUDIES``); the
-    one function to swap when that API changes.
-    """
-    cells = [(f"train@{task}", experiment_config(params, task)) for task in params["tasks"]]
-    for name, study in STUDIES.items():
-        cells += [(f"{name}@{cell_name(c)}", study.config(params, c))
-                  for c in study.cells(params)]
+def pipeline_cells(params: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Every cell `dvc repro` trains, as (stage name, configuration): the base runs, every
+    study's cells and the experiment when its knobs differ from the paper defaults."""
+    cells = [(c.stage, cell_config(params, c)) for c in trained_cells(params)]
+    cells += [(c.stage, cell_config(params, c)) for c in experiment_cells(params)
+              if experiment_source(params, c.task) is None]
     return cells
 
 
 def shape_key(cfg: RunConfig) -> str:
     """What an update's cost depends on: the configuration without its budget, with any
     augmentation and any curriculum standing for all of them (their cost barely differs)."""
-    aug = "baseline" if cfg.train.aug == "baseline" else "combined30"
-    curriculum = "none" if cfg.train.curriculum.name == "none" else "linear"
+    aug = AugmentConfig("combined30", 0.3, 0.3) if cfg.train.aug.active else AugmentConfig()
+    curriculum = CurriculumConfig() if cfg.train.curriculum.pacing == "none" else \
+        CurriculumConfig("linear", "linear", "easiest_first", 0.2, 0.5)
     shape = cfg.replace(train={"steps": 1, "stop_after_grok": None, "aug": aug,
-                               "curriculum": {"name": curriculum}})
+                               "curriculum": curriculum})
     return json.dumps(shape.to_dict(), sort_keys=True)
+
+
+def linear_cell_s(cfg: LinearTeacherConfig, seeds: list[int]) -> float:
+    """Seconds of one linear student-teacher cell (its cost does not depend on λ)."""
+    from groklab.linear_teacher import run_cell
+
+    start = time.perf_counter()
+    run_cell(cfg, seeds)
+    return time.perf_counter() - start
 
 
 def pipeline_estimate(params: dict[str, Any], steps: int, startup_s: float | None,
@@ -259,18 +267,28 @@ def pipeline_estimate(params: dict[str, Any], steps: int, startup_s: float | Non
     timed: dict[str, tuple[float, float]] = {}
     train_s = 0.0
     per_stage: dict[str, float] = {}
+    linear_s = None
     for stage, cfg in cells:
-        key = shape_key(cfg)
-        if key not in timed:
-            shape = RunConfig.from_dict(json.loads(key))
-            timed[key] = timing(shape, seeds, steps)
-            print(f"  shape {len(timed):2d} ({stage}): {timed[key][0]:8.2f} ms/update, "
-                  f"fixed {timed[key][1]:5.2f} s", flush=True)
-        ms, setup = timed[key]
-        cell_s = setup + cfg.train.steps * ms / 1e3
+        if isinstance(cfg, LinearTeacherConfig):
+            if linear_s is None:
+                linear_s = linear_cell_s(cfg, list(params["seeds"]))
+                print(f"  linear cell ({stage}): {linear_s:5.2f} s", flush=True)
+            cell_s = linear_s
+        else:
+            key = shape_key(cfg)
+            if key not in timed:
+                shape = RunConfig.from_dict(json.loads(key))
+                timed[key] = timing(shape, seeds, steps)
+                print(f"  shape {len(timed):2d} ({stage}): {timed[key][0]:8.2f} ms/update, "
+                      f"fixed {timed[key][1]:5.2f} s", flush=True)
+            ms, setup = timed[key]
+            cell_s = setup + cfg.train.steps * ms / 1e3
         per_stage[stage] = round(cell_s, 2)
         train_s += cell_s
-    stages = len(cells) + OTHER_STAGES
+    # every cell, generate@ and experiment@ per task (the latter only start up at paper
+    # defaults), evaluate and report
+    stages = len(trained_cells(params)) + len(params["baseline"]["tasks"]) + \
+        len(params["tasks"]) + ANALYSIS_STAGES
     startup_total = stages * startup_s if startup_s is not None else None
     return {"pipeline_estimate_s": round(train_s + (startup_total or 0.0), 1),
             "pipeline_train_s": round(train_s, 1),

@@ -8,6 +8,7 @@ import logging
 import pytest
 import torch
 from pandas.testing import assert_frame_equal
+from registry import AUGMENTATIONS, CURRICULA
 from test_train import FAST_GROK, TINY
 from torch import nn
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 GPU = TINY.replace(data={"p": 31}, model={"width": 64},
                    train={"device": "cuda", "steps": 100, "batch_size": 256})
 # Everything the step captures at once: augmentation, a paced pool, early-stop bookkeeping.
-BUSY = GPU.replace(train={"aug": "combined30", "curriculum": {"name": "linear"},
+BUSY = GPU.replace(train={"aug": AUGMENTATIONS["combined30"], "curriculum": CURRICULA["linear"],
                           "stop_after_grok": 1000})
 
 
@@ -73,8 +74,8 @@ def test_member_trains_as_it_would_alone_or_among_ten():
                "weight_decay": 0.0}},
     {"optim": {"kind": "adam", "weight_decay": 0.0}},
     {"train": {"batch_size": None}},
-    {"train": {"curriculum": {"name": "step"}}},
-    {"data": {"task": "permutation"}, "train": {"aug": "negation"}},
+    {"train": {"curriculum": CURRICULA["step"]}},
+    {"data": {"task": "permutation"}, "train": {"aug": AUGMENTATIONS["negation"]}},
     {"data": {"task": "parity", "concealed_bits": 4}, "model": {"arch": "bit_mlp"},
      "optim": {"kind": "sgd", "lr": 0.01, "weight_decay": 0.01, "warmup": 0}},
 ], ids=["mlp", "lstm", "dropout", "sgd_nesterov", "adam", "full_batch", "step_pool",

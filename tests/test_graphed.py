@@ -5,18 +5,20 @@ oracles; the whole loop against the plain loop's semantics. tests/test_cuda.py c
 captured graphs themselves on a GPU.
 """
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
 from pandas.testing import assert_frame_equal
+from registry import AUGMENTATIONS, CURRICULA
 from scipy import stats
 from test_train import FAST_GROK, TINY
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from groklab.augment import get_augmentation
-from groklab.config import ConfigError, RunConfig
+from groklab.config import ConfigError, CurriculumConfig, RunConfig
 from groklab.curriculum import PoolSampler
 from groklab.graphed import GraphedLoop
 from groklab.models import build_model
@@ -25,6 +27,12 @@ from groklab.tasks import build_task
 from groklab.train import HISTORY_COLUMNS, TrainingDiverged, _Data, resolve_engine, train
 
 CPU = TINY.replace(train={"device": "cpu"})
+
+
+
+def schedule(name: str, **changes) -> CurriculumConfig:
+    """The named schedule of params.yaml with some of its settings changed."""
+    return dataclasses.replace(CURRICULA[name], **changes)
 
 
 def graphed_loop(cfg: RunConfig, seeds: list[int], **kwargs) -> GraphedLoop:
@@ -57,7 +65,7 @@ def draws(loop: GraphedLoop, counters: range) -> tuple[list, list, list]:
 
 def test_batches_cover_the_step_pool_uniformly_and_nothing_else():
     cfg = CPU.replace(data={"p": 31}, train={"batch_size": 256, "steps": 100,
-                                              "curriculum": {"name": "step", "start": 0.2}})
+                                              "curriculum": schedule("step", start=0.2)})
     loop = graphed_loop(cfg, [0, 1])
     idx, ops, labels = draws(loop, range(10))  # the pool stays put until observe
     task = build_task(cfg.data)
@@ -72,15 +80,15 @@ def test_batches_cover_the_step_pool_uniformly_and_nothing_else():
     assert all(y == (a + b) % 31 for (a, b), y in zip(ops, labels, strict=True))
 
 
-@pytest.mark.parametrize("schedule", ["linear", "anti"])
-def test_batches_come_from_the_time_paced_pool(schedule):
+@pytest.mark.parametrize("name", ["linear", "anti"])
+def test_batches_come_from_the_time_paced_pool(name):
     steps, p = 100, 31
     cfg = CPU.replace(data={"p": p}, train={"batch_size": 256, "steps": steps,
-                                             "curriculum": {"name": schedule, "start": 0.2}})
+                                             "curriculum": schedule(name, start=0.2)})
     loop = graphed_loop(cfg, [3])
     task = build_task(cfg.data)
     train_rows = task.operands[task.split(0.5, 3).train].tolist()
-    sign = -1 if schedule == "anti" else 1
+    sign = -1 if name == "anti" else 1
     hardness = sorted(sign * max(a, b) for a, b in train_rows)
     for t in (0, 25, 49, 99):
         delta = 0.2 + 0.8 * min(1.0, t / (0.5 * steps))
@@ -98,7 +106,7 @@ def test_batches_come_from_the_time_paced_pool(schedule):
 def test_augmentation_rates_valid_examples_and_recomputed_labels(task_name, aug, rates):
     p = 31
     cfg = CPU.replace(data={"task": task_name, "p": p},
-                      train={"aug": aug, "batch_size": 512, "steps": 40})
+                      train={"aug": AUGMENTATIONS[aug], "batch_size": 512, "steps": 40})
     loop = graphed_loop(cfg, [5])
     idx, ops, labels = draws(loop, range(40))
     task = build_task(cfg.data)
@@ -128,7 +136,7 @@ def test_augmentation_rates_valid_examples_and_recomputed_labels(task_name, aug,
 def test_zero_divisor_keeps_the_original_example():
     p = 31
     cfg = CPU.replace(data={"task": "x_div_y", "p": p},
-                      train={"aug": "reversal", "batch_size": 512, "steps": 40})
+                      train={"aug": AUGMENTATIONS["reversal"], "batch_size": 512, "steps": 40})
     loop = graphed_loop(cfg, [1])
     idx, ops, _ = draws(loop, range(40))
     task = build_task(cfg.data)
@@ -166,16 +174,17 @@ def test_history_has_the_plain_loops_layout_and_meaning():
 
 
 def test_same_seed_twice_is_identical_and_other_seeds_differ():
-    a = train(CPU.replace(train={"aug": "combined30"}), [0], engine="graph_eager").history
-    b = train(CPU.replace(train={"aug": "combined30"}), [0], engine="graph_eager").history
+    cfg = CPU.replace(train={"aug": AUGMENTATIONS["combined30"]})
+    a = train(cfg, [0], engine="graph_eager").history
+    b = train(cfg, [0], engine="graph_eager").history
     assert_frame_equal(a, b, check_exact=True)
-    c = train(CPU.replace(train={"aug": "combined30"}), [1], engine="graph_eager").history
+    c = train(cfg, [1], engine="graph_eager").history
     assert not c.drop(columns="seed").equals(a.drop(columns="seed"))
 
 
 @pytest.mark.parametrize("aug", ["baseline", "combined30"])
 def test_batched_member_trains_as_it_would_alone(aug):
-    cfg = CPU.replace(train={"aug": aug, "curriculum": {"name": "linear"}})
+    cfg = CPU.replace(train={"aug": AUGMENTATIONS[aug], "curriculum": CURRICULA["linear"]})
     together = train(cfg, [0, 1, 2], engine="graph_eager").history
     for seed in (0, 2):
         alone = train(cfg, [seed], engine="graph_eager").history
@@ -196,7 +205,7 @@ class _Ops(TorchDispatchMode):
 @pytest.mark.parametrize("curriculum, aug", [("step", "combined30"), ("linear", "baseline")])
 def test_steps_never_wait_for_the_host(curriculum, aug):
     """No op that reads a value back or has a data-dependent shape: what a graph can't hold."""
-    cfg = CPU.replace(train={"aug": aug, "curriculum": {"name": curriculum},
+    cfg = CPU.replace(train={"aug": AUGMENTATIONS[aug], "curriculum": CURRICULA[curriculum],
                              "stop_after_grok": 5})
     loop = graphed_loop(cfg, [0, 1])
     with _Ops() as ops:
@@ -210,12 +219,13 @@ def test_steps_never_wait_for_the_host(curriculum, aug):
 def test_step_schedule_advances_as_the_sampler_observes():
     cfg = CPU.replace(optim={"lr": 3e-3}, train={
         "steps": 60, "eval_every": 5,
-        "curriculum": {"name": "step", "step_threshold": 0.3, "step_size": 0.1}})
+        "curriculum": schedule("step", step_threshold=0.3, step_size=0.1)})
     seeds = [0, 1, 2]
     loop = graphed_loop(cfg, seeds)
     rows, _ = loop.run()
     task = build_task(cfg.data, seeds)
-    data = _Data(task, cfg, seeds, torch.device("cpu"), get_augmentation("baseline", task))
+    data = _Data(task, cfg, seeds, torch.device("cpu"),
+                 get_augmentation(AUGMENTATIONS["baseline"], task))
     oracle = PoolSampler(cfg.train.curriculum, task, data.train_idx, seeds, 60, [])
     for row in rows[1:]:  # the sampler observes batch accuracy after batches only
         oracle.observe(row[:, 4].tolist())

@@ -321,9 +321,9 @@ def _pool_tables(sampler: PoolSampler, tc: TrainConfig) -> tuple[Tensor | None, 
     number of advances for ``step`` (advances + 1, S) with the most advances it can make."""
     cfg, members = tc.curriculum, sampler.members
     device = sampler.order.device
-    if cfg.name == "none":
+    if cfg.pacing == "none":
         return None, None, 0
-    if cfg.name != "step":
+    if cfg.pacing != "step":
         paced = [[sampler.pool_size(s, t) for s in range(members)] for t in range(tc.steps)]
         return torch.tensor(paced, device=device), None, 0
     most = 0
