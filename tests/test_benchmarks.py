@@ -105,3 +105,26 @@ def test_time_breakdown_reports_kinds_and_the_attention_free_bound():
                                                  abs=0.011)
     assert {"matmul", "attention products"} <= set(out["profile_ms"])
     assert out["without_attention_ms_per_update"] > 0
+
+
+def test_reference_protocol_crossing_against_hand_cases():
+    import numpy as np
+    from against_published import first_crossing, reference_crossing
+
+    rng = np.random.default_rng(1)
+    steps = np.arange(0, 110, 10)
+    jump = np.where(steps >= 60, 1.0, 0.0)  # a perfect score from update 60 on
+    assert first_crossing(steps, jump, 100) == 60
+    assert reference_crossing(steps, jump, 100, rng, 50) == 60.0
+    flat = np.full(steps.size, 0.98)  # 4096 draws at 98% pass 99% with p ~ 1e-6 (z = 4.7)
+    assert reference_crossing(steps, flat, 100, rng, 50) == 100.0
+    assert first_crossing(steps, flat, 100) == 100  # censored at the budget
+
+
+def test_against_published_runs_and_prints_its_figures():
+    out = last_json_line("against_published.py", "--device", "cpu", "--tasks", "x_minus_y",
+                         "--seeds", "0", "1", "--steps", "20", "--draws", "5")
+    row = out["x_minus_y"]
+    assert row["published"] == [4910, 4350, 4900]  # references/augmentation_paper_runs.json
+    assert row["ours"] == [20, 20]  # censored at the 20-update budget
+    assert len(row["reference_protocol"]) == 2 and 0 <= row["mannwhitney_p"] <= 1
