@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -118,6 +119,14 @@ def test_repro_produces_every_declared_output(repo):
     runs = pd.read_csv(repo / "reports/tables/augmentation_runs.csv")
     leak = runs.set_index("aug").loc["combined30", "val_reachable"]
     assert leak == pytest.approx(card["val_reachable"]["combined30"]["0"], abs=1e-6)
+    # The pooled modular-arithmetic analysis counts each trained run once: the folders of
+    # trained modular cells (baseline and studies, not parity or the linear model) × seeds.
+    modular = [p for p in (repo / "models").glob("*/*/config.json")
+               if json.loads(p.read_text())["config"].get("data", {}).get("task")
+               not in (None, "parity")]
+    report = (repo / "reports/report.md").read_text()
+    pooled = report.split("## Sharpness across all modular-arithmetic runs")[1]
+    assert f"{len(modular)} distinct runs" in pooled
 
 
 def test_no_trained_cell_repeats_another_run(repo):
@@ -167,6 +176,49 @@ def test_adding_a_variant_or_value_retrains_no_existing_cell(repo, edit, new_sta
     assert trained == {new_stage}, status
     assert set(status) <= {new_stage, "evaluate", "report", *(f"generate@{t}" for t in
                                                              ("x_plus_y", "x_div_y"))}
+
+
+def _lock_entry(repo: Path, stage: str) -> dict:
+    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]
+
+
+def test_forced_reruns_write_identical_outputs_also_beside_another_trainer(repo):
+    """`dvc repro -f` of the same configuration twice gives the same dvc.lock entry, the
+    second time while another trainer runs beside it."""
+    env = pipeline_env(GROKLAB_THREADS="1")
+    before = _lock_entry(repo, "baseline@x_plus_y")
+    run([str(BIN / "dvc"), "repro", "-f", "baseline@x_plus_y"], repo, env)
+    first = _lock_entry(repo, "baseline@x_plus_y")
+    beside = subprocess.Popen(
+        [sys.executable, "-m", "groklab.cli", "run", "--params", str(repo / "params.yaml"),
+         "--task", "x_div_y", "--p", "11", "--steps", "100000", "--quiet"],
+        cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(3)
+        assert beside.poll() is None  # still training beside the rerun
+        run([str(BIN / "dvc"), "repro", "-f", "baseline@x_plus_y"], repo, env)
+    finally:
+        beside.kill()
+        beside.wait()
+    assert _lock_entry(repo, "baseline@x_plus_y")["outs"] == first["outs"] == before["outs"]
+
+
+def test_a_killed_stage_leaves_no_running_mlflow_run_after_its_rerun(repo):
+    proc = subprocess.Popen([str(BIN / "dvc"), "repro", "-f", "curriculum@x_plus_y-linear"],
+                            cwd=repo, env=pipeline_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    out, deadline = repo / "models/curriculum/x_plus_y-linear", time.time() + 120
+    while out.exists() and time.time() < deadline:
+        time.sleep(0.2)  # DVC removes a stage's outputs before it runs it
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage, before it finished
+    proc.wait()
+    run([str(BIN / "dvc"), "repro", "curriculum@x_plus_y-linear"], repo)
+    db = sqlite3.connect(repo / "mlflow.db")
+    running = db.execute("select r.name from runs r join tags t on r.run_uuid = t.run_uuid "
+                         "where t.key = 'dvc.stage' and r.status = 'RUNNING'").fetchall()
+    assert running == []
+    assert (repo / "models/curriculum/x_plus_y-linear/history.csv").exists()
 
 
 def test_knob_trains_only_the_experiment_and_metrics_diff(repo):

@@ -156,6 +156,8 @@ def compare_cells(runs: pd.DataFrame, factor: str, reference: Any,
                 "p_method": "exact permutation" if np.isfinite(test.p_exact) else "asymptotic",
                 "p_asymptotic": test.p_asymptotic, "verdict": comparison_verdict(test, alpha),
             })
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 
 
