@@ -36,7 +36,7 @@ from groklab.config import RunConfig
 from groklab.models import build_model
 from groklab.optim import build_optimizer
 from groklab.tasks import build_task
-from groklab.train import _Data, evaluate
+from groklab.train import TrainData, evaluate
 
 KINDS = {  # profiler op name -> kind; anything else is "other"
     "matmul": ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm"),
@@ -54,7 +54,7 @@ def update_functions(cfg: RunConfig, compile_blocks: bool = False
                      ) -> tuple[Callable[[], None], Callable[[], None]]:
     """A training step and a whole-validation evaluation of the base configuration."""
     task = build_task(cfg.data)
-    data = _Data(task, cfg, [0], torch.device("cpu"), get_augmentation(cfg.train.aug, task))
+    data = TrainData(task, cfg, [0], torch.device("cpu"), get_augmentation(cfg.train.aug, task))
     model = build_model(cfg.model, task, [0])
     if compile_blocks:
         for block in model.blocks:

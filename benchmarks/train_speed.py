@@ -160,10 +160,10 @@ def update_flops(cfg: RunConfig, device: torch.device) -> tuple[float, float]:
     """FLOPs of one update as executed: (training step, amortised validation share)."""
     from groklab.augment import get_augmentation
     from groklab.models import build_model
-    from groklab.train import _Data
+    from groklab.train import TrainData
 
     task = build_task(cfg.data)
-    data = _Data(task, cfg, [0], device, get_augmentation(cfg.train.aug, task))
+    data = TrainData(task, cfg, [0], device, get_augmentation(cfg.train.aug, task))
     model = build_model(cfg.model, task, [0]).to(device)
     idx = data.train_idx[:, :cfg.train.batch_size]
     with FlopCounterMode(display=False) as fc:

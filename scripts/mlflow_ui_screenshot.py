@@ -40,10 +40,10 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CELLS = ("baseline", "negation", "combined30")
+CELLS = ("reversal", "negation", "combined30")
 TINY = {"seeds": [0, 1], "data": {"p": 11, "train_fraction": 0.5},
         "model": {"width": 32, "heads": 2},
-        "train": {"steps": 30, "batch_size": 64, "eval_every": 10}}
+        "train": {"steps": 30, "batch_size": 32, "eval_every": 10}}
 WIDTH, HEIGHT = 1600, 900
 SERVER_START_TIMEOUT_S = 60
 PAGE_TIMEOUT_S = 45
@@ -121,7 +121,7 @@ def stage_commands(cells: tuple[str, ...] = CELLS) -> list[list[str]]:
                       stages[stage]["cmd"]).split()
 
     return [command("generate", task="x_plus_y"),
-            *(command("augmentation", task="x_plus_y", aug=aug) for aug in cells)]
+            *(command("augmentation", task="x_plus_y", value=aug) for aug in cells)]
 
 
 def build_store(workdir: Path) -> Path:

@@ -54,7 +54,7 @@ def hard_cut(diffs: list[int], delta) -> tuple[int, int]:
     return sum(1 for d in diffs if d >= cut), cut
 
 
-# The six schedules of seed 001 and our ablations, as pacing and order.
+# The six schedules of the curriculum paper and our ablations, as pacing and order.
 SCHEDULES = {"none": ("none", None), "linear": ("linear", "easiest_first"),
              "sqrt": ("sqrt", "easiest_first"), "step": ("step", "easiest_first"),
              "random": ("linear", "random"), "anti": ("linear", "hardest_first")}

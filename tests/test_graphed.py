@@ -24,7 +24,7 @@ from groklab.graphed import GraphedLoop
 from groklab.models import build_model
 from groklab.summary import seed_summaries
 from groklab.tasks import build_task
-from groklab.train import HISTORY_COLUMNS, TrainingDiverged, _Data, resolve_engine, train
+from groklab.train import HISTORY_COLUMNS, TrainData, TrainingDiverged, resolve_engine, train
 
 CPU = TINY.replace(train={"device": "cpu"})
 
@@ -38,7 +38,7 @@ def schedule(name: str, **changes) -> CurriculumConfig:
 def graphed_loop(cfg: RunConfig, seeds: list[int], **kwargs) -> GraphedLoop:
     task = build_task(cfg.data, seeds)
     aug = get_augmentation(cfg.train.aug, task)
-    data = _Data(task, cfg, seeds, torch.device("cpu"), aug)
+    data = TrainData(task, cfg, seeds, torch.device("cpu"), aug)
     return GraphedLoop(cfg, seeds, task, aug, data, build_model(cfg.model, task, seeds),
                        capture=False, **kwargs)
 
@@ -224,7 +224,7 @@ def test_step_schedule_advances_as_the_sampler_observes():
     loop = graphed_loop(cfg, seeds)
     rows, _ = loop.run()
     task = build_task(cfg.data, seeds)
-    data = _Data(task, cfg, seeds, torch.device("cpu"),
+    data = TrainData(task, cfg, seeds, torch.device("cpu"),
                  get_augmentation(AUGMENTATIONS["baseline"], task))
     oracle = PoolSampler(cfg.train.curriculum, task, data.train_idx, seeds, 60, [])
     for row in rows[1:]:  # the sampler observes batch accuracy after batches only

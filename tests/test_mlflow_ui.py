@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow,
                                  reason="Chromium is not installed (Debian: apt-get install "
                                         "chromium; or set CHROMIUM to its path)")]
 
-NAMES = {"x_plus_y · baseline", "x_plus_y · negation", "x_plus_y · combined30"}
+NAMES = {"x_plus_y · reversal", "x_plus_y · negation", "x_plus_y · combined30"}
 FIRST = ["metrics.`steps_to_99_mean`", "metrics.`frac_groks`", "metrics.`final_val_acc_mean`"]
 
 

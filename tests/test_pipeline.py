@@ -184,9 +184,9 @@ def _lock_entry(repo: Path, stage: str) -> dict:
 
 def test_forced_reruns_write_identical_outputs_also_beside_another_trainer(repo):
     """`dvc repro -f` of the same configuration twice gives the same dvc.lock entry, the
-    second time while another trainer runs beside it."""
+    second time while another trainer runs beside it (one thread each: the thread count,
+    which sets the order of float sums, is part of what decides the bytes)."""
     env = pipeline_env(GROKLAB_THREADS="1")
-    before = _lock_entry(repo, "baseline@x_plus_y")
     run([str(BIN / "dvc"), "repro", "-f", "baseline@x_plus_y"], repo, env)
     first = _lock_entry(repo, "baseline@x_plus_y")
     beside = subprocess.Popen(
@@ -200,7 +200,7 @@ def test_forced_reruns_write_identical_outputs_also_beside_another_trainer(repo)
     finally:
         beside.kill()
         beside.wait()
-    assert _lock_entry(repo, "baseline@x_plus_y")["outs"] == first["outs"] == before["outs"]
+    assert _lock_entry(repo, "baseline@x_plus_y")["outs"] == first["outs"]
 
 
 def test_a_killed_stage_leaves_no_running_mlflow_run_after_its_rerun(repo):

@@ -126,7 +126,7 @@ def synthetic_cell(task: str, factor: str, value, seeds: list[int]
         train = rise(40 + 5 * seed, 0.04)
         if _never(factor, value, task):
             val = chance + 0.03 * t / BUDGET
-        elif factor == "concealed_bits":  # more concealed bits: later and softer (seed 004)
+        elif factor == "concealed_bits":  # more bits: later and softer (sharpness paper)
             val = rise((60 + 5 * value) * (1 + 0.1 * seed), 0.06 / (1 + 0.08 * value))
         else:
             delay = TASK_DELAY[task] * DELAY[factor].get(value, 1.0)
@@ -199,7 +199,7 @@ def write_models(root: Path, params: dict, make=None) -> None:
 
 
 def synthetic_linear(lam: float, seeds: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Log-time erf curves whose gap grows and sharpness falls as lam -> 1 (seed 004)."""
+    """Log-time erf curves whose gap grows and sharpness falls as lam -> 1 (the sharpness paper)."""
     steps = np.unique(np.round(np.geomspace(1, 1e5, 60))).astype(int)
     x = np.log10(steps)
     histories, finals = [], []
@@ -671,12 +671,13 @@ def _arch_runs(val_after_train: int) -> pd.DataFrame:
 
 
 def test_architecture_verdict_follows_the_delay():
-    spec = {"groks": {"mlp": False}, "groks_source": "seed 003",
-            "never_fits_training": {"arch": "mlp", "steps": 20000, "source": "seed 003"}}
+    source = "the Exploring Grokking paper"
+    spec = {"groks": {"mlp": False}, "groks_source": source,
+            "never_fits_training": {"arch": "mlp", "steps": 20000, "source": source}}
     prompt = architecture.grok_verdicts(_arch_runs(100), spec, 500)
     late = architecture.grok_verdicts(_arch_runs(900), spec, 500)
     assert [v.agrees for v in prompt] == [True, False]  # generalises promptly: no grokking
-    assert [v.agrees for v in late] == [False, False]  # groks, where seed 003 says it does not
+    assert [v.agrees for v in late] == [False, False]  # groks, where the paper says it does not
     assert "3 of 3" in late[0].ours and "0 of 3" in prompt[0].ours
     assert str(late[0]).endswith(f"; likely cause: {late[0].cause}.")
 
@@ -701,14 +702,14 @@ def test_claim_verdicts_change_with_the_numbers():
     assert longer[1].agrees is False
 
     batches = _cells(task="x_plus_y", batch_size=[64, 128, 512])
-    claim = {"source": "seed 002"}
+    claim = {"source": "the course project"}
     rising = batch_size.volatility_verdict(batches.assign(post_grok_val_sd_mean=[.01, .02, .03]),
                                            claim)
     falling = batch_size.volatility_verdict(
         batches.assign(post_grok_val_sd_mean=[.03, .02, .01]), claim)
     assert (rising.agrees, falling.agrees) == (True, False)
 
-    claim = {"operands": 3, "value": False, "settings": "p = 41", "source": "seed 002"}
+    claim = {"operands": 3, "value": False, "settings": "p = 41", "source": "the course project"}
     runs = _cells(task="multi_add", operands=3, final_val_acc=[0.44, 0.5, 0.98])
     assert multivariate.performance_verdict(runs, "multi_add", claim).agrees is True
     fine = runs.assign(final_val_acc=[1.0, 0.995, 0.4])

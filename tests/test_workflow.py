@@ -92,7 +92,10 @@ NO_TRACKING = {"GROKLAB_TRACKING": "off", "MLFLOW_TRACKING_URI": f"http://127.0.
 
 
 def env(**extra: str) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    # Not MAKEFLAGS/MAKELEVEL either: under `make test` they would turn the user's `make`
+    # into a sub-make that prints "Entering directory" lines.
+    out = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "DVC_", "MAKE", "MFLAGS"))}
     out["PATH"] = f"{BIN}{os.pathsep}{out['PATH']}"  # `python` and `dvc`: this venv's
     return {**out, **NO_TRACKING, **extra}
 

@@ -30,14 +30,14 @@ from typing import Any
 from groklab.config import TASKS, ConfigError, LinearTeacherConfig, RunConfig
 from groklab.params import (
     SECTION_KEYS,
-    _built,
-    _fmt,
-    _keys,
+    build_problems,
     deep_merge,
     experiment_changes,
     get_key,
+    key_problems,
     nest,
     run_config,
+    shown,
 )
 
 BASELINE, EXPERIMENT = "baseline", "experiment"
@@ -217,13 +217,13 @@ def config_key(config: CellConfig, seeds: list[int]) -> str:
 def study_problems(params: Mapping[str, Any]) -> list[str]:
     """Shape of each study, and every cell built: one line per problem."""
     if not isinstance(params["studies"], Mapping):
-        return [f"studies = {_fmt(params['studies'])}: must map study names to studies"]
+        return [f"studies = {shown(params['studies'])}: must map study names to studies"]
     problems = []
     for name, spec in params["studies"].items():
         where = f"studies.{name}"
         if name in (BASELINE, EXPERIMENT):
             problems.append(f"{where}: `{name}` names a stage family; choose another name")
-        shape = _keys(where, spec, STUDY_KEYS)
+        shape = key_problems(where, spec, STUDY_KEYS)
         if shape:
             problems += shape
             continue
@@ -232,12 +232,12 @@ def study_problems(params: Mapping[str, Any]) -> list[str]:
             problems += _linear_problems(where, spec)
             continue
         if not isinstance(tasks, list) or not tasks or any(t not in TASKS for t in tasks):
-            problems.append(f"{where}.tasks = {_fmt(tasks)}: choose from {', '.join(TASKS)}, "
+            problems.append(f"{where}.tasks = {shown(tasks)}: choose from {', '.join(TASKS)}, "
                             f"or [{LINEAR_TASK}] alone for the linear student-teacher model")
             continue
         keys = [f"{s}.{k}" for s, ks in SECTION_KEYS.items() for k in ks]
         if spec["factor"] not in keys:
-            problems.append(f"{where}.factor = {_fmt(spec['factor'])}: must be a key of the run, "
+            problems.append(f"{where}.factor = {shown(spec['factor'])}: must be a key of the run, "
                             f"one of {', '.join(keys)}")
             continue
         problems += _values_problems(where, spec)
@@ -245,35 +245,36 @@ def study_problems(params: Mapping[str, Any]) -> list[str]:
             continue
         study = Study.from_params(params, name)
         for cell in study.cells():
-            problems += _built(f"{where} ({cell.task}, {study.factor} = {_fmt(cell.value)})",
-                               lambda c=cell, st=study: st.config(params, c.task, c.value))
+            at = f"{where} ({cell.task}, {study.factor} = {shown(cell.value)})"
+            problems += build_problems(at, lambda c=cell, st=study: st.config(params, c.task,
+                                                                              c.value))
     return problems
 
 
 def _values_problems(where: str, spec: Mapping[str, Any]) -> list[str]:
     values = spec["values"]
     if not isinstance(values, list) or not values:
-        return [f"{where}.values = {_fmt(values)}: must be a non-empty list"]
+        return [f"{where}.values = {shown(values)}: must be a non-empty list"]
     if len({str(v) for v in values}) != len(values):
-        return [f"{where}.values = {_fmt(values)}: lists a value twice"]
+        return [f"{where}.values = {shown(values)}: lists a value twice"]
     if not isinstance(spec["settings"], Mapping):
-        return [f"{where}.settings = {_fmt(spec['settings'])}: must be a mapping ({{}}: none)"]
+        return [f"{where}.settings = {shown(spec['settings'])}: must be a mapping ({{}}: none)"]
     if not isinstance(spec["value_settings"], Mapping):
-        return [f"{where}.value_settings = {_fmt(spec['value_settings'])}: must map values to "
+        return [f"{where}.value_settings = {shown(spec['value_settings'])}: must map values to "
                 "settings ({}: none)"]
     extra = [v for v in spec["value_settings"] if v not in values]
     if extra:
-        return [f"{where}.value_settings names {_fmt(extra)}, which `values` does not list"]
+        return [f"{where}.value_settings names {shown(extra)}, which `values` does not list"]
     return []
 
 
 def _linear_problems(where: str, spec: Mapping[str, Any]) -> list[str]:
     if spec["factor"] not in LINEAR_SETTINGS:
-        return [f"{where}.factor = {_fmt(spec['factor'])}: must be a setting of the linear "
+        return [f"{where}.factor = {shown(spec['factor'])}: must be a setting of the linear "
                 f"model, one of {', '.join(LINEAR_SETTINGS)}"]
     problems = _values_problems(where, spec)
     wanted = tuple(k for k in LINEAR_SETTINGS if k != spec["factor"])
-    problems += _keys(f"{where}.settings", spec["settings"], wanted)
+    problems += key_problems(f"{where}.settings", spec["settings"], wanted)
     if problems:
         return problems
     for value in spec["values"]:
@@ -281,7 +282,7 @@ def _linear_problems(where: str, spec: Mapping[str, Any]) -> list[str]:
             LinearTeacherConfig(**{**spec["settings"], spec["factor"]: value,
                                    **(spec["value_settings"].get(value) or {})})
         except (TypeError, ValueError) as err:
-            problems.append(f"{where} ({spec['factor']} = {_fmt(value)}): {err}")
+            problems.append(f"{where} ({spec['factor']} = {shown(value)}): {err}")
     return problems
 
 
@@ -297,7 +298,7 @@ def duplicate_runs(params: Mapping[str, Any]) -> list[str]:
         first = seen[key]
         if first.family == BASELINE and cell.family != BASELINE:
             problems.append(
-                f"studies.{cell.family}.values lists {_fmt(cell.value)}, whose run on "
+                f"studies.{cell.family}.values lists {shown(cell.value)}, whose run on "
                 f"{cell.task} is the base run {first.stage}: leave it out (the study reads "
                 f"{first.stage} in its place)")
         else:

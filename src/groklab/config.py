@@ -146,17 +146,17 @@ def _candidates(cfg: DataConfig, key: str) -> list[Any]:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture and its sizes (seed 002/003 defaults)."""
+    """Architecture and its sizes (defaults of the course project and Exploring Grokking)."""
 
     arch: str = "transformer"
     layers: int = 2  # transformer blocks
     width: int = 128  # embedding / residual width
     heads: int = 4
     dropout: float = 0.0
-    mlp_hidden: int = 512  # MLP hidden width (seed 003)
-    mlp_layers: int = 2  # MLP hidden layers (seed 003)
-    lstm_hidden: int = 20  # LSTM hidden size (seed 003)
-    bit_mlp_hidden: int = 1000  # parity MLP hidden width (seed 004)
+    mlp_hidden: int = 512  # MLP hidden width (the Exploring Grokking paper)
+    mlp_layers: int = 2  # MLP hidden layers (the Exploring Grokking paper)
+    lstm_hidden: int = 20  # LSTM hidden size (the Exploring Grokking paper)
+    bit_mlp_hidden: int = 1000  # parity MLP hidden width (the sharpness paper)
 
     def __post_init__(self) -> None:
         from groklab.models import ARCHITECTURES  # here: the models import this module

@@ -13,7 +13,8 @@ included). Pacings:
   reaches ``step_threshold``.
 
 Orders: ``easiest_first`` (by difficulty, ties in a seeded random order), ``hardest_first``,
-and ``random`` (difficulty ignored: the "without difficulty parameter" ablation of seed 001).
+and ``random`` (difficulty ignored: the "without difficulty parameter" ablation of the
+curriculum paper).
 The named schedules (linear, sqrt, step, random, anti, ...) are `curricula` in params.yaml.
 
 Difficulty: max operand for the modular tasks (largest operand for multi_add); the

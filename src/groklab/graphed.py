@@ -47,8 +47,8 @@ from groklab.tasks import Task
 from groklab.train import (
     GROK_THRESHOLD,
     Progress,
-    _clean_accuracy,
-    _Data,
+    TrainData,
+    clean_accuracy,
     diverged,
     evaluate,
     note_first_update,
@@ -75,7 +75,7 @@ class GraphedLoop:
     """
 
     def __init__(self, cfg: RunConfig, seeds: list[int], task: Task, aug: Augmentation,
-                 data: _Data, model: nn.Module, capture: bool, sync_every: int | None = None):
+                 data: TrainData, model: nn.Module, capture: bool, sync_every: int | None = None):
         tc = cfg.train
         self.cfg, self.seeds, self.data, self.model, self.aug = cfg, seeds, data, model, aug
         device = data.tokens.device
@@ -176,7 +176,7 @@ class GraphedLoop:
         """Record a history row at the counter; grokking, early stop and pool bookkeeping."""
         d, tc = self.data, self.cfg.train
         val_loss, correct = evaluate(self.model, d.val_tokens, d.val_labels, self.chunk)
-        clean_acc = _clean_accuracy(correct, d.val_reachable)
+        clean_acc = clean_accuracy(correct, d.val_reachable)
         tr_loss, tr_correct = evaluate(self.model, d.curve_tokens, d.curve_labels, self.chunk)
         b_loss, b_acc = self.loss_sum / self.batches, self.acc_sum / self.batches  # NaN at 0
         S = len(self.seeds)

@@ -20,7 +20,7 @@ error component ``e_j`` is ``N(0, (D^T D)_jj)``, so ``P(e_j^2 < eps) = erf(sqrt(
 
 Curves are recorded at integer steps ``0`` and a log-spaced grid on ``[1, steps]``; the
 accuracies rise as S-shapes in ``log10(step)``, the axis to plot them on. The erf fits of the
-sharpness paper (seed 004, Eq. 4) are made in linear time, in updates, on a per-curve window
+sharpness paper (Eq. 4) are made in linear time, in updates, on a per-curve window
 (:func:`fitting_domain`), so that relative gap and sharpness compare with the network studies.
 """
 
@@ -138,7 +138,7 @@ def midpoint_step(step: np.ndarray, acc: np.ndarray, level: float = 0.5) -> floa
     return float(np.exp(np.interp(level, [acc[i - 1], acc[i]], logs)))
 
 
-# --- The sweep's table and its erf-fit summary (seed 004, Sec. 3.1) ---------------------------
+# --- The sweep's table and its erf-fit summary (the sharpness paper, Sec. 3.1) -----------
 
 STUDY = "linear_teacher"
 CURVE_COLUMNS = ("lam", "seed", "step", "train_acc", "val_acc", "train_loss", "val_loss")

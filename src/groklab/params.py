@@ -220,7 +220,8 @@ def experiment_changes(params: Mapping[str, Any]) -> dict[str, Any]:
 
 # --- Checking the whole file --------------------------------------------------------------
 
-def _fmt(value: Any) -> str:
+def shown(value: Any) -> str:
+    """``value`` as one short line for an error message (strings quoted, the rest as flow YAML)."""
     return repr(value) if isinstance(value, str) else yaml.safe_dump(
         value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
 
@@ -229,11 +230,11 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _keys(where: str, node: Any, required: tuple[str, ...], optional: tuple[str, ...] = ()
+def key_problems(where: str, node: Any, required: tuple[str, ...], optional: tuple[str, ...] = ()
           ) -> list[str]:
     """Missing and unknown keys of the mapping ``node`` at ``where``."""
     if not isinstance(node, Mapping):
-        return [f"{where} = {_fmt(node)}: must be a mapping with keys {', '.join(required)}"]
+        return [f"{where} = {shown(node)}: must be a mapping with keys {', '.join(required)}"]
     out = [f"{where}.{k} is missing (expected keys: {', '.join(required)})"
            for k in required if k not in node]
     out += [f"{where}.{k} is not a known key (known: {', '.join((*required, *optional))})"
@@ -245,11 +246,11 @@ def _names(where: str, value: Any, allowed: Any, *, unique: bool = True) -> list
     """``value`` must be a non-empty list of members of ``allowed``."""
     allowed = list(allowed)
     if not isinstance(value, list) or not value:
-        return [f"{where} = {_fmt(value)}: must be a non-empty list, e.g. [{allowed[0]}]"]
-    out = [f"{where} = {_fmt(value)}: {v!r} is not known; choose from {', '.join(allowed)}"
+        return [f"{where} = {shown(value)}: must be a non-empty list, e.g. [{allowed[0]}]"]
+    out = [f"{where} = {shown(value)}: {v!r} is not known; choose from {', '.join(allowed)}"
            for v in value if v not in allowed]
     if unique and len(set(map(str, value))) != len(value):
-        out.append(f"{where} = {_fmt(value)}: lists a value twice")
+        out.append(f"{where} = {shown(value)}: lists a value twice")
     return out
 
 
@@ -260,12 +261,12 @@ def check_params(params: Mapping[str, Any]) -> list[str]:
     base run of each task, the experiment, each study cell — so a value that is out of range
     in any of them is reported here, before anything computes.
     """
-    problems = _keys("params", params, TOP_KEYS)
+    problems = key_problems("params", params, TOP_KEYS)
     if problems:
         return [p.replace("params.", "", 1) for p in problems]
-    problems += _keys("baseline", params["baseline"], ("tasks",))
+    problems += key_problems("baseline", params["baseline"], ("tasks",))
     for name, keys in SECTION_KEYS.items():
-        problems += _keys(name, params[name], keys)
+        problems += key_problems(name, params[name], keys)
     problems += _check_registries(params)
     problems += _check_analysis(params["analysis"])
     # Values that building the runs does not need: checked, and the runs built regardless.
@@ -274,10 +275,10 @@ def check_params(params: Mapping[str, Any]) -> list[str]:
     if (not isinstance(seeds, list) or not seeds
             or not all(_is_int(s) and 0 <= s <= MAX_SEED for s in seeds)
             or len(set(seeds)) != len(seeds)):
-        values.append(f"seeds = {_fmt(seeds)}: must be a non-empty list of distinct "
+        values.append(f"seeds = {shown(seeds)}: must be a non-empty list of distinct "
                       f"integers from 0 to {MAX_SEED}, e.g. [0, 1, 2]")
     if params["device"] not in DEVICES:
-        values.append(f"device = {_fmt(params['device'])}: choose one of {', '.join(DEVICES)}")
+        values.append(f"device = {shown(params['device'])}: choose one of {', '.join(DEVICES)}")
     if not problems:
         problems += _names("baseline.tasks", params["baseline"]["tasks"], TASKS)
     if problems:  # the runs below need well-formed sections, registries and base tasks
@@ -286,7 +287,7 @@ def check_params(params: Mapping[str, Any]) -> list[str]:
     for knob, key in KNOBS.items():
         registry = NAMED.get(key)
         if registry and params[knob] not in params[registry]:
-            problems.append(f"{knob} = {_fmt(params[knob])}: not in `{registry}`; choose one "
+            problems.append(f"{knob} = {shown(params[knob])}: not in `{registry}`; choose one "
                             f"of {', '.join(params[registry])}")
     return problems + _check_runs(params)
 
@@ -295,51 +296,51 @@ def _check_registries(params: Mapping[str, Any]) -> list[str]:
     problems = []
     for registry in ("augmentations", "curricula", "optimizers"):
         if not isinstance(params[registry], Mapping) or not params[registry]:
-            problems.append(f"{registry} = {_fmt(params[registry])}: must map names to settings")
+            problems.append(f"{registry} = {shown(params[registry])}: must map names to settings")
     if problems:
         return problems
     for name, entry in params["augmentations"].items():
         where = f"augmentations.{name}"
-        problems += _keys(where, entry, AUGMENTATION_KEYS)
+        problems += key_problems(where, entry, AUGMENTATION_KEYS)
         if not problems:
-            problems += _built(where, lambda e=entry, n=name: AugmentConfig(
+            problems += build_problems(where, lambda e=entry, n=name: AugmentConfig(
                 n, e["reverse"], e["negate"]))
     for name, entry in params["curricula"].items():
         where = f"curricula.{name}"
         if not isinstance(entry, Mapping) or entry.get("pacing") not in PACING_KEYS:
-            problems.append(f"{where}.pacing = {_fmt((entry or {}).get('pacing'))}: choose one "
+            problems.append(f"{where}.pacing = {shown((entry or {}).get('pacing'))}: choose one "
                             f"of {', '.join(PACING_KEYS)}")
             continue
-        problems += _keys(where, entry, ("pacing", *PACING_KEYS[entry["pacing"]]))
-        problems += _built(where, lambda e=entry, n=name: CurriculumConfig(name=n, **e))
+        problems += key_problems(where, entry, ("pacing", *PACING_KEYS[entry["pacing"]]))
+        problems += build_problems(where, lambda e=entry, n=name: CurriculumConfig(name=n, **e))
     for name, entry in params["optimizers"].items():
         where = f"optimizers.{name}"
         kind = entry.get("kind") if isinstance(entry, Mapping) else None
         if kind not in OPTIMIZER_KINDS:
-            problems.append(f"{where}.kind = {_fmt(kind)}: choose one of "
+            problems.append(f"{where}.kind = {shown(kind)}: choose one of "
                             f"{', '.join(OPTIMIZER_KINDS)}")
             continue
-        problems += _keys(where, entry, OPTIMIZER_KEYS[kind], tuple(VARIANT_OVERRIDES))
+        problems += key_problems(where, entry, OPTIMIZER_KEYS[kind], tuple(VARIANT_OVERRIDES))
         core = {k: v for k, v in entry.items() if k not in VARIANT_OVERRIDES}
-        problems += _built(where, lambda c=core, n=name: OptimConfig(name=n, **c))
+        problems += build_problems(where, lambda c=core, n=name: OptimConfig(name=n, **c))
     return problems
 
 
 def _check_analysis(analysis: Any) -> list[str]:
-    problems = _keys("analysis", analysis, ANALYSIS_KEYS)
+    problems = key_problems("analysis", analysis, ANALYSIS_KEYS)
     if problems:
         return problems
     if not (_is_int(analysis["grok_delay"]) and analysis["grok_delay"] >= 0):
-        problems.append(f"analysis.grok_delay = {_fmt(analysis['grok_delay'])}: must be an "
+        problems.append(f"analysis.grok_delay = {shown(analysis['grok_delay'])}: must be an "
                         "integer >= 0 (updates between training and validation reaching 99%)")
     for key in ("collapse_below", "min_fit_r2"):
         v = analysis[key]
         if not (isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < 1):
-            problems.append(f"analysis.{key} = {_fmt(v)}: must be a number in (0, 1)")
+            problems.append(f"analysis.{key} = {shown(v)}: must be a number in (0, 1)")
     return problems
 
 
-def _built(where: str, build: Any) -> list[str]:
+def build_problems(where: str, build: Any) -> list[str]:
     """The problem building a config raised, as one line (empty when it built)."""
     try:
         build()
@@ -356,10 +357,10 @@ def _check_runs(params: Mapping[str, Any]) -> list[str]:
 
     problems = []
     for task in params["baseline"]["tasks"]:
-        problems += _built(f"base run ({task})", lambda t=task: run_config(params, t))
+        problems += build_problems(f"base run ({task})", lambda t=task: run_config(params, t))
     changes = experiment_changes(params)
     for task in [t for t in params["tasks"] if t in TASKS]:  # others: reported already
-        problems += _built(f"experiment ({task}; knobs "
+        problems += build_problems(f"experiment ({task}; knobs "
                            f"{', '.join(f'{k}={params[k]}' for k in KNOBS)})",
                            lambda t=task: run_config(params, t, changes))
     problems += study_problems(params)

@@ -140,7 +140,7 @@ def evaluate(model: nn.Module, tokens: Tensor, labels: Tensor, chunk: int = 1024
     return torch.cat(losses, 1).mean(1), torch.cat(correct, 1)
 
 
-class _Data:
+class TrainData:
     """Each seed's split of a task's equations, as (S, N) index and token tensors."""
 
     def __init__(self, task: Task, cfg: RunConfig, seeds: list[int], device: torch.device,
@@ -195,7 +195,7 @@ def train(cfg: RunConfig, seeds: Sequence[int],
     engine = resolve_engine(engine, device)
     task = build_task(cfg.data, seeds)
     aug = get_augmentation(tc.aug, task)
-    data = _Data(task, cfg, seeds, device, aug)
+    data = TrainData(task, cfg, seeds, device, aug)
 
     def new_model() -> nn.Module:
         return (model_factory(cfg) if model_factory else build_model(cfg.model, task, seeds)
@@ -233,7 +233,7 @@ def train(cfg: RunConfig, seeds: Sequence[int],
     def record(step: int) -> list[float]:
         nonlocal batches
         val_loss, correct = evaluate(model, data.val_tokens, data.val_labels)
-        clean_acc = _clean_accuracy(correct, data.val_reachable)
+        clean_acc = clean_accuracy(correct, data.val_reachable)
         tr_loss, tr_correct = evaluate(model, data.curve_tokens, data.curve_labels)
         if batches:
             b_loss, b_acc = train_loss_sum / batches, train_acc_sum / batches
@@ -298,7 +298,7 @@ def train(cfg: RunConfig, seeds: Sequence[int],
 
 
 def _result(cfg: RunConfig, seeds: list[int], rows: list[Tensor], model: nn.Module,
-            data: _Data, steps_done: int) -> TrainResult:
+            data: TrainData, steps_done: int) -> TrainResult:
     history = _history_frame(rows, seeds)
     final = _final_frame(model, data, seeds, history)
     return TrainResult(cfg, seeds, history, final, model, steps_done)
@@ -325,21 +325,21 @@ def _history_frame(rows: list[Tensor], seeds: list[int]) -> pd.DataFrame:
     return out
 
 
-def _clean_accuracy(correct: Tensor, reachable: Tensor) -> Tensor:
+def clean_accuracy(correct: Tensor, reachable: Tensor) -> Tensor:
     """Accuracy (S,) on the validation examples no augmented training example can equal;
     NaN for a member with no such example (there is nothing clean to score)."""
     clean = ~reachable
     return (correct & clean).sum(1) / clean.sum(1).float().where(clean.any(1), float("nan"))
 
 
-def _final_frame(model: nn.Module, data: _Data, seeds: list[int],
+def _final_frame(model: nn.Module, data: TrainData, seeds: list[int],
                  history: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
 
     train_loss, train_correct = evaluate(model, data.tokens[data.train_idx],
                                          data.labels[data.train_idx])
     val_loss, val_correct = evaluate(model, data.val_tokens, data.val_labels)
-    clean_acc = _clean_accuracy(val_correct, data.val_reachable)
+    clean_acc = clean_accuracy(val_correct, data.val_reachable)
     out = pd.DataFrame({
         "seed": seeds,
         "final_train_loss": train_loss.cpu().numpy(),

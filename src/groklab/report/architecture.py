@@ -1,5 +1,6 @@
-"""The architecture study (seeds 002, 003): does each architecture grok, and does it fit its
-training split? Claims from ``references/grokking_project_claims.json``."""
+"""The architecture study (the course project, Exploring Grokking): does each architecture
+grok, and does it fit its training split? Claims from
+``references/grokking_project_claims.json``."""
 
 from __future__ import annotations
 

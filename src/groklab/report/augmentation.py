@@ -1,4 +1,4 @@
-"""The augmentation study beside the augmentation paper (seed 000): its published runs
+"""The augmentation study beside the augmentation paper: its published runs
 (``references/augmentation_paper_runs.json``) and its Table 1
 (``references/augmentation_paper_table1.json``), leakage and the clean validation pairs.
 """

@@ -1,5 +1,5 @@
-"""The batch-size study (seed 002): the same number of updates at different batch sizes, the
-cost in updates and in examples, and how much validation accuracy moves after 99%."""
+"""The batch-size study (the course project): the same number of updates at different batch
+sizes, the cost in updates and in examples, and how much validation accuracy moves after 99%."""
 
 from __future__ import annotations
 

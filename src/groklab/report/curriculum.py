@@ -1,4 +1,4 @@
-"""The curriculum study beside the curriculum paper (seed 001): Tables 1-4 and the ablation.
+"""The curriculum study beside the curriculum paper: Tables 1-4 and the ablation.
 
 ``paper`` is ``references/curriculum_paper_tables.json`` as loaded by :func:`json.loads`.
 The paper does not say which split its Table 1 / Table 4 "Accuracy" and "Loss" are; we
@@ -256,7 +256,7 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
                   "with our `none` schedule. Table 3 is its *curriculum* result; we compare it "
                   "with `linear`.", "", baseline_table(cells, paper), "",
                   curriculum_table(cells, paper), "",
-                  f"Source: {paper.get('source', 'seed 001').rstrip('.')}. "
+                  f"Source: {paper.get('source', 'the curriculum paper').rstrip('.')}. "
                   f"{paper.get('settings', '')}"]
     lines += st.reading(cells, "curriculum", budget, tables)
     ablation = ablation_reading(cells)

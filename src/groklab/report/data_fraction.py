@@ -1,5 +1,6 @@
-"""The data-fraction study (seeds 002, 003): how the training fraction moves grokking, and
-seed 002's no-grokking case at fraction 0.05, p = 113."""
+"""The data-fraction study (the course project and the Exploring Grokking paper): how the
+training fraction moves grokking, and the course project's no-grokking case at fraction 0.05,
+p = 113."""
 
 from __future__ import annotations
 

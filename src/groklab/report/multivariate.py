@@ -1,4 +1,4 @@
-"""The multivariate study (seed 002): x1 + ... + xK mod p for K operands."""
+"""The multivariate study (the course project): x1 + ... + xK mod p for K operands."""
 
 from __future__ import annotations
 

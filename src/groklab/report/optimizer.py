@@ -1,5 +1,6 @@
-"""The optimizer study (seeds 002, 003): named variants of `optimizers` on x_div_y, and the
-claim that AdamW with weight decay generalises better than Adam."""
+"""The optimizer study (the course project, Exploring Grokking): named variants of
+`optimizers` on x_div_y, and the claim that AdamW with weight decay generalises better than
+Adam."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The sharpness of grokking (seed 004): concealed parity, the linear student-teacher model,
-and every modular-arithmetic run pooled, each run once.
+"""The sharpness of grokking (the sharpness paper): concealed parity, the linear student-teacher
+model, and every modular-arithmetic run pooled, each run once.
 
 Per run, ``relative_gap = tau_val/tau_train - 1``, ``relative_sharpness = s_val/s_train`` and
 ``absolute_sharpness`` (the largest slope of the fitted validation curve) come from the erf
@@ -171,8 +171,8 @@ def direction(fit: LogLogFit) -> str | None:
 
 
 def fit_verdicts(runs: pd.DataFrame, what: str, cause: str) -> list[tx.Verdict]:
-    """Both log-log relations against seed 004's claim that both sharpness measures fall as
-    the relative gap grows (a falling slope with p < :data:`ALPHA` agrees)."""
+    """Both log-log relations against the sharpness paper's claim that both sharpness measures
+    fall as the relative gap grows (a falling slope with p < :data:`ALPHA` agrees)."""
     out = []
     for measure in MEASURES:
         fit, name = loglog_fit(runs[GAP], runs[measure]), measure.replace("_", " ")
@@ -188,7 +188,7 @@ def fit_verdicts(runs: pd.DataFrame, what: str, cause: str) -> list[tx.Verdict]:
                     "runs" + (f" ({fit.n_nonpositive} with a non-positive value left out)"
                               if fit.n_nonpositive else ""))
         agrees = None if not fit.ok or direction(fit) is None else direction(fit) == "falls"
-        out.append(tx.Verdict(ours, "seed 004 says it falls", agrees, cause))
+        out.append(tx.Verdict(ours, "the sharpness paper says it falls", agrees, cause))
     return out
 
 
@@ -260,7 +260,8 @@ def concealment_body(ctx: Context, tables: StudyTables) -> list[str]:
         *st.published(quoted),
         *st.reading(cells, "concealed_bits", budget, tables, numeric=True)]
     if runs is not None and spec.get("gap_rises_with_concealed_bits"):
-        claim = "seed 004 (after Miller et al.) says spurious bits reliably increase the gap"
+        claim = ("the sharpness paper (after Miller et al.) says spurious bits reliably "
+                 "increase the gap")
         lines += ["", f"- {gap_verdict(runs, 'concealed_bits', claim, cause)}"]
     return lines
 
@@ -274,11 +275,11 @@ LT_METRICS = (("relative_gap", "relative gap"), ("relative_sharpness", "relative
 
 def linear_teacher_intro(ctx: Context) -> list[str]:
     spec = ctx.params["studies"].get("linear_teacher")
-    text = ("The solvable linear student-teacher model of Levi et al. (2023), as in seed 004: "
-            "a linear student trained by gradient descent on d_in/λ examples of a linear "
-            "teacher; an example is correct when its squared error is below a threshold. "
-            "**Varied:** λ = d_in/n_train. Validation accuracy is the expectation over fresh "
-            "inputs, so no validation input is a training input.")
+    text = ("The solvable linear student-teacher model of Levi et al. (2023), as in the "
+            "sharpness paper: a linear student trained by gradient descent on d_in/λ examples "
+            "of a linear teacher; an example is correct when its squared error is below a "
+            "threshold. **Varied:** λ = d_in/n_train. Validation accuracy is the expectation "
+            "over fresh inputs, so no validation input is a training input.")
     return [text + (f" **Settings** (`studies.linear_teacher`): {flat_settings(spec)}."
                     if spec else "")]
 
@@ -299,8 +300,8 @@ def linear_teacher_body(ctx: Context, tables: StudyTables) -> list[str]:
     lines += sharpness_block(ctx, runs, "linear_teacher", "lam", "the linear-teacher runs",
                              "Linear student-teacher: sharpness vs relative gap",
                              spec.get("sharpness_falls_with_gap"),
-                             "the model and its fitting window are ours; seed 004 prints its "
-                             "coefficients only inside figures")
+                             "the model and its fitting window are ours; the sharpness "
+                             "paper prints its coefficients only inside figures")
     if tables.histories is not None:
         fig = plots.accuracy_curves(tables.histories, None, hue="lam", col=None, logx=True,
                                     xlabel="gradient-descent steps (log)", train_label="train",
@@ -312,7 +313,8 @@ def linear_teacher_body(ctx: Context, tables: StudyTables) -> list[str]:
         lines.append(f"- As λ grows, mean {label} "
                      f"{tx.describe_trend(trend(lam, cells[f'{name}_mean'].astype(float)))}.")
     if runs is not None and spec.get("gap_rises_with_lam"):
-        verdict = gap_verdict(runs, "lam", "seed 004 moves λ toward 1 to increase the gap",
+        verdict = gap_verdict(runs, "lam",
+                              "the sharpness paper moves λ toward 1 to increase the gap",
                               "a fitting window that cuts the slow rises")
         lines.append(f"- {verdict}")
     return lines

@@ -43,10 +43,11 @@ INTRO = (
 )
 STUDIES_INTRO = (
     "Then the studies, one section each, in params.yaml's order ({studies}), and the "
-    "sharpness of grokking (seed 004) across every modular-arithmetic run. Each study states "
-    "what the papers it reproduces say (augmentation: seed 000; curriculum: seed 001; "
-    "architecture, optimizer, data fraction, batch size, multivariate: seeds 002, 003; "
-    "concealment, linear teacher: seed 004) and whether our runs agree. A study whose "
+    "sharpness of grokking, as the sharpness paper measures it, across every modular-arithmetic "
+    "run. Each study states what the papers it reproduces say (augmentation: the augmentation "
+    "paper; curriculum: the curriculum paper; architecture, optimizer, data fraction, batch "
+    "size, multivariate: the course project and the Exploring Grokking paper; concealment, "
+    "linear teacher: the sharpness paper) and whether our runs agree. A study whose "
     "tables are missing is skipped with a note."
 )
 
