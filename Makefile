@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 # DVC runs stages as `python -m ...`: put the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-repro: $(BIN)/.installed  ## the whole pipeline at the papers' settings (~13 CPU-hours)
+repro: $(BIN)/.installed  ## the whole pipeline at the papers' settings (~15 hours on 2 cores)
 	dvc repro
 
 # The first look: every study at small scale, as explicit overrides of params.yaml. It
