@@ -25,7 +25,7 @@ from matplotlib.transforms import blended_transform_factory
 from scipy import special
 
 from groklab.metrics import kaplan_meier
-from groklab.report.text import as_bool
+from groklab.report.text import as_bool, reached
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 CENSORED_HATCH = "///"
@@ -85,13 +85,26 @@ def hue_handles(values: Sequence[Hashable], colours: Mapping[Hashable, Any],
     return [Patch(color=colours[v], label=label(hue, v)) for v in values if v is not None]
 
 
-def _panels(fig: Figure, n: int, **kw: Any) -> list[Axes]:
-    ncols = 1 if n == 1 else 2
-    axes = fig.subplots(math.ceil(n / ncols), ncols, squeeze=False, **kw)
-    flat = list(axes.ravel())
+def hues(df: pd.DataFrame, hue: str | None) -> tuple[list[Hashable], dict[Hashable, Any]]:
+    """The ``hue`` values of ``df`` (:func:`levels`) and their colours (:func:`palette`)."""
+    values = levels(df, hue)
+    return values, palette(values)
+
+
+def _tiled(n: int, height: float) -> tuple[Figure, list[Axes]]:
+    """A figure of ``n`` panels sharing both axes, two a row (one, wider, when alone)."""
+    ncols, nrows = (1, 1) if n == 1 else (2, math.ceil(n / 2))
+    fig = Figure(figsize=(5.2 * ncols if ncols > 1 else 6.8, height * nrows + 1.2),
+                 layout="constrained")
+    flat = list(fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True).ravel())
     for ax in flat[n:]:
         ax.remove()
-    return flat[:n]
+    return fig, flat[:n]
+
+
+def _bar_width(cells: pd.DataFrame, x: str, values: Sequence[Hashable]) -> float:
+    """Figure width for grouped bars: room for every ``x`` group of ``values`` bars."""
+    return max(6.0, 1.0 + len(levels(cells, x)) * (0.32 * len(values) + 0.4))
 
 
 def _mean_fit(runs: pd.DataFrame, prefix: str, t: np.ndarray) -> np.ndarray | None:
@@ -117,15 +130,11 @@ def accuracy_curves(histories: pd.DataFrame, runs: pd.DataFrame | None, *, hue: 
     """
     if logx:
         histories = histories[histories["step"] > 0]
-    tiles, values = levels(histories, col), levels(histories, hue)
-    colours = palette(values)
+    tiles, (values, colours) = levels(histories, col), hues(histories, hue)
     fitted = False
     with style():
-        ncols = 1 if len(tiles) == 1 else 2
-        fig = Figure(figsize=(5.2 * ncols if ncols > 1 else 6.8,
-                              3.3 * math.ceil(len(tiles) / ncols) + 1.2), layout="constrained")
-        for ax, tile in zip(_panels(fig, len(tiles), sharex=True, sharey=True), tiles,
-                            strict=True):
+        fig, axes = _tiled(len(tiles), 3.3)
+        for ax, tile in zip(axes, tiles, strict=True):
             for value in values:
                 h = select(histories, **{col or "_": tile, hue or "_": value})
                 if h.empty:
@@ -197,20 +206,17 @@ def steps_to_99(cells: pd.DataFrame, *, x: str = "task", hue: str | None = "aug"
     Seeds that never reached 99% are counted at the budget (the dashed line), so a hatched
     bar, annotated "k/n" (seeds that reached 99%), is a lower bound and has no error bar.
     """
-    values = levels(cells, hue)
-    colours = palette(values)
+    values, colours = hues(cells, hue)
     with style():
-        width = max(6.0, 1.0 + len(levels(cells, x)) * (0.32 * len(values) + 0.4))
-        fig = Figure(figsize=(width, 4.6), layout="constrained")
+        fig = Figure(figsize=(_bar_width(cells, x, values), 4.6), layout="constrained")
         ax = fig.subplots()
         hatched = False
         for pos, row, patch in bars(ax, cells, x, hue, "steps_to_99", colours):
-            n, k = int(row["n_seeds"]), int(row["n_seeds"] - row["n_censored"])
-            if k < n:
+            if row["n_censored"] > 0:
                 patch.set_hatch(CENSORED_HATCH)
                 patch.set_edgecolor(".15")
                 hatched = True
-                ax.annotate(f"{k}/{n}", (pos, row["steps_to_99_mean"]), xytext=(0, 2),
+                ax.annotate(reached(row), (pos, row["steps_to_99_mean"]), xytext=(0, 2),
                             textcoords="offset points", ha="center", va="bottom",
                             fontsize="x-small", rotation=90)
         handles = hue_handles(values, colours)
@@ -231,11 +237,9 @@ def final_accuracy(cells: pd.DataFrame, *, x: str = "task", hue: str | None = "a
                    title: str | None = None) -> Figure:
     """Final training (top) and validation (bottom) accuracy after the last update, means
     over seeds with 95% intervals, both measured on the whole split."""
-    values = levels(cells, hue)
-    colours = palette(values)
+    values, colours = hues(cells, hue)
     with style():
-        width = max(6.0, 1.0 + len(levels(cells, x)) * (0.32 * len(values) + 0.4))
-        fig = Figure(figsize=(width, 6.0), layout="constrained")
+        fig = Figure(figsize=(_bar_width(cells, x, values), 6.0), layout="constrained")
         axes = fig.subplots(2, 1, sharex=True)
         for ax, name, split in zip(axes, ("final_train_acc", "final_val_acc"),
                                    ("training", "validation"), strict=True):
@@ -255,8 +259,7 @@ def leakage(cells: pd.DataFrame, *, hue: str = "aug", shape: str = "task",
     filled markers: final validation accuracy; hollow markers, joined by a line: accuracy on
     the clean (unreachable) pairs, where there are any. Colour: ``hue``; marker: ``shape``.
     """
-    values, shapes = levels(cells, hue), levels(cells, shape)
-    colours = palette(values)
+    (values, colours), shapes = hues(cells, hue), levels(cells, shape)
     marker = dict(zip(shapes, MARKERS * (len(shapes) // len(MARKERS) + 1), strict=False))
     with style():
         fig = Figure(figsize=(7.5, 4.8), layout="constrained")
@@ -297,8 +300,7 @@ def metric_vs_factor(cells: pd.DataFrame, x: str, names: Sequence[str], *,
     ``notes``: text to mark at given ``x`` values on every panel.
     """
     labels, limits, notes = labels or {}, limits or {}, notes or {}
-    values = levels(cells, hue)
-    colours = palette(values)
+    values, colours = hues(cells, hue)
     hollow = False
     with style():
         fig = Figure(figsize=(4.6 * len(names) + 1.8, 4.2), layout="constrained")
@@ -322,8 +324,7 @@ def metric_vs_factor(cells: pd.DataFrame, x: str, names: Sequence[str], *,
                             ms=6, mew=1.4, zorder=4)
                 for xv, m, (_, row) in zip(xs[bound], mean[bound], c[bound].iterrows(),
                                            strict=True):
-                    k, n = int(row["n_seeds"] - row["n_censored"]), int(row["n_seeds"])
-                    ax.annotate(f"{k}/{n}", (xv, m), xytext=(4, 4), textcoords="offset points",
+                    ax.annotate(reached(row), (xv, m), xytext=(4, 4), textcoords="offset points",
                                 fontsize="x-small")
             limit = limits.get(name)
             if isinstance(limit, pd.Series):
@@ -358,14 +359,10 @@ def fraction_reached(runs: pd.DataFrame, *, hue: str, col: str = "task",
     """Kaplan-Meier estimate of the fraction of seeds whose validation accuracy reached 99%
     by each update (:func:`groklab.metrics.kaplan_meier`), a step line per ``hue`` value and
     a panel per ``col`` value; each line ends at its cell's budget."""
-    tiles, values = levels(runs, col), levels(runs, hue)
-    colours = palette(values)
+    tiles, (values, colours) = levels(runs, col), hues(runs, hue)
     with style():
-        ncols = 1 if len(tiles) == 1 else 2
-        fig = Figure(figsize=(5.2 * ncols if ncols > 1 else 6.8,
-                              3.0 * math.ceil(len(tiles) / ncols) + 1.2), layout="constrained")
-        for ax, tile in zip(_panels(fig, len(tiles), sharex=True, sharey=True), tiles,
-                            strict=True):
+        fig, axes = _tiled(len(tiles), 3.0)
+        for ax, tile in zip(axes, tiles, strict=True):
             for value in values:
                 r = select(runs, **{col: tile, hue: value})
                 if r.empty:

@@ -83,8 +83,7 @@ def sharpness_figure(runs: pd.DataFrame, *, hue: str | None, logs: tuple[bool, .
     """Both sharpness measures (columns) against relative gap, one point per run coloured by
     ``hue``; one row of panels per entry of ``logs`` (True: log-log axes, positive points
     only, with the fitted line). The legend lists the ``hue`` values that have points."""
-    values = plots.levels(runs, hue)
-    colours = plots.palette(values)
+    values, colours = plots.hues(runs, hue)
     drawn: set[Hashable] = set()
     fitted = False
     with plots.style():
