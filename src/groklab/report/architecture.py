@@ -62,7 +62,7 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
                         "Architecture study: accuracy vs updates"),
              *st.published(quoted), *st.reading(cells, "arch", budget, tables)]
     if runs is not None:
-        lines += ["", *[f"- {v}" for v in grok_verdicts(runs, spec, ctx.analysis.grok_delay)]]
+        lines += ["", *tx.bullets(grok_verdicts(runs, spec, ctx.analysis.grok_delay))]
     return lines
 
 

@@ -217,7 +217,7 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
             f"_`references/{TABLE1}.json` was not found: no Table 1._", "",
             comparison_table(cells, published, tables.runs), "",
             "Notes on the reference runs:", "",
-            *[f"- {note}" for note in reference.get("notes", [])]]
+            *tx.bullets(reference.get("notes", []))]
     lines += ["", "### Final accuracy and leakage", "", leakage_table(cells), "",
               ctx.figure("augmentation_final_accuracy", plots.final_accuracy(cells),
                          "Final train and validation accuracy"),

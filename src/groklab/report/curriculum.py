@@ -16,8 +16,8 @@ import pandas as pd
 
 from groklab.report import plots
 from groklab.report import study as st
+from groklab.report import text as tx
 from groklab.report.context import Context, Section, StudyTables
-from groklab.report.text import DASH, fmt_mean_ci, fmt_sig, markdown_table
 
 # Table 4's rows as our schedules: the full method is a pacing of the difficulty pool (we run
 # three pacings: linear, sqrt, step); "without difficulty parameter" grows the pool at the same
@@ -36,7 +36,7 @@ N_CLASSES = {"permutation": 120}  # chance accuracy and uniform-guess loss of th
 def paper_number(v: Any) -> str:
     """A published number with up to 6 significant digits (``1.0`` stays ``1.0``)."""
     if v is None:
-        return DASH
+        return tx.DASH
     s = f"{float(v):.6g}"
     return s if any(ch in s for ch in ".e") else s + ".0"
 
@@ -44,13 +44,6 @@ def paper_number(v: Any) -> str:
 def _row(cells: pd.DataFrame, task: str, schedule: str) -> pd.Series | None:
     rows = cells[(cells["task"] == task) & (cells["curriculum"] == schedule)]
     return None if rows.empty else rows.iloc[0]
-
-
-def _ours(c: pd.Series | None, metric: str, acc: bool = False) -> str:
-    if c is None:
-        return DASH
-    args = (c[f"{metric}_mean"], c[f"{metric}_ci_low"], c[f"{metric}_ci_high"])
-    return fmt_mean_ci(*args, digits=3) if acc else fmt_sig(*args)
 
 
 def _tasks(cells: pd.DataFrame, paper: dict[str, Any]) -> list[str]:
@@ -68,15 +61,15 @@ def baseline_table(cells: pd.DataFrame, paper: dict[str, Any]) -> str:
         p1, p2 = t1.get(task, {}), t2.get(task, {})
         rows.append({
             "task": task,
-            "final train loss (ours)": _ours(c, "final_train_loss"),
+            "final train loss (ours)": tx.metric(c, "final_train_loss"),
             "Table 2 train loss": paper_number(p2.get("final_train_loss")),
-            "final val loss (ours)": _ours(c, "final_val_loss"),
+            "final val loss (ours)": tx.metric(c, "final_val_loss"),
             "Table 2 val loss": paper_number(p2.get("final_val_loss")),
             "Table 1 loss": paper_number(p1.get("loss")),
-            "final val acc (ours)": _ours(c, "final_val_acc", acc=True),
+            "final val acc (ours)": tx.metric(c, "final_val_acc", 3),
             "Table 1 accuracy": paper_number(p1.get("accuracy")),
         })
-    return markdown_table(pd.DataFrame(rows), align=["l"] + ["r"] * 7)
+    return tx.markdown_table(pd.DataFrame(rows), align=["l"] + ["r"] * 7)
 
 
 def curriculum_table(cells: pd.DataFrame, paper: dict[str, Any],
@@ -88,17 +81,17 @@ def curriculum_table(cells: pd.DataFrame, paper: dict[str, Any],
         c, p = _row(cells, task, schedule), t3.get(task, {})
         rows.append({
             "task": task,
-            f"final train acc (ours, {schedule})": _ours(c, "final_train_acc", acc=True),
+            f"final train acc (ours, {schedule})": tx.metric(c, "final_train_acc", 3),
             "Table 3 train acc": paper_number(p.get("final_train_acc")),
-            f"final val acc (ours, {schedule})": _ours(c, "final_val_acc", acc=True),
+            f"final val acc (ours, {schedule})": tx.metric(c, "final_val_acc", 3),
             "Table 3 val acc": paper_number(p.get("final_val_acc")),
         })
-    return markdown_table(pd.DataFrame(rows), align=["l", "r", "r", "r", "r"])
+    return tx.markdown_table(pd.DataFrame(rows), align=["l", "r", "r", "r", "r"])
 
 
 def _acc_loss(c: pd.Series | None) -> str:
     if c is None:
-        return DASH
+        return tx.DASH
     return f"{c['final_val_acc_mean']:.3f} / {c['final_val_loss_mean']:.3g}"
 
 
@@ -119,7 +112,7 @@ def ablation_table(cells: pd.DataFrame, paper: dict[str, Any] | None) -> str:
                     "Table 4 loss": paper_number(p.get("loss"))}
         rows.append(row)
     table = pd.DataFrame(rows)
-    return markdown_table(table, align=["l", "l"] + ["r"] * (len(table.columns) - 2))
+    return tx.markdown_table(table, align=["l", "l"] + ["r"] * (len(table.columns) - 2))
 
 
 def _close(a: float, b: float, digits: int = 4) -> bool:
@@ -265,7 +258,7 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
                   "by loss) in our final validation losses:", "", ablation]
     if paper is not None:
         lines += ["", "Where the paper's numbers contradict each other:", "",
-                  *[f"- {item}" for item in paper_inconsistencies(paper)]]
+                  *tx.bullets(paper_inconsistencies(paper))]
     return lines
 
 

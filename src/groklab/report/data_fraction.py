@@ -91,7 +91,7 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
         if len(none):
             text += f"; no seed reached it at {', '.join(f'{f:g}' for f in none)}"
         lines.append(f"- **{task}**: {text}.")
-    return lines + [f"- {v}" for v in claim_verdicts(cells, spec, p)]
+    return lines + tx.bullets(claim_verdicts(cells, spec, p))
 
 
 SECTIONS = (Section("data_fraction", "Data-fraction study", body),)

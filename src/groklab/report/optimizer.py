@@ -87,8 +87,7 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
                         "Optimizer study: accuracy vs updates, one colour per variant"),
              *st.published(quoted), *st.reading(cells, "optimizer", budget, tables)]
     if "better" in spec:
-        lines += ["", *[f"- {v}" for v in better_verdicts(cells, tables.comparisons,
-                                                          spec["better"])]]
+        lines += ["", *tx.bullets(better_verdicts(cells, tables.comparisons, spec["better"]))]
     wd = weight_decay_trend(cells, ctx.params)
     return lines + ([f"- {wd}"] if wd else [])
 

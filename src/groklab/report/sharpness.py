@@ -210,7 +210,7 @@ def sharpness_block(ctx: Context, runs: pd.DataFrame | None, name: str, hue: str
             f"One point per run (seed × {hue}). Log-log fit of log10(sharpness) on "
             "log10(relative gap), over runs where both are positive:", "", fit_table(runs), "",
             positive_counts(runs), "",
-            *([f"- {v}" for v in verdicts] if claim else [f"- {v.ours}." for v in verdicts])]
+            *tx.bullets(verdicts if claim else [f"{v.ours}." for v in verdicts])]
 
 
 # --- Concealed parity ------------------------------------------------------------------------
@@ -359,9 +359,9 @@ def modular_body(ctx: Context, tables: StudyTables | None) -> list[str]:
             "Failed erf fits by reason (a run without both fits has no gap or relative "
             "sharpness):", "", fit_failure_table(runs, by="trained_by"),
             *st.published(quoted), "", "### Reading", "",
-            *[f"- {v}" for v in fit_verdicts(runs, "all modular-arithmetic runs pooled",
-                                             "pooling tasks and factors whose gaps and "
-                                             "sharpness differ in scale")]]
+            *tx.bullets(fit_verdicts(runs, "all modular-arithmetic runs pooled",
+                                     "pooling tasks and factors whose gaps and sharpness "
+                                     "differ in scale"))]
 
 
 SECTIONS = (
