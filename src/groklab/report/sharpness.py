@@ -144,7 +144,7 @@ def fit_failure_table(runs: pd.DataFrame, by: str | None = None) -> str:
     rows = []
     for key, g in groups:
         row: dict[str, Any] = ({by: key} if by else {}) | {"runs": len(g)}
-        for prefix, name in (("train_fit", "training"), ("val_fit", "validation")):
+        for prefix, name in st.FIT_CURVES:
             counts = st.failed_fits(g, prefix)
             row[f"{name} fits failed"] = int(counts.sum())
             row[f"{name} reasons"] = "; ".join(f"{r} ({n})" for r, n in counts.items()) or tx.DASH
