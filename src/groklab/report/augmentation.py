@@ -197,10 +197,8 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
              *st.notes(ctx, tables, budget), "",
              ctx.figure("augmentation_steps_to_99", plots.steps_to_99(cells, budget=budget),
                         "Steps to 99% per task and augmentation"),
-             *st.fraction_figure(ctx, tables, "augmentation", "aug",
-                                 "Augmentation study: fraction of seeds at 99% by update"),
-             *st.curves(ctx, tables, "augmentation", "aug",
-                        "Augmentation study: accuracy vs updates"),
+             *st.fraction_figure(ctx, tables, "augmentation", "aug"),
+             *st.curves(ctx, tables, "augmentation", "aug"),
              "", "### Comparison with the published numbers", ""]
     if reference is None:
         lines.append(f"_`references/{RUNS}.json` was not found; no comparison._")

@@ -222,16 +222,13 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
         "random order (no difficulty); `anti` takes the hardest first; `none` is the "
         "baseline.", "",
         "### Steps to 99% validation accuracy", "", st.steps_pivot(cells, col="curriculum"),
-        *st.steps_bars(ctx, cells, "curriculum", "curriculum", budget,
-                       "Curriculum study: updates to 99% validation accuracy"),
-        *st.fraction_figure(ctx, tables, "curriculum", "curriculum",
-                            "Curriculum study: fraction of seeds at 99% by update"),
+        *st.steps_bars(ctx, tables, "curriculum", "curriculum"),
+        *st.fraction_figure(ctx, tables, "curriculum", "curriculum"),
         "", "### Final accuracy and loss", "", st.study_table(cells, "curriculum", COLUMNS),
         *st.notes(ctx, tables, budget), "",
         ctx.figure("curriculum_final_accuracy", plots.final_accuracy(cells, hue="curriculum"),
                    "Final train and validation accuracy per schedule"),
-        *st.curves(ctx, tables, "curriculum", "curriculum",
-                   "Curriculum study: accuracy vs updates"),
+        *st.curves(ctx, tables, "curriculum", "curriculum"),
         "", "### Ablation (the paper's Table 4) rebuilt from our runs", "",
         "The paper's *full method* is a difficulty curriculum; we read it as the `linear` "
         "schedule and also show the `sqrt` and `step` pacings. *Without difficulty parameter* "

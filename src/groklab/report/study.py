@@ -281,25 +281,29 @@ def factor_reading(cells: pd.DataFrame, factor: str, *, budget: int,
 
 # --- The usual figures and the usual body ----------------------------------------------------
 
-def curves(ctx: Context, tables: StudyTables, name: str, hue: str, title: str) -> list[str]:
+# Each figure is ``<study>_<what>.png``, titled "<Study> study: ..." unless a title is given.
+
+def curves(ctx: Context, tables: StudyTables, study: str, hue: str,
+           title: str | None = None) -> list[str]:
     if tables.histories is None:
         return []
+    title = title or f"{study.capitalize()} study: accuracy vs updates"
     fig = plots.accuracy_curves(tables.histories, tables.runs, hue=hue, col="task", title=title)
-    return ["", ctx.figure(f"{name}_curves", fig, title)]
+    return ["", ctx.figure(f"{study}_curves", fig, title)]
 
 
-def steps_bars(ctx: Context, cells: pd.DataFrame, name: str, hue: str, budget: int,
-               title: str) -> list[str]:
-    fig = plots.steps_to_99(cells, hue=hue, budget=budget, title=title)
-    return ["", ctx.figure(f"{name}_steps_to_99", fig, title)]
+def steps_bars(ctx: Context, tables: StudyTables, study: str, hue: str) -> list[str]:
+    title = f"{study.capitalize()} study: updates to 99% validation accuracy"
+    fig = plots.steps_to_99(tables.cells, hue=hue, budget=ctx.budget(study), title=title)
+    return ["", ctx.figure(f"{study}_steps_to_99", fig, title)]
 
 
-def fraction_figure(ctx: Context, tables: StudyTables, name: str, hue: str,
-                    title: str) -> list[str]:
+def fraction_figure(ctx: Context, tables: StudyTables, study: str, hue: str) -> list[str]:
     if tables.runs is None:
         return []
+    title = f"{study.capitalize()} study: fraction of seeds at 99% by update"
     fig = plots.fraction_reached(tables.runs, hue=hue, title=title)
-    return ["", ctx.figure(f"{name}_fraction_reached", fig, title)]
+    return ["", ctx.figure(f"{study}_fraction_reached", fig, title)]
 
 
 def published(items: list[str]) -> list[str]:
