@@ -321,18 +321,19 @@ def linear_teacher_body(ctx: Context, tables: StudyTables) -> list[str]:
 
 # --- Every modular-arithmetic run, once --------------------------------------------------------
 
-def modular_runs(ctx: Context) -> pd.DataFrame | None:
+def modular_runs(ctx: Context) -> tuple[pd.DataFrame, int] | None:
     """Every distinct run of a modular-arithmetic task over the experiment and all studies,
     once each (by ``run_key``), labelled by the family that trained it (``source``): a base
-    run that several studies read is ``baseline``."""
+    run that several studies read is ``baseline``; and the number of table rows they fill."""
     frames = [t.runs[t.runs["task"].isin(MODULAR_TASKS)] for t in ctx.studies.values()
               if t is not None and t.runs is not None and "task" in t.runs]
     frames = [f for f in frames if len(f)]
     if not frames:
         return None
-    runs = pd.concat(frames, ignore_index=True)
-    runs = runs.drop_duplicates("run_key") if "run_key" in runs else runs
-    return runs.assign(trained_by=runs["source"].str.split("@").str[0]).reset_index(drop=True)
+    rows = pd.concat(frames, ignore_index=True)
+    runs = rows.drop_duplicates("run_key") if "run_key" in rows else rows
+    return (runs.assign(trained_by=runs["source"].str.split("@").str[0]).reset_index(drop=True),
+            len(rows))
 
 
 def modular_intro(ctx: Context) -> list[str]:
@@ -343,12 +344,10 @@ def modular_intro(ctx: Context) -> list[str]:
 
 
 def modular_body(ctx: Context, tables: StudyTables | None) -> list[str]:
-    runs = modular_runs(ctx)
-    if runs is None:
+    pooled = modular_runs(ctx)
+    if pooled is None:
         return ["_Skipped: no per-run table of a modular-arithmetic study exists yet._"]
-    spec, quoted = st.claims(ctx, REF, "pooled")
-    rows = sum(len(t.runs[t.runs["task"].isin(MODULAR_TASKS)]) for t in ctx.studies.values()
-               if t is not None and t.runs is not None and "task" in t.runs)
+    (runs, rows), quoted = pooled, st.claims(ctx, REF, "pooled")[1]
     title = "All modular-arithmetic runs: sharpness vs relative gap (log-log)"
     fig = sharpness_figure(runs, hue="trained_by", logs=(True,), title=title)
     return [ctx.figure("modular_sharpness", fig, title), "",
