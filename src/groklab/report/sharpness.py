@@ -106,10 +106,9 @@ def sharpness_figure(runs: pd.DataFrame, *, hue: str | None, logs: tuple[bool, .
 # --- Tables and readings -------------------------------------------------------------------
 
 def _fit_cells(fit: LogLogFit) -> dict[str, str]:
-    return {"slope": f"{fit.slope:.3g}" if fit.ok else tx.DASH,
-            "intercept (log10)": f"{fit.intercept:.3f}" if fit.ok else tx.DASH,
-            "Pearson r": f"{fit.r:.3f}" if fit.ok else tx.DASH,
-            "p": f"{fit.p_value:.2g}" if fit.ok else tx.DASH}
+    cells = {"slope": f"{fit.slope:.3g}", "intercept (log10)": f"{fit.intercept:.3f}",
+             "Pearson r": f"{fit.r:.3f}", "p": f"{fit.p_value:.2g}"}
+    return cells if fit.ok else dict.fromkeys(cells, tx.DASH)
 
 
 def fit_table(runs: pd.DataFrame) -> str:
@@ -131,9 +130,9 @@ def fit_table_by(runs: pd.DataFrame, by: str) -> str:
         row: dict[str, Any] = {by: key, "N": st.distinct(g)}
         for measure in MEASURES:
             fit, short = loglog_fit(g[GAP], g[measure]), measure.split("_")[0]
-            row |= {f"{short}: points": fit.n,
-                    f"{short}: slope": f"{fit.slope:.3g}" if fit.ok else tx.DASH,
-                    f"{short}: r": f"{fit.r:.3f}" if fit.ok else tx.DASH}
+            shown = _fit_cells(fit)
+            row |= {f"{short}: points": fit.n, f"{short}: slope": shown["slope"],
+                    f"{short}: r": shown["Pearson r"]}
         rows.append(row)
     return tx.markdown_table(pd.DataFrame(rows), align=["l"] + ["r"] * 7)
 
@@ -175,19 +174,19 @@ def fit_verdicts(runs: pd.DataFrame, what: str, cause: str) -> list[tx.Verdict]:
     out = []
     for measure in MEASURES:
         fit, name = loglog_fit(runs[GAP], runs[measure]), measure.replace("_", " ")
+        way = direction(fit)  # None: no fit, or no significant trend
         if not fit.ok:
             ours = (f"In {what}, {fit.n} runs have a positive gap and {name}, too few for a "
                     "log-log fit")
         else:
-            trend_ = direction(fit)
             ours = (f"In {what}, {name} "
-                    + (f"{trend_} with relative gap" if trend_ else "shows no clear trend with "
+                    + (f"{way} with relative gap" if way else "shows no clear trend with "
                        f"relative gap (p = {fit.p_value:.2g} ≥ {ALPHA:g})")
                     + f": log-log slope {fit.slope:.3g}, Pearson r = {fit.r:.3f} over {fit.n} "
                     "runs" + (f" ({fit.n_nonpositive} with a non-positive value left out)"
                               if fit.n_nonpositive else ""))
-        agrees = None if not fit.ok or direction(fit) is None else direction(fit) == "falls"
-        out.append(tx.Verdict(ours, "the sharpness paper says it falls", agrees, cause))
+        out.append(tx.Verdict(ours, "the sharpness paper says it falls",
+                              None if way is None else way == "falls", cause))
     return out
 
 
