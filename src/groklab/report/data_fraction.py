@@ -56,8 +56,6 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
     p = {key: tx.DASH if cfg is None else cfg.data.p for key, cfg in configs.items()}
     odd = {f: v for (_, f), v in p.items() if v != ctx.params["data"]["p"]}
     fig = plots.metric_vs_factor(cells, FACTOR, ["steps_to_99", "relative_gap"],
-                                 labels={"steps_to_99": "updates to 99% validation accuracy",
-                                         "relative_gap": "relative gap τ_val/τ_train − 1"},
                                  limits={"steps_to_99": budget},
                                  notes={f: f"p = {v}" for f, v in odd.items()},
                                  title="Training fraction: updates to 99% and relative gap")

@@ -30,6 +30,9 @@ from groklab.report.text import as_bool, reached
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 CENSORED_HATCH = "///"
 CENSORED = ("steps_to_99", "examples_to_99")  # a censored seed makes the mean a lower bound
+LABELS = {"steps_to_99": "updates to 99% validation accuracy",  # axis labels of metrics
+          "examples_to_99": "examples seen to 99% (updates × batch)",
+          "relative_gap": "relative gap τ_val/τ_train − 1"}
 
 
 @contextlib.contextmanager
@@ -228,7 +231,7 @@ def steps_to_99(cells: pd.DataFrame, *, x: str = "task", hue: str | None = "aug"
             ax.axhline(budget, color=".3", ls="--", lw=1)
             ax.set_ylim(0, budget * 1.15)
             handles.append(Line2D([], [], color=".3", ls="--", label=f"budget ({budget} updates)"))
-        ax.set(xlabel=x, ylabel="updates to 99% validation accuracy")
+        ax.set(xlabel=x, ylabel=LABELS["steps_to_99"])
         legend(fig, handles, title or "Updates to 99% validation accuracy (mean, 95% interval)")
     return fig
 
@@ -287,19 +290,18 @@ def leakage(cells: pd.DataFrame, *, hue: str = "aug", shape: str = "task",
 
 
 def metric_vs_factor(cells: pd.DataFrame, x: str, names: Sequence[str], *,
-                     hue: str | None = "task", labels: Mapping[str, str] | None = None,
+                     hue: str | None = "task", logx: bool = False,
                      limits: Mapping[str, pd.Series | float] | None = None,
-                     notes: Mapping[Any, str] | None = None, logx: bool = False,
-                     title: str | None = None) -> Figure:
+                     notes: Mapping[Any, str] | None = None, title: str | None = None) -> Figure:
     """One panel per metric: ``{name}_mean`` against ``x``, with 95% intervals, a line per
-    ``hue`` value.
+    ``hue`` value; axes labelled by :data:`LABELS`.
 
     For steps-like metrics (:data:`CENSORED`) a cell where some seed never reached 99% is
     drawn hollow, without an interval and annotated ``k/n`` (its mean is a lower bound).
     ``limits``: per metric, a budget to draw dashed (a number, or a Series indexed by ``x``).
     ``notes``: text to mark at given ``x`` values on every panel.
     """
-    labels, limits, notes = labels or {}, limits or {}, notes or {}
+    limits, notes = limits or {}, notes or {}
     values, colours = hues(cells, hue)
     hollow = False
     with style():
@@ -341,7 +343,7 @@ def metric_vs_factor(cells: pd.DataFrame, x: str, names: Sequence[str], *,
                 ticks = sorted(set(cells[x].astype(float)))
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
-            ax.set(xlabel=x, ylabel=labels.get(name, name.replace("_", " ")))
+            ax.set(xlabel=x, ylabel=LABELS.get(name, name.replace("_", " ")))
         handles = [Line2D([], [], color=colours[v], marker="o", label=label(hue, v))
                    for v in values if hue]
         handles.append(Line2D([], [], color=".3", marker="o", ls="", label="mean, 95% interval"))

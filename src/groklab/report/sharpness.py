@@ -73,7 +73,7 @@ def _draw(ax: Axes, runs: pd.DataFrame, measure: str, hue: str | None,
                     + (f", {fit.n_nonpositive} ≤ 0 left out" if fit.n_nonpositive else ""),
                     transform=ax.transAxes, fontsize="x-small", va="bottom",
                     bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
-    ax.set(xlabel="relative gap τ_val/τ_train − 1" + (" (log)" if log else ""),
+    ax.set(xlabel=plots.LABELS[GAP] + (" (log)" if log else ""),
            ylabel=MEASURES[measure] + (" (log)" if log else ""))
     return drawn, bool(log and fit.ok and show.any())
 
@@ -233,8 +233,6 @@ def concealment_body(ctx: Context, tables: StudyTables) -> list[str]:
              "val_in_train": lambda c: tx.metric(c, "val_in_train"),
              "with replacement": lambda c: tx.fmt_sig(overlap.get(c["concealed_bits"]))}
     fig = plots.metric_vs_factor(cells, "concealed_bits", ["steps_to_99", "relative_gap"],
-                                 labels={"steps_to_99": "updates to 99% validation accuracy",
-                                         "relative_gap": "relative gap τ_val/τ_train − 1"},
                                  limits={"steps_to_99": budget}, hue=None,
                                  title="Concealed parity: updates to 99% and relative gap")
     leak = float(runs["val_in_train"].max()) if runs is not None else 0.0
