@@ -123,13 +123,11 @@ def _close(a: float, b: float, digits: int = 4) -> bool:
 def paper_inconsistencies(paper: dict[str, Any]) -> list[str]:
     """Places where the paper's numbers contradict each other or its text, found by comparing
     its tables (each item says which numbers disagree)."""
-    t = paper["tables"]
-    t1, t2, t3 = t["table1"]["rows"], t["table2"]["rows"], t["table3"]["rows"]
-    t4 = t["table4"]["rows"]
+    t1, t2, t3, t4 = (paper["tables"][f"table{i}"]["rows"] for i in range(1, 5))
     claims = (paper.get("text_claims") or {}).get("final_val_acc", {})
     out = []
     for task, claimed in claims.items():
-        val, train = t3.get(task, {}).get("final_val_acc"), t3.get(task, {}).get("final_train_acc")
+        val, train = (t3.get(task, {}).get(f"final_{s}_acc") for s in ("val", "train"))
         if val is not None and not _close(claimed, val):
             same = train is not None and _close(claimed, train)
             out.append(f"The text claims a final validation accuracy of {paper_number(claimed)} "
@@ -137,8 +135,7 @@ def paper_inconsistencies(paper: dict[str, Any]) -> list[str]:
                        + (f"; {paper_number(claimed)} is Table 3's final *training* accuracy "
                           f"({paper_number(train)})" if same else "") + ".")
     for task, row in t1.items():
-        train = t3.get(task, {}).get("final_train_acc")
-        val = t3.get(task, {}).get("final_val_acc")
+        val, train = (t3.get(task, {}).get(f"final_{s}_acc") for s in ("val", "train"))
         if train is not None and val is not None and not _close(train, val) \
                 and _close(row["accuracy"], train):
             out.append(f"Table 1 (baseline) lists {task} accuracy {paper_number(row['accuracy'])}"
