@@ -312,8 +312,7 @@ def metric_vs_factor(cells: pd.DataFrame, x: str, names: Sequence[str], *,
                 c = select(cells, **{hue or "_": value}).sort_values(x)
                 xs, mean = c[x].to_numpy(float), c[f"{name}_mean"].to_numpy(float)
                 lo, hi = (c[f"{name}_{k}"].to_numpy(float) for k in ("ci_low", "ci_high"))
-                bound = ((c["n_censored"] > 0).to_numpy() if name in CENSORED
-                         else np.zeros(len(c), bool))
+                bound = (c["n_censored"] > 0).to_numpy() & (name in CENSORED)
                 colour = colours[value]
                 ax.plot(xs, mean, color=colour, lw=1.4, zorder=2)
                 err = np.array([mean - lo, hi - mean])
@@ -324,10 +323,9 @@ def metric_vs_factor(cells: pd.DataFrame, x: str, names: Sequence[str], *,
                     hollow = True
                     ax.plot(xs[bound], mean[bound], ls="", marker="o", mfc="white", mec=colour,
                             ms=6, mew=1.4, zorder=4)
-                for xv, m, (_, row) in zip(xs[bound], mean[bound], c[bound].iterrows(),
-                                           strict=True):
-                    ax.annotate(reached(row), (xv, m), xytext=(4, 4), textcoords="offset points",
-                                fontsize="x-small")
+                for _, row in c[bound].iterrows():
+                    ax.annotate(reached(row), (row[x], row[f"{name}_mean"]), xytext=(4, 4),
+                                textcoords="offset points", fontsize="x-small")
             limit = limits.get(name)
             if isinstance(limit, pd.Series):
                 ax.plot(limit.index.to_numpy(float), limit.to_numpy(float), color=".4", ls="--",
