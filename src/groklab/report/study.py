@@ -279,9 +279,7 @@ def factor_reading(cells: pd.DataFrame, factor: str, *, budget: int,
     return "\n".join(lines)
 
 
-# --- The usual figures and the usual body ----------------------------------------------------
-
-# Each figure is ``<study>_<what>.png``, titled "<Study> study: ..." unless a title is given.
+# --- The usual figures (``<study>_<what>.png``, titled "<Study> study: ...") and body --------
 
 def curves(ctx: Context, tables: StudyTables, study: str, hue: str,
            title: str | None = None) -> list[str]:
