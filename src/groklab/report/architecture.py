@@ -56,13 +56,11 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
     spec, quoted = st.claims(ctx, REF, "architecture")
     lines = [st.study_table(cells, "arch", extra=st.train_column(runs, "arch")),
              *st.notes(ctx, tables, budget),
-             *st.steps_bars(ctx, cells, "architecture", "arch", budget,
-                            "Architecture study: updates to 99% validation accuracy"),
-             *st.curves(ctx, tables, "architecture", "arch",
-                        "Architecture study: accuracy vs updates"),
+             *st.steps_bars(ctx, tables, "architecture", "arch"),
+             *st.curves(ctx, tables, "architecture", "arch"),
              *st.published(quoted), *st.reading(cells, "arch", budget, tables)]
     if runs is not None:
-        lines += ["", *[f"- {v}" for v in grok_verdicts(runs, spec, ctx.analysis.grok_delay)]]
+        lines += ["", *tx.bullets(grok_verdicts(runs, spec, ctx.analysis.grok_delay))]
     return lines
 
 

@@ -197,10 +197,8 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
              *st.notes(ctx, tables, budget), "",
              ctx.figure("augmentation_steps_to_99", plots.steps_to_99(cells, budget=budget),
                         "Steps to 99% per task and augmentation"),
-             *st.fraction_figure(ctx, tables, "augmentation", "aug",
-                                 "Augmentation study: fraction of seeds at 99% by update"),
-             *st.curves(ctx, tables, "augmentation", "aug",
-                        "Augmentation study: accuracy vs updates"),
+             *st.fraction_figure(ctx, tables, "augmentation", "aug"),
+             *st.curves(ctx, tables, "augmentation", "aug"),
              "", "### Comparison with the published numbers", ""]
     if reference is None:
         lines.append(f"_`references/{RUNS}.json` was not found; no comparison._")
@@ -217,7 +215,7 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
             f"_`references/{TABLE1}.json` was not found: no Table 1._", "",
             comparison_table(cells, published, tables.runs), "",
             "Notes on the reference runs:", "",
-            *[f"- {note}" for note in reference.get("notes", [])]]
+            *tx.bullets(reference.get("notes", []))]
     lines += ["", "### Final accuracy and leakage", "", leakage_table(cells), "",
               ctx.figure("augmentation_final_accuracy", plots.final_accuracy(cells),
                          "Final train and validation accuracy"),

@@ -48,8 +48,6 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
     sizes = sorted(cells[FACTOR].astype(int).unique())
     fig = plots.metric_vs_factor(
         cells, FACTOR, ["steps_to_99", "examples_to_99"], logx=True,
-        labels={"steps_to_99": "updates to 99% validation accuracy",
-                "examples_to_99": "examples seen to 99% (updates × batch)"},
         limits={"steps_to_99": budget,
                 "examples_to_99": pd.Series([budget * b for b in sizes], index=sizes)},
         title="Batch size: cost of grokking in updates and in examples")

@@ -114,13 +114,8 @@ def describe_config(cfg: RunConfig, seeds: list[int]) -> str:
 
 def flat_settings(d: dict[str, Any], prefix: str = "") -> str:
     """``{"data": {"p": 23}}`` -> ``data.p = 23`` (for stating a study's settings)."""
-    out = []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.append(flat_settings(v, f"{prefix}{k}."))
-        else:
-            out.append(f"`{prefix}{k} = {v}`")
-    return ", ".join(out)
+    return ", ".join(flat_settings(v, f"{prefix}{k}.") if isinstance(v, dict)
+                     else f"`{prefix}{k} = {v}`" for k, v in d.items())
 
 
 def study_settings(params: dict[str, Any], study: str) -> str:

@@ -16,8 +16,8 @@ import pandas as pd
 
 from groklab.report import plots
 from groklab.report import study as st
+from groklab.report import text as tx
 from groklab.report.context import Context, Section, StudyTables
-from groklab.report.text import DASH, fmt_mean_ci, fmt_sig, markdown_table
 
 # Table 4's rows as our schedules: the full method is a pacing of the difficulty pool (we run
 # three pacings: linear, sqrt, step); "without difficulty parameter" grows the pool at the same
@@ -36,7 +36,7 @@ N_CLASSES = {"permutation": 120}  # chance accuracy and uniform-guess loss of th
 def paper_number(v: Any) -> str:
     """A published number with up to 6 significant digits (``1.0`` stays ``1.0``)."""
     if v is None:
-        return DASH
+        return tx.DASH
     s = f"{float(v):.6g}"
     return s if any(ch in s for ch in ".e") else s + ".0"
 
@@ -44,13 +44,6 @@ def paper_number(v: Any) -> str:
 def _row(cells: pd.DataFrame, task: str, schedule: str) -> pd.Series | None:
     rows = cells[(cells["task"] == task) & (cells["curriculum"] == schedule)]
     return None if rows.empty else rows.iloc[0]
-
-
-def _ours(c: pd.Series | None, metric: str, acc: bool = False) -> str:
-    if c is None:
-        return DASH
-    args = (c[f"{metric}_mean"], c[f"{metric}_ci_low"], c[f"{metric}_ci_high"])
-    return fmt_mean_ci(*args, digits=3) if acc else fmt_sig(*args)
 
 
 def _tasks(cells: pd.DataFrame, paper: dict[str, Any]) -> list[str]:
@@ -68,15 +61,15 @@ def baseline_table(cells: pd.DataFrame, paper: dict[str, Any]) -> str:
         p1, p2 = t1.get(task, {}), t2.get(task, {})
         rows.append({
             "task": task,
-            "final train loss (ours)": _ours(c, "final_train_loss"),
+            "final train loss (ours)": tx.metric(c, "final_train_loss"),
             "Table 2 train loss": paper_number(p2.get("final_train_loss")),
-            "final val loss (ours)": _ours(c, "final_val_loss"),
+            "final val loss (ours)": tx.metric(c, "final_val_loss"),
             "Table 2 val loss": paper_number(p2.get("final_val_loss")),
             "Table 1 loss": paper_number(p1.get("loss")),
-            "final val acc (ours)": _ours(c, "final_val_acc", acc=True),
+            "final val acc (ours)": tx.metric(c, "final_val_acc", 3),
             "Table 1 accuracy": paper_number(p1.get("accuracy")),
         })
-    return markdown_table(pd.DataFrame(rows), align=["l"] + ["r"] * 7)
+    return tx.markdown_table(pd.DataFrame(rows), align=["l"] + ["r"] * 7)
 
 
 def curriculum_table(cells: pd.DataFrame, paper: dict[str, Any],
@@ -88,17 +81,17 @@ def curriculum_table(cells: pd.DataFrame, paper: dict[str, Any],
         c, p = _row(cells, task, schedule), t3.get(task, {})
         rows.append({
             "task": task,
-            f"final train acc (ours, {schedule})": _ours(c, "final_train_acc", acc=True),
+            f"final train acc (ours, {schedule})": tx.metric(c, "final_train_acc", 3),
             "Table 3 train acc": paper_number(p.get("final_train_acc")),
-            f"final val acc (ours, {schedule})": _ours(c, "final_val_acc", acc=True),
+            f"final val acc (ours, {schedule})": tx.metric(c, "final_val_acc", 3),
             "Table 3 val acc": paper_number(p.get("final_val_acc")),
         })
-    return markdown_table(pd.DataFrame(rows), align=["l", "r", "r", "r", "r"])
+    return tx.markdown_table(pd.DataFrame(rows), align=["l", "r", "r", "r", "r"])
 
 
 def _acc_loss(c: pd.Series | None) -> str:
     if c is None:
-        return DASH
+        return tx.DASH
     return f"{c['final_val_acc_mean']:.3f} / {c['final_val_loss_mean']:.3g}"
 
 
@@ -119,7 +112,7 @@ def ablation_table(cells: pd.DataFrame, paper: dict[str, Any] | None) -> str:
                     "Table 4 loss": paper_number(p.get("loss"))}
         rows.append(row)
     table = pd.DataFrame(rows)
-    return markdown_table(table, align=["l", "l"] + ["r"] * (len(table.columns) - 2))
+    return tx.markdown_table(table, align=["l", "l"] + ["r"] * (len(table.columns) - 2))
 
 
 def _close(a: float, b: float, digits: int = 4) -> bool:
@@ -130,13 +123,11 @@ def _close(a: float, b: float, digits: int = 4) -> bool:
 def paper_inconsistencies(paper: dict[str, Any]) -> list[str]:
     """Places where the paper's numbers contradict each other or its text, found by comparing
     its tables (each item says which numbers disagree)."""
-    t = paper["tables"]
-    t1, t2, t3 = t["table1"]["rows"], t["table2"]["rows"], t["table3"]["rows"]
-    t4 = t["table4"]["rows"]
+    t1, t2, t3, t4 = (paper["tables"][f"table{i}"]["rows"] for i in range(1, 5))
     claims = (paper.get("text_claims") or {}).get("final_val_acc", {})
     out = []
     for task, claimed in claims.items():
-        val, train = t3.get(task, {}).get("final_val_acc"), t3.get(task, {}).get("final_train_acc")
+        val, train = (t3.get(task, {}).get(f"final_{s}_acc") for s in ("val", "train"))
         if val is not None and not _close(claimed, val):
             same = train is not None and _close(claimed, train)
             out.append(f"The text claims a final validation accuracy of {paper_number(claimed)} "
@@ -144,8 +135,7 @@ def paper_inconsistencies(paper: dict[str, Any]) -> list[str]:
                        + (f"; {paper_number(claimed)} is Table 3's final *training* accuracy "
                           f"({paper_number(train)})" if same else "") + ".")
     for task, row in t1.items():
-        train = t3.get(task, {}).get("final_train_acc")
-        val = t3.get(task, {}).get("final_val_acc")
+        val, train = (t3.get(task, {}).get(f"final_{s}_acc") for s in ("val", "train"))
         if train is not None and val is not None and not _close(train, val) \
                 and _close(row["accuracy"], train):
             out.append(f"Table 1 (baseline) lists {task} accuracy {paper_number(row['accuracy'])}"
@@ -229,16 +219,13 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
         "random order (no difficulty); `anti` takes the hardest first; `none` is the "
         "baseline.", "",
         "### Steps to 99% validation accuracy", "", st.steps_pivot(cells, col="curriculum"),
-        *st.steps_bars(ctx, cells, "curriculum", "curriculum", budget,
-                       "Curriculum study: updates to 99% validation accuracy"),
-        *st.fraction_figure(ctx, tables, "curriculum", "curriculum",
-                            "Curriculum study: fraction of seeds at 99% by update"),
+        *st.steps_bars(ctx, tables, "curriculum", "curriculum"),
+        *st.fraction_figure(ctx, tables, "curriculum", "curriculum"),
         "", "### Final accuracy and loss", "", st.study_table(cells, "curriculum", COLUMNS),
         *st.notes(ctx, tables, budget), "",
         ctx.figure("curriculum_final_accuracy", plots.final_accuracy(cells, hue="curriculum"),
                    "Final train and validation accuracy per schedule"),
-        *st.curves(ctx, tables, "curriculum", "curriculum",
-                   "Curriculum study: accuracy vs updates"),
+        *st.curves(ctx, tables, "curriculum", "curriculum"),
         "", "### Ablation (the paper's Table 4) rebuilt from our runs", "",
         "The paper's *full method* is a difficulty curriculum; we read it as the `linear` "
         "schedule and also show the `sqrt` and `step` pacings. *Without difficulty parameter* "
@@ -265,7 +252,7 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
                   "by loss) in our final validation losses:", "", ablation]
     if paper is not None:
         lines += ["", "Where the paper's numbers contradict each other:", "",
-                  *[f"- {item}" for item in paper_inconsistencies(paper)]]
+                  *tx.bullets(paper_inconsistencies(paper))]
     return lines
 
 

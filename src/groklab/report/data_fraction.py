@@ -8,21 +8,12 @@ from typing import Any
 
 import pandas as pd
 
-from groklab.cells import studies
-from groklab.config import ConfigError
 from groklab.report import plots
 from groklab.report import study as st
 from groklab.report import text as tx
 from groklab.report.context import Context, Section, StudyTables
 
 REF, FACTOR = "grokking_project_claims", "train_fraction"
-
-
-def modulus(params: dict[str, Any], task: str, fraction: float) -> Any:
-    try:
-        return studies(params)["data_fraction"].config(params, task, fraction).data.p
-    except (ConfigError, KeyError):
-        return tx.DASH
 
 
 def claim_verdicts(cells: pd.DataFrame, spec: dict[str, Any], p: dict) -> list[tx.Verdict]:
@@ -60,12 +51,11 @@ def claim_verdicts(cells: pd.DataFrame, spec: dict[str, Any], p: dict) -> list[t
 def body(ctx: Context, tables: StudyTables) -> list[str]:
     cells, budget = tables.cells, ctx.budget("data_fraction")
     spec, quoted = st.claims(ctx, REF, "data_fraction")
-    p = {(c["task"], c[FACTOR]): modulus(ctx.params, c["task"], c[FACTOR])
-         for _, c in cells.iterrows()}
+    configs = {(c["task"], c[FACTOR]): st.cell_config(ctx.params, "data_fraction", c["task"],
+                                                      c[FACTOR]) for _, c in cells.iterrows()}
+    p = {key: tx.DASH if cfg is None else cfg.data.p for key, cfg in configs.items()}
     odd = {f: v for (_, f), v in p.items() if v != ctx.params["data"]["p"]}
     fig = plots.metric_vs_factor(cells, FACTOR, ["steps_to_99", "relative_gap"],
-                                 labels={"steps_to_99": "updates to 99% validation accuracy",
-                                         "relative_gap": "relative gap τ_val/τ_train − 1"},
                                  limits={"steps_to_99": budget},
                                  notes={f: f"p = {v}" for f, v in odd.items()},
                                  title="Training fraction: updates to 99% and relative gap")
@@ -91,7 +81,7 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
         if len(none):
             text += f"; no seed reached it at {', '.join(f'{f:g}' for f in none)}"
         lines.append(f"- **{task}**: {text}.")
-    return lines + [f"- {v}" for v in claim_verdicts(cells, spec, p)]
+    return lines + tx.bullets(claim_verdicts(cells, spec, p))
 
 
 SECTIONS = (Section("data_fraction", "Data-fraction study", body),)

@@ -6,8 +6,6 @@ from typing import Any
 
 import pandas as pd
 
-from groklab.cells import studies
-from groklab.config import ConfigError
 from groklab.report import study as st
 from groklab.report import text as tx
 from groklab.report.context import Context, Section, StudyTables, describe_config
@@ -34,13 +32,10 @@ def performance_verdict(runs: pd.DataFrame, task: str, claim: dict[str, Any]
 def body(ctx: Context, tables: StudyTables) -> list[str]:
     cells, runs, budget = tables.cells, tables.runs, ctx.budget("multivariate")
     spec, quoted = st.claims(ctx, REF, "multivariate")
-    configs = {}
-    for _, c in cells.iterrows():
-        try:
-            configs[(c["task"], int(c[FACTOR]))] = studies(ctx.params)["multivariate"].config(
-                ctx.params, c["task"], int(c[FACTOR]))
-        except (ConfigError, KeyError):
-            continue
+    configs = {(c["task"], int(c[FACTOR])): st.cell_config(ctx.params, "multivariate",
+                                                          c["task"], int(c[FACTOR]))
+               for _, c in cells.iterrows()}
+    configs = {key: cfg for key, cfg in configs.items() if cfg is not None}
     n_train = {} if runs is None else {
         (t, int(k)): int(g["n_train"].iloc[0]) for (t, k), g in runs.groupby(["task", FACTOR])}
     p = {key: cfg.data.p for key, cfg in configs.items()}

@@ -81,14 +81,12 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
              variant_table(ctx.params, list(dict.fromkeys(cells["optimizer"]))), "",
              st.study_table(cells, "optimizer", extra=st.train_column(tables.runs, "optimizer")),
              *st.notes(ctx, tables, budget),
-             *st.steps_bars(ctx, cells, "optimizer", "optimizer", budget,
-                            "Optimizer study: updates to 99% validation accuracy"),
+             *st.steps_bars(ctx, tables, "optimizer", "optimizer"),
              *st.curves(ctx, tables, "optimizer", "optimizer",
                         "Optimizer study: accuracy vs updates, one colour per variant"),
              *st.published(quoted), *st.reading(cells, "optimizer", budget, tables)]
     if "better" in spec:
-        lines += ["", *[f"- {v}" for v in better_verdicts(cells, tables.comparisons,
-                                                          spec["better"])]]
+        lines += ["", *tx.bullets(better_verdicts(cells, tables.comparisons, spec["better"]))]
     wd = weight_decay_trend(cells, ctx.params)
     return lines + ([f"- {wd}"] if wd else [])
 

@@ -25,11 +25,14 @@ from matplotlib.transforms import blended_transform_factory
 from scipy import special
 
 from groklab.metrics import kaplan_meier
-from groklab.report.text import as_bool
+from groklab.report.text import as_bool, reached
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 CENSORED_HATCH = "///"
 CENSORED = ("steps_to_99", "examples_to_99")  # a censored seed makes the mean a lower bound
+LABELS = {"steps_to_99": "updates to 99% validation accuracy",  # axis labels of metrics
+          "examples_to_99": "examples seen to 99% (updates × batch)",
+          "relative_gap": "relative gap τ_val/τ_train − 1"}
 
 
 @contextlib.contextmanager
@@ -85,13 +88,26 @@ def hue_handles(values: Sequence[Hashable], colours: Mapping[Hashable, Any],
     return [Patch(color=colours[v], label=label(hue, v)) for v in values if v is not None]
 
 
-def _panels(fig: Figure, n: int, **kw: Any) -> list[Axes]:
-    ncols = 1 if n == 1 else 2
-    axes = fig.subplots(math.ceil(n / ncols), ncols, squeeze=False, **kw)
-    flat = list(axes.ravel())
+def hues(df: pd.DataFrame, hue: str | None) -> tuple[list[Hashable], dict[Hashable, Any]]:
+    """The ``hue`` values of ``df`` (:func:`levels`) and their colours (:func:`palette`)."""
+    values = levels(df, hue)
+    return values, palette(values)
+
+
+def _tiled(n: int, height: float) -> tuple[Figure, list[Axes]]:
+    """A figure of ``n`` panels sharing both axes, two a row (one, wider, when alone)."""
+    ncols, nrows = (1, 1) if n == 1 else (2, math.ceil(n / 2))
+    fig = Figure(figsize=(5.2 * ncols if ncols > 1 else 6.8, height * nrows + 1.2),
+                 layout="constrained")
+    flat = list(fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True).ravel())
     for ax in flat[n:]:
         ax.remove()
-    return flat[:n]
+    return fig, flat[:n]
+
+
+def _bar_width(cells: pd.DataFrame, x: str, values: Sequence[Hashable]) -> float:
+    """Figure width for grouped bars: room for every ``x`` group of ``values`` bars."""
+    return max(6.0, 1.0 + len(levels(cells, x)) * (0.32 * len(values) + 0.4))
 
 
 def _mean_fit(runs: pd.DataFrame, prefix: str, t: np.ndarray) -> np.ndarray | None:
@@ -117,15 +133,11 @@ def accuracy_curves(histories: pd.DataFrame, runs: pd.DataFrame | None, *, hue: 
     """
     if logx:
         histories = histories[histories["step"] > 0]
-    tiles, values = levels(histories, col), levels(histories, hue)
-    colours = palette(values)
+    tiles, (values, colours) = levels(histories, col), hues(histories, hue)
     fitted = False
     with style():
-        ncols = 1 if len(tiles) == 1 else 2
-        fig = Figure(figsize=(5.2 * ncols if ncols > 1 else 6.8,
-                              3.3 * math.ceil(len(tiles) / ncols) + 1.2), layout="constrained")
-        for ax, tile in zip(_panels(fig, len(tiles), sharex=True, sharey=True), tiles,
-                            strict=True):
+        fig, axes = _tiled(len(tiles), 3.3)
+        for ax, tile in zip(axes, tiles, strict=True):
             for value in values:
                 h = select(histories, **{col or "_": tile, hue or "_": value})
                 if h.empty:
@@ -197,20 +209,17 @@ def steps_to_99(cells: pd.DataFrame, *, x: str = "task", hue: str | None = "aug"
     Seeds that never reached 99% are counted at the budget (the dashed line), so a hatched
     bar, annotated "k/n" (seeds that reached 99%), is a lower bound and has no error bar.
     """
-    values = levels(cells, hue)
-    colours = palette(values)
+    values, colours = hues(cells, hue)
     with style():
-        width = max(6.0, 1.0 + len(levels(cells, x)) * (0.32 * len(values) + 0.4))
-        fig = Figure(figsize=(width, 4.6), layout="constrained")
+        fig = Figure(figsize=(_bar_width(cells, x, values), 4.6), layout="constrained")
         ax = fig.subplots()
         hatched = False
         for pos, row, patch in bars(ax, cells, x, hue, "steps_to_99", colours):
-            n, k = int(row["n_seeds"]), int(row["n_seeds"] - row["n_censored"])
-            if k < n:
+            if row["n_censored"] > 0:
                 patch.set_hatch(CENSORED_HATCH)
                 patch.set_edgecolor(".15")
                 hatched = True
-                ax.annotate(f"{k}/{n}", (pos, row["steps_to_99_mean"]), xytext=(0, 2),
+                ax.annotate(reached(row), (pos, row["steps_to_99_mean"]), xytext=(0, 2),
                             textcoords="offset points", ha="center", va="bottom",
                             fontsize="x-small", rotation=90)
         handles = hue_handles(values, colours)
@@ -222,7 +231,7 @@ def steps_to_99(cells: pd.DataFrame, *, x: str = "task", hue: str | None = "aug"
             ax.axhline(budget, color=".3", ls="--", lw=1)
             ax.set_ylim(0, budget * 1.15)
             handles.append(Line2D([], [], color=".3", ls="--", label=f"budget ({budget} updates)"))
-        ax.set(xlabel=x, ylabel="updates to 99% validation accuracy")
+        ax.set(xlabel=x, ylabel=LABELS["steps_to_99"])
         legend(fig, handles, title or "Updates to 99% validation accuracy (mean, 95% interval)")
     return fig
 
@@ -231,11 +240,9 @@ def final_accuracy(cells: pd.DataFrame, *, x: str = "task", hue: str | None = "a
                    title: str | None = None) -> Figure:
     """Final training (top) and validation (bottom) accuracy after the last update, means
     over seeds with 95% intervals, both measured on the whole split."""
-    values = levels(cells, hue)
-    colours = palette(values)
+    values, colours = hues(cells, hue)
     with style():
-        width = max(6.0, 1.0 + len(levels(cells, x)) * (0.32 * len(values) + 0.4))
-        fig = Figure(figsize=(width, 6.0), layout="constrained")
+        fig = Figure(figsize=(_bar_width(cells, x, values), 6.0), layout="constrained")
         axes = fig.subplots(2, 1, sharex=True)
         for ax, name, split in zip(axes, ("final_train_acc", "final_val_acc"),
                                    ("training", "validation"), strict=True):
@@ -255,8 +262,7 @@ def leakage(cells: pd.DataFrame, *, hue: str = "aug", shape: str = "task",
     filled markers: final validation accuracy; hollow markers, joined by a line: accuracy on
     the clean (unreachable) pairs, where there are any. Colour: ``hue``; marker: ``shape``.
     """
-    values, shapes = levels(cells, hue), levels(cells, shape)
-    colours = palette(values)
+    (values, colours), shapes = hues(cells, hue), levels(cells, shape)
     marker = dict(zip(shapes, MARKERS * (len(shapes) // len(MARKERS) + 1), strict=False))
     with style():
         fig = Figure(figsize=(7.5, 4.8), layout="constrained")
@@ -284,21 +290,19 @@ def leakage(cells: pd.DataFrame, *, hue: str = "aug", shape: str = "task",
 
 
 def metric_vs_factor(cells: pd.DataFrame, x: str, names: Sequence[str], *,
-                     hue: str | None = "task", labels: Mapping[str, str] | None = None,
+                     hue: str | None = "task", logx: bool = False,
                      limits: Mapping[str, pd.Series | float] | None = None,
-                     notes: Mapping[Any, str] | None = None, logx: bool = False,
-                     title: str | None = None) -> Figure:
+                     notes: Mapping[Any, str] | None = None, title: str | None = None) -> Figure:
     """One panel per metric: ``{name}_mean`` against ``x``, with 95% intervals, a line per
-    ``hue`` value.
+    ``hue`` value; axes labelled by :data:`LABELS`.
 
     For steps-like metrics (:data:`CENSORED`) a cell where some seed never reached 99% is
     drawn hollow, without an interval and annotated ``k/n`` (its mean is a lower bound).
     ``limits``: per metric, a budget to draw dashed (a number, or a Series indexed by ``x``).
     ``notes``: text to mark at given ``x`` values on every panel.
     """
-    labels, limits, notes = labels or {}, limits or {}, notes or {}
-    values = levels(cells, hue)
-    colours = palette(values)
+    limits, notes = limits or {}, notes or {}
+    values, colours = hues(cells, hue)
     hollow = False
     with style():
         fig = Figure(figsize=(4.6 * len(names) + 1.8, 4.2), layout="constrained")
@@ -308,8 +312,7 @@ def metric_vs_factor(cells: pd.DataFrame, x: str, names: Sequence[str], *,
                 c = select(cells, **{hue or "_": value}).sort_values(x)
                 xs, mean = c[x].to_numpy(float), c[f"{name}_mean"].to_numpy(float)
                 lo, hi = (c[f"{name}_{k}"].to_numpy(float) for k in ("ci_low", "ci_high"))
-                bound = ((c["n_censored"] > 0).to_numpy() if name in CENSORED
-                         else np.zeros(len(c), bool))
+                bound = (c["n_censored"] > 0).to_numpy() & (name in CENSORED)
                 colour = colours[value]
                 ax.plot(xs, mean, color=colour, lw=1.4, zorder=2)
                 err = np.array([mean - lo, hi - mean])
@@ -320,11 +323,9 @@ def metric_vs_factor(cells: pd.DataFrame, x: str, names: Sequence[str], *,
                     hollow = True
                     ax.plot(xs[bound], mean[bound], ls="", marker="o", mfc="white", mec=colour,
                             ms=6, mew=1.4, zorder=4)
-                for xv, m, (_, row) in zip(xs[bound], mean[bound], c[bound].iterrows(),
-                                           strict=True):
-                    k, n = int(row["n_seeds"] - row["n_censored"]), int(row["n_seeds"])
-                    ax.annotate(f"{k}/{n}", (xv, m), xytext=(4, 4), textcoords="offset points",
-                                fontsize="x-small")
+                for _, row in c[bound].iterrows():
+                    ax.annotate(reached(row), (row[x], row[f"{name}_mean"]), xytext=(4, 4),
+                                textcoords="offset points", fontsize="x-small")
             limit = limits.get(name)
             if isinstance(limit, pd.Series):
                 ax.plot(limit.index.to_numpy(float), limit.to_numpy(float), color=".4", ls="--",
@@ -340,7 +341,7 @@ def metric_vs_factor(cells: pd.DataFrame, x: str, names: Sequence[str], *,
                 ticks = sorted(set(cells[x].astype(float)))
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
-            ax.set(xlabel=x, ylabel=labels.get(name, name.replace("_", " ")))
+            ax.set(xlabel=x, ylabel=LABELS.get(name, name.replace("_", " ")))
         handles = [Line2D([], [], color=colours[v], marker="o", label=label(hue, v))
                    for v in values if hue]
         handles.append(Line2D([], [], color=".3", marker="o", ls="", label="mean, 95% interval"))
@@ -358,14 +359,10 @@ def fraction_reached(runs: pd.DataFrame, *, hue: str, col: str = "task",
     """Kaplan-Meier estimate of the fraction of seeds whose validation accuracy reached 99%
     by each update (:func:`groklab.metrics.kaplan_meier`), a step line per ``hue`` value and
     a panel per ``col`` value; each line ends at its cell's budget."""
-    tiles, values = levels(runs, col), levels(runs, hue)
-    colours = palette(values)
+    tiles, (values, colours) = levels(runs, col), hues(runs, hue)
     with style():
-        ncols = 1 if len(tiles) == 1 else 2
-        fig = Figure(figsize=(5.2 * ncols if ncols > 1 else 6.8,
-                              3.0 * math.ceil(len(tiles) / ncols) + 1.2), layout="constrained")
-        for ax, tile in zip(_panels(fig, len(tiles), sharex=True, sharey=True), tiles,
-                            strict=True):
+        fig, axes = _tiled(len(tiles), 3.0)
+        for ax, tile in zip(axes, tiles, strict=True):
             for value in values:
                 r = select(runs, **{col: tile, hue: value})
                 if r.empty:

@@ -73,7 +73,7 @@ def _draw(ax: Axes, runs: pd.DataFrame, measure: str, hue: str | None,
                     + (f", {fit.n_nonpositive} ≤ 0 left out" if fit.n_nonpositive else ""),
                     transform=ax.transAxes, fontsize="x-small", va="bottom",
                     bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
-    ax.set(xlabel="relative gap τ_val/τ_train − 1" + (" (log)" if log else ""),
+    ax.set(xlabel=plots.LABELS[GAP] + (" (log)" if log else ""),
            ylabel=MEASURES[measure] + (" (log)" if log else ""))
     return drawn, bool(log and fit.ok and show.any())
 
@@ -83,8 +83,7 @@ def sharpness_figure(runs: pd.DataFrame, *, hue: str | None, logs: tuple[bool, .
     """Both sharpness measures (columns) against relative gap, one point per run coloured by
     ``hue``; one row of panels per entry of ``logs`` (True: log-log axes, positive points
     only, with the fitted line). The legend lists the ``hue`` values that have points."""
-    values = plots.levels(runs, hue)
-    colours = plots.palette(values)
+    values, colours = plots.hues(runs, hue)
     drawn: set[Hashable] = set()
     fitted = False
     with plots.style():
@@ -107,10 +106,9 @@ def sharpness_figure(runs: pd.DataFrame, *, hue: str | None, logs: tuple[bool, .
 # --- Tables and readings -------------------------------------------------------------------
 
 def _fit_cells(fit: LogLogFit) -> dict[str, str]:
-    return {"slope": f"{fit.slope:.3g}" if fit.ok else tx.DASH,
-            "intercept (log10)": f"{fit.intercept:.3f}" if fit.ok else tx.DASH,
-            "Pearson r": f"{fit.r:.3f}" if fit.ok else tx.DASH,
-            "p": f"{fit.p_value:.2g}" if fit.ok else tx.DASH}
+    cells = {"slope": f"{fit.slope:.3g}", "intercept (log10)": f"{fit.intercept:.3f}",
+             "Pearson r": f"{fit.r:.3f}", "p": f"{fit.p_value:.2g}"}
+    return cells if fit.ok else dict.fromkeys(cells, tx.DASH)
 
 
 def fit_table(runs: pd.DataFrame) -> str:
@@ -132,9 +130,9 @@ def fit_table_by(runs: pd.DataFrame, by: str) -> str:
         row: dict[str, Any] = {by: key, "N": st.distinct(g)}
         for measure in MEASURES:
             fit, short = loglog_fit(g[GAP], g[measure]), measure.split("_")[0]
-            row |= {f"{short}: points": fit.n,
-                    f"{short}: slope": f"{fit.slope:.3g}" if fit.ok else tx.DASH,
-                    f"{short}: r": f"{fit.r:.3f}" if fit.ok else tx.DASH}
+            shown = _fit_cells(fit)
+            row |= {f"{short}: points": fit.n, f"{short}: slope": shown["slope"],
+                    f"{short}: r": shown["Pearson r"]}
         rows.append(row)
     return tx.markdown_table(pd.DataFrame(rows), align=["l"] + ["r"] * 7)
 
@@ -145,7 +143,7 @@ def fit_failure_table(runs: pd.DataFrame, by: str | None = None) -> str:
     rows = []
     for key, g in groups:
         row: dict[str, Any] = ({by: key} if by else {}) | {"runs": len(g)}
-        for prefix, name in (("train_fit", "training"), ("val_fit", "validation")):
+        for prefix, name in st.FIT_CURVES:
             counts = st.failed_fits(g, prefix)
             row[f"{name} fits failed"] = int(counts.sum())
             row[f"{name} reasons"] = "; ".join(f"{r} ({n})" for r, n in counts.items()) or tx.DASH
@@ -176,19 +174,19 @@ def fit_verdicts(runs: pd.DataFrame, what: str, cause: str) -> list[tx.Verdict]:
     out = []
     for measure in MEASURES:
         fit, name = loglog_fit(runs[GAP], runs[measure]), measure.replace("_", " ")
+        way = direction(fit)  # None: no fit, or no significant trend
         if not fit.ok:
             ours = (f"In {what}, {fit.n} runs have a positive gap and {name}, too few for a "
                     "log-log fit")
         else:
-            trend_ = direction(fit)
             ours = (f"In {what}, {name} "
-                    + (f"{trend_} with relative gap" if trend_ else "shows no clear trend with "
+                    + (f"{way} with relative gap" if way else "shows no clear trend with "
                        f"relative gap (p = {fit.p_value:.2g} ≥ {ALPHA:g})")
                     + f": log-log slope {fit.slope:.3g}, Pearson r = {fit.r:.3f} over {fit.n} "
                     "runs" + (f" ({fit.n_nonpositive} with a non-positive value left out)"
                               if fit.n_nonpositive else ""))
-        agrees = None if not fit.ok or direction(fit) is None else direction(fit) == "falls"
-        out.append(tx.Verdict(ours, "the sharpness paper says it falls", agrees, cause))
+        out.append(tx.Verdict(ours, "the sharpness paper says it falls",
+                              None if way is None else way == "falls", cause))
     return out
 
 
@@ -211,7 +209,7 @@ def sharpness_block(ctx: Context, runs: pd.DataFrame | None, name: str, hue: str
             f"One point per run (seed × {hue}). Log-log fit of log10(sharpness) on "
             "log10(relative gap), over runs where both are positive:", "", fit_table(runs), "",
             positive_counts(runs), "",
-            *([f"- {v}" for v in verdicts] if claim else [f"- {v.ours}." for v in verdicts])]
+            *tx.bullets(verdicts if claim else [f"{v.ours}." for v in verdicts])]
 
 
 # --- Concealed parity ------------------------------------------------------------------------
@@ -235,8 +233,6 @@ def concealment_body(ctx: Context, tables: StudyTables) -> list[str]:
              "val_in_train": lambda c: tx.metric(c, "val_in_train"),
              "with replacement": lambda c: tx.fmt_sig(overlap.get(c["concealed_bits"]))}
     fig = plots.metric_vs_factor(cells, "concealed_bits", ["steps_to_99", "relative_gap"],
-                                 labels={"steps_to_99": "updates to 99% validation accuracy",
-                                         "relative_gap": "relative gap τ_val/τ_train − 1"},
                                  limits={"steps_to_99": budget}, hue=None,
                                  title="Concealed parity: updates to 99% and relative gap")
     leak = float(runs["val_in_train"].max()) if runs is not None else 0.0
@@ -322,18 +318,19 @@ def linear_teacher_body(ctx: Context, tables: StudyTables) -> list[str]:
 
 # --- Every modular-arithmetic run, once --------------------------------------------------------
 
-def modular_runs(ctx: Context) -> pd.DataFrame | None:
+def modular_runs(ctx: Context) -> tuple[pd.DataFrame, int] | None:
     """Every distinct run of a modular-arithmetic task over the experiment and all studies,
     once each (by ``run_key``), labelled by the family that trained it (``source``): a base
-    run that several studies read is ``baseline``."""
+    run that several studies read is ``baseline``; and the number of table rows they fill."""
     frames = [t.runs[t.runs["task"].isin(MODULAR_TASKS)] for t in ctx.studies.values()
               if t is not None and t.runs is not None and "task" in t.runs]
     frames = [f for f in frames if len(f)]
     if not frames:
         return None
-    runs = pd.concat(frames, ignore_index=True)
-    runs = runs.drop_duplicates("run_key") if "run_key" in runs else runs
-    return runs.assign(trained_by=runs["source"].str.split("@").str[0]).reset_index(drop=True)
+    rows = pd.concat(frames, ignore_index=True)
+    runs = rows.drop_duplicates("run_key") if "run_key" in rows else rows
+    return (runs.assign(trained_by=runs["source"].str.split("@").str[0]).reset_index(drop=True),
+            len(rows))
 
 
 def modular_intro(ctx: Context) -> list[str]:
@@ -344,12 +341,10 @@ def modular_intro(ctx: Context) -> list[str]:
 
 
 def modular_body(ctx: Context, tables: StudyTables | None) -> list[str]:
-    runs = modular_runs(ctx)
-    if runs is None:
+    pooled = modular_runs(ctx)
+    if pooled is None:
         return ["_Skipped: no per-run table of a modular-arithmetic study exists yet._"]
-    spec, quoted = st.claims(ctx, REF, "pooled")
-    rows = sum(len(t.runs[t.runs["task"].isin(MODULAR_TASKS)]) for t in ctx.studies.values()
-               if t is not None and t.runs is not None and "task" in t.runs)
+    (runs, rows), quoted = pooled, st.claims(ctx, REF, "pooled")[1]
     title = "All modular-arithmetic runs: sharpness vs relative gap (log-log)"
     fig = sharpness_figure(runs, hue="trained_by", logs=(True,), title=title)
     return [ctx.figure("modular_sharpness", fig, title), "",
@@ -360,9 +355,9 @@ def modular_body(ctx: Context, tables: StudyTables | None) -> list[str]:
             "Failed erf fits by reason (a run without both fits has no gap or relative "
             "sharpness):", "", fit_failure_table(runs, by="trained_by"),
             *st.published(quoted), "", "### Reading", "",
-            *[f"- {v}" for v in fit_verdicts(runs, "all modular-arithmetic runs pooled",
-                                             "pooling tasks and factors whose gaps and "
-                                             "sharpness differ in scale")]]
+            *tx.bullets(fit_verdicts(runs, "all modular-arithmetic runs pooled",
+                                     "pooling tasks and factors whose gaps and sharpness "
+                                     "differ in scale"))]
 
 
 SECTIONS = (

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from groklab.cells import studies
+from groklab.config import ConfigError
 from groklab.metrics import trend
 from groklab.report import plots
 from groklab.report import text as tx
@@ -62,13 +64,13 @@ def study_table(cells: pd.DataFrame, factor: str, columns: Sequence[str] = DEFAU
                              align=["l"] * len(keys) + ["r"] * len(formatters))
 
 
-
 def steps_pivot(cells: pd.DataFrame, *, col: str, row: str = "task") -> str:
     """Steps to 99% with ``row`` values down and ``col`` values across."""
     table = cells.assign(steps=[tx.cell_steps(c) for _, c in cells.iterrows()])
     wide = table.pivot(index=row, columns=col, values="steps")
     wide = wide.loc[list(dict.fromkeys(cells[row])), list(dict.fromkeys(cells[col]))]
     return tx.markdown_table(wide.reset_index(), align=["l"] + ["r"] * len(wide.columns))
+
 
 # --- Notes under every study table ---------------------------------------------------------
 
@@ -80,6 +82,9 @@ def fit_reason(text: Any) -> str:
     return re.sub(r"\s+", " ", head).strip()
 
 
+FIT_CURVES = (("train_fit", "training"), ("val_fit", "validation"))  # (column prefix, curve)
+
+
 def failed_fits(runs: pd.DataFrame, prefix: str) -> pd.Series:
     """Counts of failed ``prefix`` fits (``train_fit``, ``val_fit``, ``clean_fit``) by reason."""
     failed = runs.loc[~tx.as_bool(runs[f"{prefix}_ok"]), f"{prefix}_reason"]
@@ -88,7 +93,7 @@ def failed_fits(runs: pd.DataFrame, prefix: str) -> pd.Series:
 
 def fit_note(runs: pd.DataFrame, min_r2: float) -> str:
     parts = []
-    for prefix, name in (("train_fit", "training"), ("val_fit", "validation")):
+    for prefix, name in FIT_CURVES:
         counts = failed_fits(runs, prefix)
         detail = ", ".join(f"{reason}: {n}" for reason, n in counts.items())
         parts.append(f"{int(counts.sum())} of {len(runs)} {name} fits failed"
@@ -230,6 +235,13 @@ def _extremes(group: pd.DataFrame, factor: str, name: str, label: str) -> str | 
             f"for `{lo[factor]}` ({lo[f'{name}_mean']:.3g})")
 
 
+def _trend(group: pd.DataFrame, factor: str, name: str, label: str) -> str | None:
+    values = group[f"{name}_mean"].astype(float)
+    if np.isfinite(values).sum() < 2:
+        return None
+    return f"{label} " + tx.describe_trend(trend(group[factor].astype(float), values))
+
+
 def factor_reading(cells: pd.DataFrame, factor: str, *, budget: int,
                    numeric: bool = False) -> str:
     """Bullets per task: which value reached 99% first and last, which grok, which never
@@ -259,42 +271,37 @@ def factor_reading(cells: pd.DataFrame, factor: str, *, budget: int,
                 f"`{r[factor]}` ({tx.count(r, 'n_groks')})" for _, r in groks.iterrows()))
                 if len(groks) else "no setting groks in any seed")
         for name, label in SHAPE_METRICS:
-            if numeric:
-                values = group[f"{name}_mean"].astype(float)
-                if np.isfinite(values).sum() >= 2:
-                    parts.append(f"{label} "
-                                 + tx.describe_trend(trend(group[factor].astype(float), values)))
-            else:
-                extreme = _extremes(group, factor, name, label)
-                if extreme:
-                    parts.append(extreme)
+            said = (_trend if numeric else _extremes)(group, factor, name, label)
+            parts += [said] if said else []
         if not any(np.isfinite(group[f"{m}_mean"].astype(float)).any() for m, _ in SHAPE_METRICS):
             parts.append("no erf fit succeeded, so gap and sharpness are undefined")
         lines.append(f"- **{task}**: " + "; ".join(parts) + ".")
     return "\n".join(lines)
 
 
-# --- The usual figures and the usual body ----------------------------------------------------
+# --- The usual figures (``<study>_<what>.png``, titled "<Study> study: ...") and body --------
 
-def curves(ctx: Context, tables: StudyTables, name: str, hue: str, title: str) -> list[str]:
+def curves(ctx: Context, tables: StudyTables, study: str, hue: str,
+           title: str | None = None) -> list[str]:
     if tables.histories is None:
         return []
+    title = title or f"{study.capitalize()} study: accuracy vs updates"
     fig = plots.accuracy_curves(tables.histories, tables.runs, hue=hue, col="task", title=title)
-    return ["", ctx.figure(f"{name}_curves", fig, title)]
+    return ["", ctx.figure(f"{study}_curves", fig, title)]
 
 
-def steps_bars(ctx: Context, cells: pd.DataFrame, name: str, hue: str, budget: int,
-               title: str) -> list[str]:
-    fig = plots.steps_to_99(cells, hue=hue, budget=budget, title=title)
-    return ["", ctx.figure(f"{name}_steps_to_99", fig, title)]
+def steps_bars(ctx: Context, tables: StudyTables, study: str, hue: str) -> list[str]:
+    title = f"{study.capitalize()} study: updates to 99% validation accuracy"
+    fig = plots.steps_to_99(tables.cells, hue=hue, budget=ctx.budget(study), title=title)
+    return ["", ctx.figure(f"{study}_steps_to_99", fig, title)]
 
 
-def fraction_figure(ctx: Context, tables: StudyTables, name: str, hue: str,
-                    title: str) -> list[str]:
+def fraction_figure(ctx: Context, tables: StudyTables, study: str, hue: str) -> list[str]:
     if tables.runs is None:
         return []
+    title = f"{study.capitalize()} study: fraction of seeds at 99% by update"
     fig = plots.fraction_reached(tables.runs, hue=hue, title=title)
-    return ["", ctx.figure(f"{name}_fraction_reached", fig, title)]
+    return ["", ctx.figure(f"{study}_fraction_reached", fig, title)]
 
 
 def published(items: list[str]) -> list[str]:
@@ -314,6 +321,14 @@ def claims(ctx: Context, file: str, study: str) -> tuple[dict[str, Any], list[st
         return {}, [f"_`references/{file}.json` was not found: no published claims._"]
     spec = ref.get(study, {})
     return spec, tx.quotes(spec.get("quotes", []), ref.get("sources", {}))
+
+
+def cell_config(params: dict[str, Any], study: str, task: str, value: Any) -> Any | None:
+    """The run configuration of one cell of ``study``; None where params cannot give one."""
+    try:
+        return studies(params)[study].config(params, task, value)
+    except (ConfigError, KeyError):
+        return None
 
 
 def majority(k: int, n: int) -> bool | None:

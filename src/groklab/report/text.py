@@ -95,16 +95,18 @@ def cell_steps(row: pd.Series, metric: str = "steps_to_99") -> str:
                      n_censored=int(row["n_censored"]), n_seeds=int(row["n_seeds"]))
 
 
-def metric(row: pd.Series, name: str, digits: int | None = None) -> str:
-    """``name``'s mean ± half-interval in a cell row: fixed ``digits``, else 3 significant."""
+def metric(row: pd.Series | None, name: str, digits: int | None = None) -> str:
+    """``name``'s mean ± half-interval in a cell row: fixed ``digits``, else 3 significant
+    (a dash for no row)."""
+    if row is None:
+        return DASH
     args = (row.get(f"{name}_mean"), row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high"))
     return fmt_mean_ci(*args, digits=digits) if digits is not None else fmt_sig(*args)
 
 
 def count(row: pd.Series, key: str) -> str:
     """``k/n`` seeds of a cell row (``key``: ``n_groks``, ``n_collapsed``, ``n_fit_ok``)."""
-    return f"{int(row[key])}/{int(row['n_seeds'])}" if key in row and not missing(row[key]) \
-        else DASH
+    return DASH if key not in row or missing(row[key]) else f"{int(row[key])}/{int(row['n_seeds'])}"
 
 
 def reached(row: pd.Series) -> str:
@@ -114,6 +116,11 @@ def reached(row: pd.Series) -> str:
 
 def names(values: Iterable[Any]) -> str:
     return ", ".join(f"`{v}`" for v in values)
+
+
+def bullets(items: Iterable[Any]) -> list[str]:
+    """One markdown bullet per item (e.g. a :class:`Verdict`)."""
+    return [f"- {item}" for item in items]
 
 
 def quotes(items: Sequence[dict[str, str]], sources: dict[str, str]) -> list[str]:
@@ -136,16 +143,6 @@ def fmt_p(p: float) -> str:
     return DASH if missing(p) else f"{p:.2g}"
 
 
-def verdict(agrees: bool | None, cause: str = "") -> str:
-    """How our runs stand to a published claim: agree, disagree (with the likely cause), or
-    cannot tell."""
-    if agrees is None:
-        return "our runs cannot tell"
-    if agrees:
-        return "our runs **agree**"
-    return "our runs **disagree**" + (f"; likely cause: {cause}" if cause else "")
-
-
 @dataclass(frozen=True)
 class Verdict:
     """Our runs against one published claim: what ours show (with the numbers), what the
@@ -158,7 +155,9 @@ class Verdict:
     cause: str = ""
 
     def __str__(self) -> str:
-        return f"{self.ours}; {self.claim}: {verdict(self.agrees, self.cause)}."
+        stand = ("cannot tell" if self.agrees is None else "**agree**" if self.agrees else
+                 "**disagree**" + (f"; likely cause: {self.cause}" if self.cause else ""))
+        return f"{self.ours}; {self.claim}: our runs {stand}."
 
 
 def frac(values: np.ndarray | pd.Series) -> str:

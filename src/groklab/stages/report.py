@@ -73,24 +73,20 @@ def load_study(study: str, tables_dir: Path, models_dir: Path,
     history is read from its source folder (the ``path`` column: a base run for a study's
     default value).
     """
-    cells_path = Path(tables_dir) / f"{study}_cells.csv"
-    if not cells_path.exists():
+    path = {t: Path(tables_dir) / f"{study}_{t}.csv" for t in ("cells", "runs", "comparisons")}
+    if not path["cells"].exists():
         return None
-    cells = _ordered(pd.read_csv(cells_path), order)
-    notes = []
-    runs_path = Path(tables_dir) / f"{study}_runs.csv"
-    runs = _ordered(pd.read_csv(runs_path), order) if runs_path.exists() else None
-    versus_path = Path(tables_dir) / f"{study}_comparisons.csv"
-    versus = pd.read_csv(versus_path, keep_default_na=False, na_values=[""]) \
-        if versus_path.exists() else None
-    if runs is None:
-        notes.append(f"`{runs_path}` is missing: no erf fits are drawn.")
+    cells = _ordered(pd.read_csv(path["cells"]), order)
+    runs = _ordered(pd.read_csv(path["runs"]), order) if path["runs"].exists() else None
+    versus = (pd.read_csv(path["comparisons"], keep_default_na=False, na_values=[""])
+              if path["comparisons"].exists() else None)
+    notes = [] if runs is not None else [f"`{path['runs']}` is missing: no erf fits are drawn."]
     keys = [k for k in order if k in cells]
     frames, missing = [], []
     for _, cell in cells.iterrows():
-        path = Path(models_dir) / str(cell["path"]) / "history.csv"
-        if path.exists():
-            frames.append(pd.read_csv(path).assign(**{k: cell[k] for k in keys}))
+        history = Path(models_dir) / str(cell["path"]) / "history.csv"
+        if history.exists():
+            frames.append(pd.read_csv(history).assign(**{k: cell[k] for k in keys}))
         else:
             missing.append(str(cell["cell"]))
     if missing:
