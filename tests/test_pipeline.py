@@ -6,7 +6,6 @@ import ast
 import json
 import os
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from project_copy import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -62,29 +62,10 @@ def pipeline_env(**extra: str) -> dict:
     return env
 
 
-def merge(base: dict, small: dict) -> dict:
-    """``base`` with ``small``'s values; mappings merge, except value_settings (replaced)."""
-    out = dict(base)
-    for key, value in small.items():
-        nested = isinstance(value, dict) and key in base and key != "value_settings"
-        out[key] = merge(base[key], value) if nested else value
-    return out
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A git repo holding this project's files with tiny params, after one `dvc repro`."""
-    dest = tmp_path_factory.mktemp("pipeline") / "groklab"
-    files = run(["git", "ls-files", "-co", "--exclude-standard"], ROOT).stdout.split()
-    for rel in files:
-        if (ROOT / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    (dest / "params.yaml").write_text(yaml.safe_dump(merge(params, TINY), sort_keys=False))
-    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        run(cmd, dest)
+    dest = copy_project(tmp_path_factory.mktemp("pipeline") / "groklab", TINY)
     run([str(BIN / "dvc"), "repro"], dest)
     commit(dest, "repro")
     return dest

@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from dvc.utils.hydra import apply_overrides
+from project_copy import copy_project
 
 from groklab.params import load_params
 
@@ -67,16 +67,6 @@ TINY = {
         "linear_teacher": {"values": [0.5], "settings": {"d_in": 60}},
     },
 }
-
-
-def merge(base: dict, small: dict) -> dict:
-    """``base`` with ``small``'s values; mappings merge, except value_settings (replaced)."""
-    out = dict(base)
-    for key, value in small.items():
-        nested = isinstance(value, dict) and isinstance(base.get(key), dict) \
-            and key != "value_settings"
-        out[key] = merge(base[key], value) if nested else value
-    return out
 
 
 def free_port() -> int:
@@ -130,18 +120,8 @@ def table_rows(text: str) -> list[str]:
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory) -> dict:
     """The whole workflow in a fresh repo; each step's output, by command."""
-    repo = tmp_path_factory.mktemp("workflow") / "groklab"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        if (ROOT / rel).is_file():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, repo / rel)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(merge(params, TINY), sort_keys=False))
+    repo = copy_project(tmp_path_factory.mktemp("workflow") / "groklab", TINY)
     git = "git -c user.name=t -c user.email=t@t"
-    for cmd in ("git init -q -b main", "git add -A", f"{git} commit -qm clone"):
-        sh(repo, cmd)
     out: dict = {"repo": repo}
     for cmd in WORKFLOW:
         if cmd == "make first-look":
