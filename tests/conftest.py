@@ -1,9 +1,6 @@
 """Shared fixtures: a real MLflow tracking server on localhost, started once per session."""
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,27 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from localhost import free_port, stop_group
 
 SERVER_START_TIMEOUT_S = 60
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    # The server forks uvicorn workers: signal its whole process group, which it leads.
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @pytest.fixture(scope="session")
@@ -65,12 +44,12 @@ def mlflow_server(mlflow_server_dir: Path) -> Iterator[str]:
                 break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                _stop(proc)
+                stop_group(proc)
                 pytest.fail(f"mlflow server did not answer {uri}/health within "
                             f"{SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()[-5000:]}")
             time.sleep(0.25)
     yield uri
-    _stop(proc)
+    stop_group(proc)
 
 
 @pytest.fixture

@@ -17,13 +17,13 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from dvc.utils.hydra import apply_overrides
+from localhost import free_port
 from project_copy import copy_project
 
 from groklab.params import load_params
@@ -67,12 +67,6 @@ TINY = {
         "linear_teacher": {"values": [0.5], "settings": {"d_in": 60}},
     },
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # MLflow is off here (test_tracking.py and test_pipeline.py cover it): logging to a SQLite
