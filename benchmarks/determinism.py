@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from groklab.config import MATMUL_PRECISIONS
 from groklab.params import load_params, run_config
 from groklab.train import resolve_device, resolve_engine, train
 
@@ -39,11 +40,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="updates per run")
     parser.add_argument("--aug", default="combined30", help="augmentation (exercises more ops)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
+                        help="train.matmul_precision (GPU float32 matmuls)")
     args = parser.parse_args()
 
     params = load_params(ROOT / "params.yaml")
     cfg = run_config(params, "x_plus_y", {"train.aug": args.aug, "train.steps": args.steps})
-    cfg = cfg.replace(train={"device": args.device})
+    cfg = cfg.replace(train={"device": args.device, "matmul_precision": args.matmul_precision})
     device = resolve_device(args.device)
     engine = resolve_engine("auto", device)
     t0 = time.perf_counter()

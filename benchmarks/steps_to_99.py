@@ -26,7 +26,7 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from groklab.config import RunConfig
+from groklab.config import MATMUL_PRECISIONS, RunConfig
 from groklab.models.reference import ReferenceTransformer
 from groklab.summary import seed_summaries
 from groklab.tasks import build_task
@@ -57,6 +57,8 @@ def main() -> None:
     parser.add_argument("--stop-after-grok", type=int, default=100,
                         help="updates to continue after 99%% (steps to 99%% are unaffected)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
+                        help="train.matmul_precision (GPU float32 matmuls)")
     parser.add_argument("--fast-only", action="store_true",
                         help="skip the one-seed straightforward path")
     parser.add_argument("--against", nargs="*", default=[], metavar="TASK=S1,S2,S3",
@@ -72,7 +74,7 @@ def main() -> None:
     for task in args.tasks:
         cfg = RunConfig().replace(data={"task": task}, train={
             "steps": args.steps, "stop_after_grok": args.stop_after_grok,
-            "device": args.device})
+            "device": args.device, "matmul_precision": args.matmul_precision})
         t0 = time.perf_counter()
         fast_runs = seed_summaries(train(cfg, args.seeds))
         fast = [s["steps_to_99"] for s in fast_runs]

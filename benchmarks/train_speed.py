@@ -45,11 +45,24 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from groklab.cells import cell_config, experiment_cells, experiment_source, trained_cells
-from groklab.config import AugmentConfig, CurriculumConfig, LinearTeacherConfig, RunConfig
+from groklab.config import (
+    MATMUL_PRECISIONS,
+    AugmentConfig,
+    CurriculumConfig,
+    LinearTeacherConfig,
+    RunConfig,
+)
 from groklab.models.reference import ReferenceTransformer
 from groklab.params import load_params
 from groklab.tasks import build_task, split
-from groklab.train import Progress, evaluate, resolve_device, resolve_engine, train
+from groklab.train import (
+    Progress,
+    evaluate,
+    float32_matmuls,
+    resolve_device,
+    resolve_engine,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ANALYSIS_STAGES = 2  # evaluate, report
@@ -318,23 +331,30 @@ def main() -> None:
                         help="stage start-ups to time (median; 0 skips)")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml",
                         help="the pipeline whose run time is estimated")
+    parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default=None,
+                        help="train.matmul_precision for every figure (default: --params')")
     parser.add_argument("--pipeline-steps", type=int, default=None,
                         help="updates per distinct cell shape (default 200 on a GPU, 10 on a "
                              "CPU; 0 skips the estimate)")
     args = parser.parse_args()
 
+    params = load_params(args.params)
+    if args.matmul_precision:
+        params["train"]["matmul_precision"] = args.matmul_precision
+    precision = params["train"]["matmul_precision"]
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
     steps = args.steps or (300 if gpu else 20)
-    cfg = RunConfig().replace(train={"device": args.device})
+    cfg = RunConfig().replace(train={"device": args.device, "matmul_precision": precision})
     engine = resolve_engine("auto", device)
     name = torch.cuda.get_device_name(device) if gpu else platform.processor() or \
         platform.machine()
     out: dict[str, Any] = {"device": str(device), "machine": name, "engine": engine,
                            "threads": torch.get_num_threads(), "torch": torch.__version__,
-                           "date": datetime.date.today().isoformat()}
+                           "date": datetime.date.today().isoformat(),
+                           "matmul_precision": precision}
     print(f"{name}: device {device}, engine {engine}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}, matmul precision {precision}")
     time_train(cfg, [0], cfg.train.eval_every)  # first call pays one-off initialisation
 
     ms: dict[int, float] = {}
@@ -350,7 +370,8 @@ def main() -> None:
         print(f"10 seeds cost {out['seeds_10_over_3']:.2f}x 3 seeds")
     base = ms.get(1, next(iter(ms.values()), None))
     if base:
-        peak = matmul_gflops(device)
+        with float32_matmuls(device, precision):
+            peak = matmul_gflops(device)
         train_flops, eval_flops = update_flops(cfg, device)
         achieved = (train_flops + eval_flops) / (base / 1e3) / 1e9
         out.update({"matmul_gflops": round(peak, 1),
@@ -386,7 +407,6 @@ def main() -> None:
         print(f"one base cell (7,500 updates x 3 seeds): {out['cell_s']:.1f} s "
               f"({'measured' if out['cell_s_measured'] else 'estimated'})")
 
-    params = load_params(args.params)
     startup = None
     if args.startup_runs:
         runs = stage_startup(params, args.device, args.startup_runs)

@@ -121,3 +121,24 @@ def test_early_stop_on_the_gpu_stops_where_the_loop_would():
     assert stopped.steps_done == max(first) + 40 == int(stopped.history.step.max())
     prefix = full.history[full.history.step <= stopped.steps_done].reset_index(drop=True)
     assert_frame_equal(stopped.history, prefix, check_exact=True)
+
+
+def test_tf32_holds_only_while_its_cell_trains_and_stays_reproducible(caplog):
+    """train.matmul_precision=high sets TF32 for the cell's own training (seen from its
+    progress calls) and restores torch's setting after; the same seeds still give the same
+    history twice, and a history that differs from full float32 in its losses."""
+    before = torch.get_float32_matmul_precision()
+    seen = set()
+    cfg = GPU.replace(train={"matmul_precision": "high"})
+
+    def progress(_):
+        seen.add(torch.get_float32_matmul_precision())
+
+    a = train(cfg, [0, 1, 2], progress=progress)
+    b = train(cfg, [0, 1, 2])
+    full = train(GPU, [0, 1, 2])
+    no_fallback(caplog)
+    assert seen == {"high"}
+    assert torch.get_float32_matmul_precision() == before
+    assert_frame_equal(a.history, b.history, check_exact=True)
+    assert not a.history["val_loss"].equals(full.history["val_loss"])

@@ -1,5 +1,8 @@
 """Models: the fast Transformer against the straightforward reference, shapes, members."""
 
+import itertools
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +12,7 @@ from groklab.checkpoint import checkpoint, load_model
 from groklab.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from groklab.models import build_model
 from groklab.models.reference import ReferenceTransformer
+from groklab.models.transformer import attend
 from groklab.optim import build_optimizer
 from groklab.tasks import build_task
 
@@ -37,6 +41,31 @@ def test_fast_transformer_matches_reference_logits(task_cfg, use_prefix):
         ref = ReferenceTransformer(task.vocab_size, task.seq_len, task.n_classes, layers=3)
         ref.copy_from(model, s)
         assert_close(fast[s], ref(tokens[s]), atol=2e-5, rtol=1e-4)
+
+
+def _attention_by_loops(q, k, v, heads):
+    """Plain-Python causal attention: every (member, example, head, query) on its own."""
+    S, B, Tq, d = q.shape
+    Tk, hd = k.shape[2], d // heads
+    out = torch.zeros_like(q)
+    for s, b, h, i in itertools.product(range(S), range(B), range(heads), range(Tq)):
+        cols = slice(h * hd, (h + 1) * hd)
+        seen = range(Tk - Tq + i + 1)  # keys up to the query's own absolute position
+        scores = [float(q[s, b, i, cols] @ k[s, b, j, cols]) / math.sqrt(hd) for j in seen]
+        top = max(scores)
+        weights = [math.exp(x - top) for x in scores]
+        total = sum(weights)
+        for j, w in zip(seen, weights, strict=True):
+            out[s, b, i, cols] += w / total * v[s, b, j, cols]
+    return out
+
+
+@pytest.mark.parametrize(("Tq", "Tk"), [(4, 4), (1, 4), (2, 4), (3, 3)])
+def test_attention_matches_plain_loops(Tq, Tk):
+    gen = torch.Generator().manual_seed(Tq * 10 + Tk)
+    q, k, v = (torch.randn(2, 3, t, 8, generator=gen, dtype=torch.float64)
+               for t in (Tq, Tk, Tk))
+    assert_close(attend(q, k, v, heads=2), _attention_by_loops(q, k, v, heads=2))
 
 
 def test_fast_transformer_trains_like_reference():

@@ -97,6 +97,7 @@ def _set(path: str, value):
     (_set("device", "tpu"), ["device = 'tpu'", "cuda"]),
     (_set("data.p", 96), ["p=96", "prime"]),
     (_set("train.steps", 0), ["steps=0", "positive"]),
+    (_set("train.matmul_precision", "tf32"), ["matmul_precision='tf32'", "highest, high"]),
     (_set("augmentations.flip", {"reverse": 1.5, "negate": 0.0}), ["augmentations.flip",
                                                                    "reverse=1.5"]),
     (_set("curricula.fast", {"pacing": "linear", "order": "easiest_first", "start": 0.2}),

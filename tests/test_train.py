@@ -31,6 +31,15 @@ def test_same_seed_gives_identical_history():
     assert not train(TINY, [1]).history.equals(a)
 
 
+def test_matmul_precision_leaves_a_cpu_run_unchanged():
+    """TF32 is a GPU setting: on a CPU the bytes, and torch's global setting, stay put."""
+    before = torch.get_float32_matmul_precision()
+    a = train(TINY.replace(train={"device": "cpu"}), [0]).history
+    b = train(TINY.replace(train={"device": "cpu", "matmul_precision": "high"}), [0]).history
+    assert_frame_equal(a, b, check_exact=True)
+    assert torch.get_float32_matmul_precision() == before
+
+
 @pytest.mark.parametrize("aug", ["baseline", "combined30"])
 def test_batched_seeds_match_training_each_alone(aug):
     cfg = TINY.replace(train={"aug": AUGMENTATIONS[aug]})

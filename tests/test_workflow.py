@@ -16,19 +16,20 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from dvc.utils.hydra import apply_overrides
 from localhost import free_port
 from project_copy import copy_project
 
 from groklab.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from first_look_params import first_look_overrides, first_look_params  # noqa: E402
+
 BIN = Path(sys.executable).parent
 WIDTH = 120  # the terminal the comparison must fit
 BUDGET = 300  # updates of the base run and the experiment
@@ -261,13 +262,6 @@ def test_readme_shows_this_workflow():
         at = found + len(cmd)
 
 
-def first_look_overrides() -> list[str]:
-    """The arguments of the Makefile's FIRST_LOOK, as the shell splits them."""
-    text = (ROOT / "Makefile").read_text()
-    block = re.search(r"^FIRST_LOOK := (.*?)(?<!\\)\n", text, re.S | re.M).group(1)
-    return shlex.split(block.replace("\\\n", " "))
-
-
 def test_readme_first_look_command_is_the_makefiles():
     text = (ROOT / "README.md").read_text()
     block = re.search(r"^dvc exp run --temp -n first-look (.*?)(?<!\\)\n", text,
@@ -278,11 +272,8 @@ def test_readme_first_look_command_is_the_makefiles():
 def test_first_look_overrides_are_valid_params(tmp_path):
     """The Makefile's FIRST_LOOK overrides, applied by DVC's own parser to params.yaml,
     give a params file the pipeline accepts, with every study at x_plus_y or its own task."""
-    args = first_look_overrides()
-    assert args[::2] == ["-S"] * (len(args) // 2)
     path = tmp_path / "params.yaml"
-    shutil.copy(ROOT / "params.yaml", path)
-    apply_overrides(path, args[1::2])
+    first_look_params(path)
     params = load_params(path)
     assert params["seeds"] == [0] and params["tasks"] == ["x_plus_y"]
     for name, study in params["studies"].items():

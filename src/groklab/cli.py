@@ -14,7 +14,15 @@ import logging
 import sys
 from pathlib import Path
 
-from groklab.config import DEVICES, ENCODINGS, TASKS, ConfigError, RunConfig, check_seed
+from groklab.config import (
+    DEVICES,
+    ENCODINGS,
+    MATMUL_PRECISIONS,
+    TASKS,
+    ConfigError,
+    RunConfig,
+    check_seed,
+)
 from groklab.cpu import CpuShare
 from groklab.metrics import Analysis
 from groklab.params import PARAMS_FILE, load_params, run_config
@@ -70,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: params.yaml's train.stop_after_grok)")
     run.add_argument("--seed", type=int, default=0, help="seed of the split, init and batches")
     run.add_argument("--device", choices=DEVICES, help="auto uses CUDA when available")
+    run.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS,
+                     help="GPU float32 matmuls: highest (float32) or high (TF32, faster)")
     run.add_argument("--out", type=Path, default=None,
                      help="directory for history.csv, final.csv, checkpoint and summary.json")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -82,7 +92,8 @@ FLAGS = {"aug": "train.aug", "curriculum": "train.curriculum", "arch": "model.ar
          "encoding": "data.encoding", "operands": "data.operands",
          "concealed_bits": "data.concealed_bits", "steps": "train.steps",
          "batch_size": "train.batch_size", "eval_every": "train.eval_every",
-         "stop_after_grok": "train.stop_after_grok"}
+         "stop_after_grok": "train.stop_after_grok",
+         "matmul_precision": "train.matmul_precision"}
 
 
 def config_from_args(args: argparse.Namespace, params: dict) -> RunConfig:

@@ -17,6 +17,10 @@ OPTIMIZER_KINDS = ("adamw", "adam", "sgd")
 PACINGS = ("none", "linear", "sqrt", "step")
 ORDERS = ("easiest_first", "hardest_first", "random")
 DEVICES = ("auto", "cpu", "cuda")
+# float32 matrix products on a GPU (torch.set_float32_matmul_precision's names): highest is
+# full float32, high lets the tensor cores round inputs to TF32 (10-bit mantissa). No effect
+# on a CPU.
+MATMUL_PRECISIONS = ("highest", "high")
 # Equations each split needs at least. With fewer, accuracy moves in steps of more than 12%
 # and "99% validation accuracy" is a handful of examples: the grokking metrics mean nothing.
 MIN_SPLIT = 8
@@ -276,6 +280,7 @@ class TrainConfig:
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     stop_after_grok: int | None = None  # updates to continue once val acc first reaches 0.99
     device: str = "auto"
+    matmul_precision: str = "highest"  # see MATMUL_PRECISIONS
 
     def __post_init__(self) -> None:
         for key, cls in (("aug", AugmentConfig), ("curriculum", CurriculumConfig)):
@@ -287,6 +292,7 @@ class TrainConfig:
         _positive("eval_every", self.eval_every)
         _positive("curve_examples", self.curve_examples)
         _choice("device", self.device, DEVICES)
+        _choice("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
         if self.stop_after_grok is not None and (
             not isinstance(self.stop_after_grok, int) or self.stop_after_grok < 0
         ):

@@ -50,7 +50,7 @@ from groklab.train import (
     TrainData,
     clean_accuracy,
     diverged,
-    evaluate,
+    evaluate_examples,
     note_first_update,
 )
 
@@ -81,6 +81,10 @@ class GraphedLoop:
         device = data.tokens.device
         self.task = _task_on(task, device)
         self.chunk = CUDA_EVAL_CHUNK if device.type == "cuda" else 1024
+        # Validation split and training-curve sample, evaluated as one set (one forward).
+        self.n_val = data.val_tokens.shape[1]
+        self.eval_tokens = torch.cat([data.val_tokens, data.curve_tokens], 1)
+        self.eval_labels = torch.cat([data.val_labels, data.curve_labels], 1)
         self.sync_every = sync_every or (SYNC_EVERY if capture else 1)
         S, n_train = data.train_idx.shape
         # The shared-prefix shortcut keys prefixes with torch.unique, whose output size
@@ -175,9 +179,11 @@ class GraphedLoop:
     def eval_step(self) -> None:
         """Record a history row at the counter; grokking, early stop and pool bookkeeping."""
         d, tc = self.data, self.cfg.train
-        val_loss, correct = evaluate(self.model, d.val_tokens, d.val_labels, self.chunk)
+        losses, right = evaluate_examples(self.model, self.eval_tokens, self.eval_labels,
+                                          self.chunk)
+        val_loss, correct = losses[:, :self.n_val].mean(1), right[:, :self.n_val]
+        tr_loss, tr_correct = losses[:, self.n_val:].mean(1), right[:, self.n_val:]
         clean_acc = clean_accuracy(correct, d.val_reachable)
-        tr_loss, tr_correct = evaluate(self.model, d.curve_tokens, d.curve_labels, self.chunk)
         b_loss, b_acc = self.loss_sum / self.batches, self.acc_sum / self.batches  # NaN at 0
         S = len(self.seeds)
         val_acc = correct.float().mean(1)

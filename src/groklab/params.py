@@ -55,8 +55,8 @@ TOP_KEYS = ("tasks", "aug", "curriculum", "arch", "optimizer", "seeds", "device"
 SECTION_KEYS = {
     "data": tuple(f.name for f in dataclasses.fields(DataConfig) if f.name != "task"),
     "model": tuple(f.name for f in dataclasses.fields(ModelConfig)),
-    "train": ("steps", "batch_size", "eval_every", "curve_examples", "stop_after_grok", "aug",
-              "curriculum", "optimizer"),
+    "train": ("steps", "batch_size", "eval_every", "curve_examples", "stop_after_grok",
+              "matmul_precision", "aug", "curriculum", "optimizer"),
 }
 AUGMENTATION_KEYS = ("reverse", "negate")
 # Keys of an optimizer variant: per kind, plus the two settings a variant may override.

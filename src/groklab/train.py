@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -128,6 +129,14 @@ def evaluate(model: nn.Module, tokens: Tensor, labels: Tensor, chunk: int = 1024
     (1024 measured fastest on a 2-core CPU: big enough for efficient matmuls, small
     enough to stay in cache).
     """
+    losses, correct = evaluate_examples(model, tokens, labels, chunk)
+    return losses.mean(1), correct
+
+
+@torch.no_grad()
+def evaluate_examples(model: nn.Module, tokens: Tensor, labels: Tensor, chunk: int = 1024
+                      ) -> tuple[Tensor, Tensor]:
+    """Per-example cross-entropy and correctness, both (S, N), in evaluation mode."""
     was_training = model.training
     model.eval()
     losses, correct = [], []
@@ -137,7 +146,7 @@ def evaluate(model: nn.Module, tokens: Tensor, labels: Tensor, chunk: int = 1024
         losses.append(F.cross_entropy(logits.transpose(1, 2), y, reduction="none"))
         correct.append(logits.argmax(-1) == y)
     model.train(was_training)
-    return torch.cat(losses, 1).mean(1), torch.cat(correct, 1)
+    return torch.cat(losses, 1), torch.cat(correct, 1)
 
 
 class TrainData:
@@ -171,6 +180,21 @@ class TrainData:
         self.val_reachable = torch.stack(masks).to(device)
 
 
+@contextmanager
+def float32_matmuls(device: torch.device, precision: str) -> Iterator[None]:
+    """On CUDA, float32 matmuls at ``precision`` (``train.matmul_precision``) inside the
+    block, restored after it; on a CPU nothing changes."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def train(cfg: RunConfig, seeds: Sequence[int],
           progress: Callable[[Progress], None] | None = None,
           model_factory: Callable[[RunConfig], nn.Module] | None = None,
@@ -183,6 +207,14 @@ def train(cfg: RunConfig, seeds: Sequence[int],
     based hash instead of torch generators, so their runs differ from the loop's in the
     random draws (not in what is computed).
     """
+    with float32_matmuls(resolve_device(cfg.train.device), cfg.train.matmul_precision):
+        return _train(cfg, seeds, progress, model_factory, engine)
+
+
+def _train(cfg: RunConfig, seeds: Sequence[int],
+           progress: Callable[[Progress], None] | None,
+           model_factory: Callable[[RunConfig], nn.Module] | None,
+           engine: str) -> TrainResult:
     seeds = list(seeds)
     if not seeds:
         raise ConfigError("seeds is empty; give at least one seed")

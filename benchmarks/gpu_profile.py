@@ -1,0 +1,126 @@
+"""Where a GPU update's time goes: its kernels, and what each speed choice is worth.
+
+For the base configuration (x_plus_y, p=97, 2-layer width-128 Transformer, batch 512,
+evaluation every 10 updates):
+
+* the kernels of ``--updates`` eager updates and their evaluations, run through the graphed
+  loop's own step code under ``torch.profiler``: kernels per update and the busiest kernels
+  by total GPU time (as a captured graph replays them, without the launch gaps);
+* ms per update of the captured graphs for each ``train.matmul_precision``, at each number
+  of batched seeds in ``--seeds``.
+
+The last line is a JSON object of these figures. Run on a machine with a GPU:
+``PYTHONPATH=src python benchmarks/gpu_profile.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from groklab.augment import get_augmentation
+from groklab.config import MATMUL_PRECISIONS, RunConfig
+from groklab.graphed import GraphedLoop
+from groklab.models import build_model
+from groklab.tasks import build_task
+from groklab.train import TrainData, float32_matmuls
+
+
+def loop_for(cfg: RunConfig, seeds: list[int], capture: bool) -> GraphedLoop:
+    """The graphed loop of ``cfg`` on the GPU, exactly as ``train`` builds it."""
+    device = torch.device("cuda")
+    task = build_task(cfg.data, seeds)
+    aug = get_augmentation(cfg.train.aug, task)
+    data = TrainData(task, cfg, seeds, device, aug)
+    model = build_model(cfg.model, task, seeds).to(device)
+    return GraphedLoop(cfg, seeds, task, aug, data, model, capture=capture)
+
+
+def kernel_table(cfg: RunConfig, seeds: list[int], updates: int, top: int) -> dict[str, Any]:
+    """Kernels of ``updates`` eager updates plus their evaluations, by total GPU time."""
+    loop = loop_for(cfg, seeds, capture=False)
+    every = cfg.train.eval_every
+    for _ in range(every):  # warm caches and lazily loaded kernels
+        loop.update_step()
+    loop.eval_step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for i in range(updates):
+            loop.update_step()
+            if (i + 1) % every == 0:
+                loop.eval_step()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    if not kernels:
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=top))
+        return {}
+    by_name: dict[str, list[float]] = {}
+    for e in kernels:
+        by_name.setdefault(e.name, []).append(e.time_range.elapsed_us())
+    total_us = sum(sum(t) for t in by_name.values())
+    rows = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:top]
+    print(f"{len(kernels) / updates:.0f} kernels per update (evaluation amortised), "
+          f"{total_us / updates:.1f} us of kernel time per update")
+    print(f"{'share':>6} {'us/update':>9} {'calls/update':>12}  kernel")
+    for name, times in rows:
+        print(f"{sum(times) / total_us:6.1%} {sum(times) / updates:9.1f} "
+              f"{len(times) / updates:12.1f}  {name[:110]}")
+    return {"kernels_per_update": round(len(kernels) / updates, 1),
+            "kernel_us_per_update": round(total_us / updates, 1),
+            "top": [[name[:80], round(sum(t) / updates, 1)] for name, t in rows[:10]]}
+
+
+def replay_ms(cfg: RunConfig, seeds: list[int], updates: int) -> float:
+    """ms per update of the captured graphs, evaluation amortised (CUDA events)."""
+    loop = loop_for(cfg, seeds, capture=True)
+    assert loop.graphs is not None
+    update, evaluation = loop.graphs
+    every = cfg.train.eval_every
+    for _ in range(every):
+        update.replay()
+    evaluation.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for i in range(updates):
+        update.replay()
+        if (i + 1) % every == 0:
+            evaluation.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / updates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="*", default=[3, 10],
+                        help="numbers of batched seeds to time")
+    parser.add_argument("--updates", type=int, default=300, help="updates per timing")
+    parser.add_argument("--profile-updates", type=int, default=50,
+                        help="updates profiled kernel by kernel (3 seeds)")
+    parser.add_argument("--top", type=int, default=25, help="kernels listed")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("gpu_profile: no CUDA device is visible")
+    base = RunConfig().replace(train={"device": "cuda"})
+    out: dict[str, Any] = {"machine": torch.cuda.get_device_name(0), "torch": torch.__version__}
+    for precision in MATMUL_PRECISIONS:
+        cfg = base.replace(train={"matmul_precision": precision})
+        with float32_matmuls(torch.device("cuda"), precision):
+            print(f"=== kernels, 3 seeds, matmul precision {precision}")
+            out[f"kernels_{precision}"] = kernel_table(cfg, [0, 1, 2], args.profile_updates,
+                                                       args.top)
+            for n in args.seeds:
+                ms = replay_ms(cfg, list(range(n)), args.updates)
+                out[f"ms_{precision}_{n}"] = round(ms, 3)
+                print(f"matmul precision {precision:7s} {n:2d} seeds: {ms:7.3f} ms/update",
+                      flush=True)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
