@@ -42,6 +42,7 @@ def test_train_speed_reports_every_figure(tmp_path):
                          "--params", str(small_pipeline(tmp_path / "params.yaml")),
                          "--pipeline-steps", "10")
     assert set(out["ms_per_update"]) == {"1", "2"} and min(out["ms_per_update"].values()) > 0
+    assert out["matmul_precision"] == "highest"  # the params file's, as the figures ran
     assert out["speedup_vs_reference"] == pytest.approx(
         out["reference_ms_per_update"] / out["ms_per_update"]["1"], rel=0.01)
     assert out["cell_s"] > 0 and out["cell_s_measured"] is False

@@ -142,3 +142,17 @@ def test_tf32_holds_only_while_its_cell_trains_and_stays_reproducible(caplog):
     assert torch.get_float32_matmul_precision() == before
     assert_frame_equal(a.history, b.history, check_exact=True)
     assert not a.history["val_loss"].equals(full.history["val_loss"])
+
+
+def test_gpu_profile_counts_the_kernels_of_an_update():
+    """benchmarks/gpu_profile.py: the kernels of eager steps, and graph replays timed."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from gpu_profile import kernel_table, replay_ms
+
+    table = kernel_table(GPU, [0, 1, 2], updates=20, top=5)
+    assert table["kernels_per_update"] > 20 and table["kernel_us_per_update"] > 0
+    assert len(table["top"]) == 5
+    assert replay_ms(GPU, [0, 1, 2], updates=20) > 0
