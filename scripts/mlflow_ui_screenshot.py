@@ -25,8 +25,6 @@ import os
 import re
 import select
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from localhost import mlflow_on_localhost, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = ("reversal", "negation", "combined30")
@@ -45,7 +44,6 @@ TINY = {"seeds": [0, 1], "data": {"p": 11, "train_fraction": 0.5},
         "model": {"width": 32, "heads": 2},
         "train": {"steps": 30, "batch_size": 32, "eval_every": 10}}
 WIDTH, HEIGHT = 1600, 900
-SERVER_START_TIMEOUT_S = 60
 PAGE_TIMEOUT_S = 45
 # Headless Chromium that reaches nothing but the page: no sync, updates or first-run work.
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -142,51 +140,12 @@ def build_store(workdir: Path) -> Path:
     return workdir / "mlflow.db"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    # mlflow ui forks workers: signal its whole process group, which it leads.
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @contextlib.contextmanager
 def mlflow_ui(store: Path, log: Path) -> Iterator[str]:
     """``mlflow ui`` on ``store`` at a free localhost port; yields its base URL."""
-    port = free_port()
-    mlflow = Path(sys.executable).parent / "mlflow"
-    cmd = [str(mlflow), "ui", "--backend-store-uri", f"sqlite:///{store.absolute()}",
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=store.parent, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1):
-                    break
-            except OSError as err:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow ui did not start:\n{log.read_text()[-3000:]}"
-                                       ) from err
-                time.sleep(0.25)
+    with mlflow_on_localhost("ui", ["--backend-store-uri", f"sqlite:///{store.absolute()}"],
+                             store.parent, log) as url:
         yield url
-    finally:
-        _stop(proc)
 
 
 def rest(url: str, endpoint: str, body: dict | None = None, **query: str) -> dict:
@@ -256,7 +215,7 @@ class Chromium:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.send("Browser.close", timeout=5)
-        _stop(self.proc)
+        stop_group(self.proc)
         for fd in (self._to_browser[1], self._from_browser[0]):
             with contextlib.suppress(OSError):
                 os.close(fd)
