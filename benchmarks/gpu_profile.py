@@ -56,8 +56,7 @@ def kernel_table(cfg: RunConfig, seeds: list[int], updates: int, top: int) -> di
         torch.cuda.synchronize()
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     if not kernels:
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=top))
-        return {}
+        raise RuntimeError("torch.profiler recorded no CUDA kernels (is CUPTI available?)")
     by_name: dict[str, list[float]] = {}
     for e in kernels:
         by_name.setdefault(e.name, []).append(e.time_range.elapsed_us())
