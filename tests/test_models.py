@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from groklab.checkpoint import checkpoint, load_model
-from groklab.config import DataConfig, ModelConfig, OptimConfig, RunConfig
-from groklab.models import build_model
+from groklab.config import ARCHITECTURES, DataConfig, ModelConfig, OptimConfig, RunConfig
+from groklab.models import BUILDERS, build_model
 from groklab.models.reference import ReferenceTransformer
 from groklab.models.transformer import attend
 from groklab.optim import build_optimizer
@@ -113,3 +113,8 @@ def test_checkpoint_round_trip(tmp_path):
     restored = load_model(torch.load(tmp_path / "ck.pt"))
     tokens, _ = batch(task, 20)
     assert_close(restored(tokens), model(tokens)[1])
+
+
+def test_every_architecture_name_has_a_builder():
+    """config names the architectures (checked without torch); models builds each one."""
+    assert sorted(BUILDERS) == sorted(ARCHITECTURES)

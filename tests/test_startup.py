@@ -1,9 +1,12 @@
 """Stage start-up: what importing the library costs, and the first-update timestamp."""
 
 import logging
+import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from scipy import special
@@ -13,6 +16,7 @@ from groklab import metrics
 from groklab.train import train
 
 HEAVY = ("pandas", "scipy", "mlflow", "matplotlib", "seaborn")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_library_imports_leave_heavy_packages_for_later():
@@ -23,6 +27,38 @@ def test_library_imports_leave_heavy_packages_for_later():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert proc.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("args, written", [
+    (["experiment", "x_plus_y"], "models/experiment/x_plus_y/source.json"),
+    (["linear_teacher", "linear_regression", "0.5"],
+     "models/linear_teacher/linear_regression-0.5/summary.json"),
+])
+def test_stages_that_train_no_network_never_import_torch(args, written, tmp_path):
+    """An experiment@ stage at the paper defaults and a linear student-teacher cell run the
+    real stage process (params.yaml as shipped) without paying torch's import."""
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    module = "groklab.stages.train"
+    code = ("import runpy, sys\n"
+            f"sys.argv = [{module!r}, *sys.argv[1:]]\n"
+            "try:\n"
+            f"    runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
+            "finally:\n"
+            "    print('loaded:', *(m for m in ('torch', 'mlflow') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, text=True,
+                          capture_output=True, env={**os.environ, "GROKLAB_TRACKING": "off"},
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "loaded:"
+    assert (tmp_path / written).is_file()
+
+
+def test_analysis_stages_import_without_torch():
+    code = ("import sys, groklab.stages.evaluate, groklab.stages.report; "
+            "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert proc.stdout.strip() == "False"
 
 
 def test_erf_quartile_constant_is_erfinv_of_one_half():

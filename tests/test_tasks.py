@@ -5,14 +5,20 @@ import itertools
 import pytest
 import torch
 
-from groklab.config import ConfigError, DataConfig, RunConfig
+from groklab.config import (
+    ConfigError,
+    DataConfig,
+    RunConfig,
+    chance_accuracy,
+    n_classes,
+    n_equations,
+)
 from groklab.tasks import (
     ModularTask,
     ParityTask,
     PermutationTask,
     Split,
     build_task,
-    n_equations,
     split,
     val_in_train,
 )
@@ -88,10 +94,16 @@ def test_split_is_deterministic_disjoint_and_sized():
     assert not torch.equal(split(100, 0.3, seed=5).train, a.train)
 
 
-def test_n_equations_matches_built_tasks():
+def test_sizes_without_building_match_built_tasks():
+    """config's arithmetic (no torch) against the tables tasks.build_task makes."""
     for cfg in [DataConfig(task="x_div_y", p=13), DataConfig(task="multi_add", p=5, operands=3),
-                DataConfig(task="permutation"), DataConfig(task="x_minus_y", p=11)]:
-        assert n_equations(cfg) == len(build_task(cfg))
+                DataConfig(task="permutation"), DataConfig(task="x_minus_y", p=11),
+                DataConfig(task="parity", parity_bits=3, concealed_bits=2, parity_examples=20)]:
+        task = build_task(cfg)
+        per_seed = len(task.operands) if cfg.task == "parity" else len(task)  # one seed
+        assert n_equations(cfg) == per_seed
+        assert n_classes(cfg) == task.n_classes
+        assert chance_accuracy(cfg) == 1 / task.n_classes
 
 
 @pytest.mark.parametrize("kwargs, words", [

@@ -24,12 +24,13 @@ from groklab.config import (
     check_seed,
 )
 from groklab.cpu import CpuShare
+from groklab.errors import TrainingDiverged
 from groklab.metrics import Analysis
 from groklab.params import PARAMS_FILE, load_params, run_config
 from groklab.progress import ProgressBar
 from groklab.stages.outputs import check_writable, save_run
 from groklab.summary import seed_summaries
-from groklab.train import TrainingDiverged, train
+from groklab.train import train
 
 _FULL = object()  # --batch-size full: the whole training split every update
 

@@ -7,6 +7,7 @@ allowed, so a typo in ``params.yaml`` or on the command line fails before any tr
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -17,6 +18,7 @@ OPTIMIZER_KINDS = ("adamw", "adam", "sgd")
 PACINGS = ("none", "linear", "sqrt", "step")
 ORDERS = ("easiest_first", "hardest_first", "random")
 DEVICES = ("auto", "cpu", "cuda")
+ARCHITECTURES = ("transformer", "mlp", "lstm", "bit_mlp")  # groklab.models.BUILDERS builds each
 # float32 matrix products on a GPU (torch.set_float32_matmul_precision's names): highest is
 # full float32, high lets the tensor cores round inputs to TF32 (10-bit mantissa). No effect
 # on a CPU.
@@ -98,11 +100,34 @@ class DataConfig:
         _check_split_sizes(self)
 
 
+def n_classes(cfg: DataConfig) -> int:
+    """Number of labels of the task, without building it."""
+    if cfg.task == "permutation":
+        return math.factorial(5)
+    return 2 if cfg.task == "parity" else cfg.p
+
+
+def chance_accuracy(cfg: DataConfig) -> float:
+    """Accuracy of uniform guessing, the floor of the accuracy curves."""
+    return 1.0 / n_classes(cfg)
+
+
+def n_equations(cfg: DataConfig) -> int:
+    """Size of the task's equation table without building it (tasks.build_task)."""
+    if cfg.task == "x_div_y":
+        return cfg.p * (cfg.p - 1)
+    if cfg.task == "multi_add":
+        return cfg.p**cfg.operands
+    if cfg.task == "permutation":
+        return math.factorial(5) ** 2
+    if cfg.task == "parity":  # per seed
+        return min(cfg.parity_examples, 2 ** (cfg.parity_bits + cfg.concealed_bits))
+    return cfg.p**2
+
+
 def split_sizes(cfg: DataConfig, **changes: Any) -> tuple[int, int]:
     """Training and validation equations of one seed's split (the cut of tasks.split),
     for ``cfg`` with ``changes`` applied (not validated: this is part of validation)."""
-    from groklab.tasks import n_equations  # here: groklab.tasks imports this module
-
     values = SimpleNamespace(**{**vars(cfg), **changes})
     n = n_equations(values)
     n_train = int(n * values.train_fraction)
@@ -163,9 +188,7 @@ class ModelConfig:
     bit_mlp_hidden: int = 1000  # parity MLP hidden width (the sharpness paper)
 
     def __post_init__(self) -> None:
-        from groklab.models import ARCHITECTURES  # here: the models import this module
-
-        _choice("arch", self.arch, tuple(ARCHITECTURES))
+        _choice("arch", self.arch, ARCHITECTURES)
         for key in ("layers", "width", "heads", "mlp_hidden", "mlp_layers", "lstm_hidden",
                     "bit_mlp_hidden"):
             _positive(key, getattr(self, key))

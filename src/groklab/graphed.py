@@ -18,7 +18,7 @@ replayed. What a graph needs to change from one replay to the next lives on the 
 * the history, a preallocated (S, evaluations, 9) table the evaluation graph writes a row of.
 
 The host replays the graphs and reads the history back every ``SYNC_EVERY`` evaluations,
-then calls ``progress`` for each new row and raises :class:`~groklab.train.TrainingDiverged`
+then calls ``progress`` for each new row and raises :class:`~groklab.errors.TrainingDiverged`
 at the first non-finite loss, as the plain loop does.
 
 The same step logic runs eagerly (no capture) on any device: on the CPU the tests check it

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from groklab.config import chance_accuracy
 from groklab.metrics import (
     Analysis,
     aggregate,
@@ -17,7 +18,6 @@ from groklab.metrics import (
     median_difference,
     summarize_history,
 )
-from groklab.tasks import chance_accuracy
 
 if TYPE_CHECKING:  # pandas is imported where frames are built: stage start-up pays imports
     import pandas as pd

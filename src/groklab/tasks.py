@@ -8,7 +8,6 @@ can be relabelled and located without per-example Python.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -287,28 +286,3 @@ def build_task(cfg: DataConfig, seeds: Sequence[int] = (0,)) -> Task:
     if cfg.task == "parity":
         return ParityTask(cfg.parity_bits, cfg.concealed_bits, cfg.parity_examples, seeds)
     raise AssertionError(cfg.task)  # DataConfig validated the name
-
-
-def n_classes(cfg: DataConfig) -> int:
-    """Number of labels of the task, without building it."""
-    if cfg.task == "permutation":
-        return math.factorial(5)
-    return 2 if cfg.task == "parity" else cfg.p
-
-
-def chance_accuracy(cfg: DataConfig) -> float:
-    """Accuracy of uniform guessing, the floor of the accuracy curves."""
-    return 1.0 / n_classes(cfg)
-
-
-def n_equations(cfg: DataConfig) -> int:
-    """Size of the task's equation table without building it."""
-    if cfg.task == "x_div_y":
-        return cfg.p * (cfg.p - 1)
-    if cfg.task == "multi_add":
-        return cfg.p**cfg.operands
-    if cfg.task == "permutation":
-        return math.factorial(5) ** 2
-    if cfg.task == "parity":  # per seed
-        return min(cfg.parity_examples, 2 ** (cfg.parity_bits + cfg.concealed_bits))
-    return cfg.p**2

@@ -31,6 +31,7 @@ from groklab import rng
 from groklab.augment import Augmentation, augment, get_augmentation, reachable
 from groklab.config import ConfigError, RunConfig
 from groklab.curriculum import PoolSampler
+from groklab.errors import Interrupted, TrainingDiverged
 from groklab.models import build_model
 from groklab.optim import build_optimizer, build_schedule
 from groklab.tasks import Task, build_task, val_in_train
@@ -46,18 +47,6 @@ HISTORY_COLUMNS = ("seed", "step", "train_loss", "train_acc", "batch_loss", "bat
 # auto: CUDA graphs on a GPU, the plain loop on a CPU; loop: the plain loop anywhere;
 # graph: the graphed step (captured on a GPU, eager on a CPU); graph_eager: never captured.
 ENGINES = ("auto", "loop", "graph", "graph_eager")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during training; ``step`` is the update that was running."""
-
-    def __init__(self, step: int):
-        super().__init__(f"interrupted at update {step}")
-        self.step = step
 
 
 @dataclass(frozen=True)

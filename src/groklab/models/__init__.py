@@ -18,7 +18,7 @@ from groklab.models.mlp import MLP, BitMLP
 from groklab.models.transformer import Transformer
 from groklab.tasks import Task
 
-__all__ = ["ARCHITECTURES", "build_model", "Transformer", "MLP", "BitMLP", "LSTM"]
+__all__ = ["BUILDERS", "build_model", "Transformer", "MLP", "BitMLP", "LSTM"]
 
 
 def _transformer(n: int, cfg: ModelConfig, task: Task) -> nn.Module:
@@ -41,8 +41,8 @@ def _bit_mlp(n: int, cfg: ModelConfig, task: Task) -> nn.Module:
                   dropout=cfg.dropout)
 
 
-# The architectures `model.arch` can name, and how each is built for a task.
-ARCHITECTURES: dict[str, Callable[[int, ModelConfig, Task], nn.Module]] = {
+# How each architecture `model.arch` can name (config.ARCHITECTURES) is built for a task.
+BUILDERS: dict[str, Callable[[int, ModelConfig, Task], nn.Module]] = {
     "transformer": _transformer, "mlp": _mlp, "lstm": _lstm, "bit_mlp": _bit_mlp,
 }
 
@@ -53,6 +53,6 @@ def build_model(cfg: ModelConfig, task: Task, seeds: list[int]) -> nn.Module:
     Member ``s`` is initialised from the seed's own "init" stream, so the same seed gives
     the same initial weights alone or in an ensemble.
     """
-    model = ARCHITECTURES[cfg.arch](len(seeds), cfg, task)  # ModelConfig checked the name
+    model = BUILDERS[cfg.arch](len(seeds), cfg, task)  # ModelConfig checked the name
     init_members(model, [rng.generator(s, "init") for s in seeds])
     return model

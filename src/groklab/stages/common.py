@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from groklab.config import ConfigError
+from groklab.errors import TrainingDiverged
 from groklab.tracking import StageTracker, stage_tracker
-from groklab.train import TrainingDiverged
 
 
 def fail_cleanly(main: Callable[[], Any]) -> None:

@@ -36,7 +36,7 @@ from groklab.cells import (
     experiment_cells,
     studies,
 )
-from groklab.config import LinearTeacherConfig, RunConfig
+from groklab.config import LinearTeacherConfig, RunConfig, chance_accuracy
 from groklab.metrics import Analysis
 from groklab.params import PARAMS_FILE, load_params
 from groklab.stages.common import fail_cleanly, tracker_for
@@ -102,8 +102,6 @@ def read_cell(models: Path, source: Cell, analysis: Analysis
                          "n_train": int(fin["n_train"])})
         rows = pd.DataFrame(rows)
     else:
-        from groklab.tasks import chance_accuracy
-
         rows = pd.DataFrame(seed_summaries_from(history, final, budget=config.train.steps,
                                                 chance=chance_accuracy(config.data),
                                                 analysis=analysis))

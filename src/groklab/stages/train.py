@@ -29,11 +29,11 @@ from groklab.cells import (
     parse_cell,
 )
 from groklab.config import RunConfig
+from groklab.errors import Interrupted
 from groklab.params import KNOBS, PARAMS_FILE, get_key, load_params
 from groklab.stages.common import fail_cleanly, tracker_for
 from groklab.stages.outputs import atomic_dir, check_writable, save_run, write_json
 from groklab.tracking import check_tracking_env, record_interrupted
-from groklab.train import Interrupted
 
 GROK = 0.99  # validation accuracy whose first crossing is reported on the console
 

@@ -1,0 +1,20 @@
+"""How a training run ends early, importable without torch.
+
+The stage entry points catch these to print one line; the stages that train nothing (an
+``experiment@`` stage at the paper defaults, a linear student-teacher cell) must not pay
+torch's import to do so. Configuration errors are :class:`groklab.config.ConfigError`.
+"""
+
+from __future__ import annotations
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training; ``step`` is the update that was running."""
+
+    def __init__(self, step: int):
+        super().__init__(f"interrupted at update {step}")
+        self.step = step
