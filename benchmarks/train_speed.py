@@ -10,11 +10,13 @@ Prints a table and, as its last line, a JSON object:
 * ``cell_s``: one base cell, 7,500 updates x 3 seeds with evaluation and set-up (timed on
   a GPU or with ``--full-cell``; else estimated, ``cell_s_measured`` false);
 * ``startup_s``: median of ``--startup-runs`` training-stage start-ups, from process start to
-  the first update done (see :func:`stage_invocation`);
+  the first update done (see :func:`stage_invocation`); ``startup_other_s``: the same median
+  for each other kind of stage (:data:`OTHER_STAGES`);
 * ``pipeline_estimate_s``: every training cell of ``--params`` (its own steps, batch size,
   model, task and seeds), each distinct shape timed for ``--pipeline-steps`` updates, plus
-  one start-up per stage (training cells, generate, linear_teacher, evaluate, report; the
-  compute of the last four is not included);
+  each stage's start-up by its kind (``pipeline_stage_kinds``; the compute of evaluate and
+  report is not included); ``estimates``: the same for each ``--also-estimate`` params
+  file (the first look's, say), from the same start-ups and shape timings;
 * the matmul peak and fraction of it reached, and the reference-style loop the papers'
   code used (per-example Python sampling, ``nn.MultiheadAttention``, logits for every
   position, evaluation on 8 x 512 sampled validation examples every 10 updates).
@@ -53,7 +55,7 @@ from groklab.config import (
     RunConfig,
 )
 from groklab.models.reference import ReferenceTransformer
-from groklab.params import load_params
+from groklab.params import KNOBS, get_key, load_params
 from groklab.tasks import build_task, split
 from groklab.train import (
     Progress,
@@ -65,7 +67,6 @@ from groklab.train import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-ANALYSIS_STAGES = 2  # evaluate, report
 
 
 def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 20) -> float:
@@ -241,6 +242,45 @@ def stage_startup(params: dict[str, Any], device: str, runs: int) -> list[float]
     return times
 
 
+# What each other kind of stage costs to start, as (how it is timed, the command): "process"
+# is the whole process, spawn to exit; "import" is loading the stage module (its compute
+# reads the trained cells, so it is not included). "light" is a stage that imports no torch:
+# experiment@<task> at the paper defaults (whose whole run is this) and a linear
+# student-teacher cell (whose compute is timed apart).
+OTHER_STAGES: dict[str, tuple[str, list[str]]] = {
+    "generate": ("process", ["-m", "groklab.stages.generate", "x_plus_y"]),
+    "light": ("process", ["-m", "groklab.stages.train", "experiment", "x_plus_y"]),
+    "evaluate": ("import", ["-c", "import groklab.stages.evaluate"]),
+    "report": ("import", ["-c", "import groklab.stages.report"]),
+}
+
+
+def other_startups(params: dict[str, Any], runs: int) -> dict[str, float]:
+    """Median seconds of ``runs`` real processes of each :data:`OTHER_STAGES` kind, each in
+    a fresh temporary directory holding only a tiny params.yaml, tracking off."""
+    tiny = _tiny_params(params, "cpu")
+    # experiment@ at the paper defaults, which trains nothing
+    tiny.update({knob: get_key(params, key) for knob, key in KNOBS.items()})
+    src = str(ROOT / "src")
+    env = {**os.environ, "GROKLAB_TRACKING": "off",
+           "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    out = {}
+    for kind, (_, argv) in OTHER_STAGES.items():
+        times = []
+        for _ in range(runs):
+            with tempfile.TemporaryDirectory(prefix="groklab-startup-") as tmp:
+                Path(tmp, "params.yaml").write_text(yaml.safe_dump(tiny))
+                start = time.perf_counter()
+                proc = subprocess.run([sys.executable, *argv], cwd=tmp, env=env,
+                                      capture_output=True, text=True, timeout=300)
+                times.append(time.perf_counter() - start)
+            if proc.returncode != 0:
+                tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+                raise RuntimeError(f"the {kind} stage failed (exit {proc.returncode}):\n{tail}")
+        out[kind] = statistics.median(times)
+    return out
+
+
 # --- the pipeline -------------------------------------------------------------------------
 
 
@@ -248,9 +288,7 @@ def pipeline_cells(params: dict[str, Any]) -> list[tuple[str, Any]]:
     """Every cell `dvc repro` trains, as (stage name, configuration): the base runs, every
     study's cells and the experiment when its knobs differ from the paper defaults."""
     cells = [(c.stage, cell_config(params, c)) for c in trained_cells(params)]
-    cells += [(c.stage, cell_config(params, c)) for c in experiment_cells(params)
-              if experiment_source(params, c.task) is None]
-    return cells
+    return cells + [(c.stage, cell_config(params, c)) for c in experiment_training(params)]
 
 
 def shape_key(cfg: RunConfig) -> str:
@@ -273,41 +311,68 @@ def linear_cell_s(cfg: LinearTeacherConfig, seeds: list[int]) -> float:
     return time.perf_counter() - start
 
 
-def pipeline_estimate(params: dict[str, Any], steps: int, startup_s: float | None,
-                      seeds: list[int]) -> dict[str, Any]:
-    """Training time of every cell (its shape timed once) plus start-up per stage."""
+def stage_kinds(params: dict[str, Any]) -> dict[str, int]:
+    """How many stages of each start-up kind `dvc repro` runs: "train" for every network cell
+    (base runs, study cells, an experiment whose knobs differ), "light" for the linear cells
+    and the experiments at the paper defaults, then generate@<task>, evaluate and report."""
     cells = pipeline_cells(params)
-    timed: dict[str, tuple[float, float]] = {}
+    linear = sum(isinstance(cfg, LinearTeacherConfig) for _, cfg in cells)
+    return {"train": len(cells) - linear, "generate": len(params["baseline"]["tasks"]),
+            "light": linear + len(params["tasks"]) - len(experiment_training(params)),
+            "evaluate": 1, "report": 1}
+
+
+def experiment_training(params: dict[str, Any]) -> list[Any]:
+    """The experiment@<task> cells whose knobs differ from the paper defaults."""
+    return [c for c in experiment_cells(params) if experiment_source(params, c.task) is None]
+
+
+def pipeline_estimate(params: dict[str, Any], steps: int, startup_s: float | None,
+                      other_s: dict[str, float] | None = None,
+                      timings: dict[tuple[str, int], float | tuple[float, float]] | None = None
+                      ) -> dict[str, Any]:
+    """Training time of every cell (its shape timed once) plus start-up per stage, each
+    charged its kind's (``startup_s`` for training stages, ``other_s`` for the rest).
+
+    ``timings`` caches what was timed, by (shape, number of seeds), so that several
+    pipelines estimated in one run time each shape once.
+    """
+    seeds = list(params["seeds"])
+    timings = {} if timings is None else timings
+    cells = pipeline_cells(params)
     train_s = 0.0
     per_stage: dict[str, float] = {}
-    linear_s = None
+    shapes = set()
     for stage, cfg in cells:
-        if isinstance(cfg, LinearTeacherConfig):
-            if linear_s is None:
-                linear_s = linear_cell_s(cfg, list(params["seeds"]))
-                print(f"  linear cell ({stage}): {linear_s:5.2f} s", flush=True)
-            cell_s = linear_s
+        if isinstance(cfg, LinearTeacherConfig):  # its cost does not depend on its values
+            key = ("linear", len(seeds))
+            if key not in timings:
+                timings[key] = linear_cell_s(cfg, seeds)
+                print(f"  linear cell ({stage}): {timings[key]:5.2f} s", flush=True)
+            cell_s = timings[key]
         else:
-            key = shape_key(cfg)
-            if key not in timed:
-                shape = RunConfig.from_dict(json.loads(key))
-                timed[key] = timing(shape, seeds, steps)
-                print(f"  shape {len(timed):2d} ({stage}): {timed[key][0]:8.2f} ms/update, "
-                      f"fixed {timed[key][1]:5.2f} s", flush=True)
-            ms, setup = timed[key]
+            key = (shape_key(cfg), len(seeds))
+            shapes.add(key)
+            if key not in timings:
+                shape = RunConfig.from_dict(json.loads(key[0]))
+                timings[key] = timing(shape, list(range(len(seeds))), steps)
+                print(f"  shape {len(shapes):2d} ({stage}): {timings[key][0]:8.2f} "
+                      f"ms/update, fixed {timings[key][1]:5.2f} s", flush=True)
+            ms, setup = timings[key]
             cell_s = setup + cfg.train.steps * ms / 1e3
         per_stage[stage] = round(cell_s, 2)
         train_s += cell_s
-    # every cell, generate@ and experiment@ per task (the latter only start up at paper
-    # defaults), evaluate and report
-    stages = len(trained_cells(params)) + len(params["baseline"]["tasks"]) + \
-        len(params["tasks"]) + ANALYSIS_STAGES
-    startup_total = stages * startup_s if startup_s is not None else None
+    kinds = stage_kinds(params)
+    startup_total = None
+    if startup_s is not None and other_s is not None:
+        each = {"train": startup_s, **other_s}
+        startup_total = sum(n * each[kind] for kind, n in kinds.items())
     return {"pipeline_estimate_s": round(train_s + (startup_total or 0.0), 1),
             "pipeline_train_s": round(train_s, 1),
             "pipeline_startup_s": None if startup_total is None else round(startup_total, 1),
-            "pipeline_cells": len(cells), "pipeline_shapes": len(timed),
-            "pipeline_stages": stages, "pipeline_cell_s": per_stage}
+            "pipeline_cells": len(cells), "pipeline_shapes": len(shapes),
+            "pipeline_stages": sum(kinds.values()), "pipeline_stage_kinds": kinds,
+            "pipeline_cell_s": per_stage}
 
 
 def main() -> None:
@@ -331,6 +396,9 @@ def main() -> None:
                         help="stage start-ups to time (median; 0 skips)")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml",
                         help="the pipeline whose run time is estimated")
+    parser.add_argument("--also-estimate", type=Path, nargs="*", default=[], metavar="PARAMS",
+                        help="more params files (e.g. the first look's) estimated with the same "
+                             "start-ups and shape timings: `estimates` in the JSON, by path")
     parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default=None,
                         help="train.matmul_precision for every figure (default: --params')")
     parser.add_argument("--pipeline-steps", type=int, default=None,
@@ -407,24 +475,35 @@ def main() -> None:
         print(f"one base cell (7,500 updates x 3 seeds): {out['cell_s']:.1f} s "
               f"({'measured' if out['cell_s_measured'] else 'estimated'})")
 
-    startup = None
+    startup = other = None
     if args.startup_runs:
         runs = stage_startup(params, args.device, args.startup_runs)
         startup = statistics.median(runs)
         out["startup_s"] = round(startup, 2)
         out["startup_runs_s"] = [round(t, 2) for t in runs]
         print(f"stage start-up to the first update: median {startup:.2f} s of {runs}")
+        other = other_startups(params, args.startup_runs)
+        out["startup_other_s"] = {kind: round(t, 2) for kind, t in other.items()}
+        print("other stages' start-up (median): " +
+              ", ".join(f"{kind} {t:.2f} s" for kind, t in other.items()))
     pipeline_steps = args.pipeline_steps if args.pipeline_steps is not None else (
         200 if gpu else 10)
     if pipeline_steps:
-        print(f"pipeline of {args.params.name}: timing each distinct cell shape")
-        est = pipeline_estimate(params, pipeline_steps, startup,
-                                list(range(len(params["seeds"]))))
-        out.update(est)
-        print(f"pipeline estimate: {est['pipeline_estimate_s']:.0f} s "
-              f"({est['pipeline_cells']} cells in {est['pipeline_shapes']} shapes: "
-              f"{est['pipeline_train_s']:.0f} s training + start-up of "
-              f"{est['pipeline_stages']} stages)")
+        timings: dict[tuple[str, int], Any] = {}
+        for path in [args.params, *args.also_estimate]:
+            print(f"pipeline of {path}: timing each distinct cell shape not yet timed")
+            pipeline = params if path == args.params else load_params(path)
+            if args.matmul_precision:
+                pipeline["train"]["matmul_precision"] = args.matmul_precision
+            est = pipeline_estimate(pipeline, pipeline_steps, startup, other, timings)
+            print(f"pipeline estimate of {path}: {est['pipeline_estimate_s']:.0f} s "
+                  f"({est['pipeline_cells']} cells in {est['pipeline_shapes']} shapes: "
+                  f"{est['pipeline_train_s']:.0f} s training + start-up of "
+                  f"{est['pipeline_stages']} stages)")
+            if path == args.params:
+                out.update(est)
+            else:
+                out.setdefault("estimates", {})[str(path)] = est
     print(json.dumps(out))
 
 

@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# The GPU check of the CUDA-graph training path: about 10 minutes on one H100 (each part has
-# its own limit, sized from a run on 2026-11-26; together they allow 12 minutes).
+# The GPU check of the CUDA-graph training path, in at most 8 minutes on one H100: the CUDA
+# tests, the speed benchmark, steps to 99% against the CPU's, the augmentation study for
+# x_plus_y through the stage code, and the pipeline and first-look estimates. Each part has
+# its own time limit (together 475 s), sized from runs on an H100 on 2026-11-26.
 #
 #     PYTHONPATH=src OUT=/some/dir bash scripts/gpu_check.sh      # from the repo root
+#     GPU_CHECK_EXTRAS=1 ... bash scripts/gpu_check.sh            # + about 3.5 minutes
+#
+# The extras: the kernel profile at 3 and 10 seeds (which kernels make extra seeds cost),
+# and the benchmark, steps to 99% and determinism with TF32 matmuls.
 #
 # Needs python with torch (CUDA), numpy, pandas, scipy, pyyaml, tqdm and pytest; not dvc
 # or mlflow: tracking is off (GROKLAB_TRACKING=off; without mlflow the tracker skips too).
-# Every part has its own time limit, prints PASS/FAIL and figure lines, and a failure never
-# stops the next part. Results: $OUT/summary.txt (every PASS/FAIL/figure line) and
-# $OUT/parts.log (every part's full output, one after another), also printed.
+# Every part prints PASS/FAIL and figure lines, and a failure never stops the next part.
+# Results: $OUT/summary.txt (every PASS/FAIL/figure line) and $OUT/parts.log (every part's
+# full output, one after another), also printed.
 set -u
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 OUT=${OUT:-$(mktemp -d /tmp/gpu-check-XXXXXX)}
 mkdir -p "$OUT"
 PY=${PYTHON:-$(command -v python || command -v python3)}
+case $PY in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # the study cds
 export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
 export GROKLAB_TRACKING=off
 LOGS=$(mktemp -d /tmp/gpu-logs-XXXXXX)  # one log per part; $OUT gets them joined
@@ -67,32 +74,24 @@ note "   $(grep -m1 '^versions:' "$LOGS/env.log"), $(date -u +%Y-%m-%d)"
 
 part cuda_tests 60 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py
 
-part profile 45 "$PY" benchmarks/gpu_profile.py --seeds
-grep -E 'kernels per update' "$LOGS/profile.log" | sed 's/^/   /' | tee -a "$SUMMARY"
-
-# bench_core: train.matmul_precision=highest (full float32, the default);
-# bench_tf32: high (TF32 tensor cores).
-part bench_core 75 "$PY" benchmarks/train_speed.py --device cuda --startup-runs 0 \
-  --pipeline-steps 0 --reference-steps 0
-part bench_tf32 60 "$PY" benchmarks/train_speed.py --device cuda --startup-runs 0 \
-  --pipeline-steps 0 --reference-steps 0 --eager-steps 0 --matmul-precision high
-for bench in bench_core bench_tf32; do
-figures "$LOGS/$bench.log" \
+# bench: train.matmul_precision=highest (full float32, the default); bench_tf32 (an extra):
+# high (TF32 tensor cores).
+bench_figures() {
+figures "$LOGS/$1.log" \
   "f\"{j['matmul_precision']}: ms per update by batched seeds: {j['ms_per_update']} on {j['machine']}\"" \
   "f\"{j['matmul_precision']}: base update (3 seeds) {j['ms_per_update']['3']} ms: {'PASS' if j['ms_per_update']['3'] <= 0.5 else 'FAIL'} (target <= 0.5 ms on an H100)\"" \
   "f\"{j['matmul_precision']}: 10 seeds cost {j['seeds_10_over_3']}x 3 seeds: {'PASS' if j['seeds_10_over_3'] <= 1.5 else 'FAIL'} (target <= 1.5)\"" \
-  "f\"{j['matmul_precision']}: one base cell, 7,500 updates x 3 seeds: {j['cell_s']} s; plain eager loop {j.get('eager_loop_ms_per_update_3_seeds')} ms/update\""
-done
+  "f\"{j['matmul_precision']}: one base cell, 7,500 updates x 3 seeds: {j.get('cell_s')} s; plain eager loop {j.get('eager_loop_ms_per_update_3_seeds')} ms/update\""
+}
+part bench 70 "$PY" benchmarks/train_speed.py --device cuda --startup-runs 0 \
+  --pipeline-steps 0 --reference-steps 0
+bench_figures bench
 
-# Steps to 99% with TF32 matmuls against the CPU's (full float32) figures in README.
+# Steps to 99% on the GPU against the CPU's figures in README (both full float32).
+CPU_STEPS="x_plus_y=2840,3200,2540 x_div_y=4070,4030,4020"
 part steps_to_99 45 "$PY" benchmarks/steps_to_99.py --device cuda --fast-only \
-  --tasks x_plus_y x_div_y --seeds 0 1 2 --matmul-precision high \
-  --against x_plus_y=2840,3200,2540 x_div_y=4070,4030,4020  # README's CPU figures
+  --tasks x_plus_y x_div_y --seeds 0 1 2 --against $CPU_STEPS
 grep '^steps_to_99 ' "$LOGS/steps_to_99.log" | sed 's/^/   /' | tee -a "$SUMMARY"
-
-part determinism 45 "$PY" benchmarks/determinism.py --device cuda --steps 2000 \
-  --matmul-precision high
-grep -E '^(determinism:|captured vs)' "$LOGS/determinism.log" | sed 's/^/   /' | tee -a "$SUMMARY"
 
 # ---- The study end to end through the stage code, as dvc.yaml runs it (adapt the stage ----
 # ---- names and arguments here when the stage scripts change). ------------------------------
@@ -114,34 +113,44 @@ study_block() {
 }
 export -f study_block
 export PY
-part study 170 bash -c study_block
+part study 165 bash -c study_block
 grep -E '^(baseline@|augmentation@|cell )' "$LOGS/study.log" | sed 's/^/   /' | tee -a "$SUMMARY"
 # ---- end of the study block -----------------------------------------------------------------
 
 # The default pipeline, and the first look (FIRST_LOOK in the Makefile, written out by
 # scripts/first_look_params.py; its cells stop 200 updates after grokking, so its estimate,
-# at each cell's full budget, is an upper bound).
-part bench_pipeline 150 "$PY" benchmarks/train_speed.py --device cuda --seeds \
-  --reference-steps 0 --eager-steps 0 --no-cell --startup-runs 3 --pipeline-steps 100
+# at each cell's full budget, is an upper bound), from the same start-ups.
 # FIRST_LOOK_PARAMS: that file, made where dvc is (`python scripts/first_look_params.py`).
 FIRST=${FIRST_LOOK_PARAMS:-}
 if [ -z "$FIRST" ] && "$PY" -c "import dvc" 2>/dev/null; then
   FIRST=$(mktemp /tmp/first-look-XXXXXX.yaml)
   "$PY" scripts/first_look_params.py > "$FIRST"
 fi
-if [ -n "$FIRST" ]; then
-  part first_look 45 "$PY" benchmarks/train_speed.py --device cuda --seeds \
-    --reference-steps 0 --eager-steps 0 --no-cell --startup-runs 1 --pipeline-steps 100 \
-    --params "$FIRST"
-else
-  note "== first_look: skipped (no dvc here and no FIRST_LOOK_PARAMS)"
+[ -n "$FIRST" ] || note "== first look: not estimated (no dvc here and no FIRST_LOOK_PARAMS)"
+part pipeline 125 "$PY" benchmarks/train_speed.py --device cuda --seeds --reference-steps 0 \
+  --eager-steps 0 --no-cell --startup-runs 2 --pipeline-steps 50 \
+  ${FIRST:+--also-estimate "$FIRST"}
+figures "$LOGS/pipeline.log" \
+  "f\"stage start-up on this machine (process start to first update, median): {j['startup_s']} s {j['startup_runs_s']}\"" \
+  "f\"the other stages' start-up (median): {j['startup_other_s']}; stages by kind {j['pipeline_stage_kinds']}\"" \
+  "f\"pipeline estimate {j['pipeline_estimate_s']} s = {j['pipeline_estimate_s'] / 60:.1f} min ({j['pipeline_cells']} cells, {j['pipeline_shapes']} shapes, {j['pipeline_train_s']} s training + {j['pipeline_startup_s']} s start-up): {'PASS' if j['pipeline_estimate_s'] <= 1200 else 'FAIL'} (target <= 20 min)\"" \
+  "'\\n'.join(f\"first look ({k}): estimate {e['pipeline_estimate_s']} s = {e['pipeline_estimate_s'] / 60:.1f} min ({e['pipeline_cells']} cells, {e['pipeline_train_s']} s training + {e['pipeline_startup_s']} s start-up): {'PASS' if e['pipeline_estimate_s'] <= 120 else 'FAIL'} (target <= 2 min)\" for k, e in j.get('estimates', {}).items()) or 'first look: not estimated'"
+
+if [ -n "${GPU_CHECK_EXTRAS:-}" ]; then
+  note "== extras (GPU_CHECK_EXTRAS)"
+  part profile 60 "$PY" benchmarks/gpu_profile.py --seeds --profile-seeds 3 10 --top 15
+  grep -E 'kernels per update' "$LOGS/profile.log" | sed 's/^/   /' | tee -a "$SUMMARY"
+  part bench_tf32 60 "$PY" benchmarks/train_speed.py --device cuda --startup-runs 0 \
+    --pipeline-steps 0 --reference-steps 0 --eager-steps 0 --matmul-precision high
+  bench_figures bench_tf32
+  part steps_to_99_tf32 45 "$PY" benchmarks/steps_to_99.py --device cuda --fast-only \
+    --tasks x_plus_y x_div_y --seeds 0 1 2 --matmul-precision high --against $CPU_STEPS
+  grep '^steps_to_99 ' "$LOGS/steps_to_99_tf32.log" | sed 's/^/   /' | tee -a "$SUMMARY"
+  part determinism_tf32 45 "$PY" benchmarks/determinism.py --device cuda --steps 1000 \
+    --matmul-precision high
+  grep -E '^(determinism:|captured vs)' "$LOGS/determinism_tf32.log" | sed 's/^/   /' \
+    | tee -a "$SUMMARY"
 fi
-for bench in bench_pipeline first_look; do
-  [ -f "$LOGS/$bench.log" ] || continue
-figures "$LOGS/$bench.log" \
-  "f\"$bench: stage start-up on this machine (process start to first update, median): {j['startup_s']} s {j['startup_runs_s']}\"" \
-  "f\"$bench: pipeline estimate {j['pipeline_estimate_s']} s = {j['pipeline_estimate_s'] / 60:.1f} min ({j['pipeline_cells']} cells, {j['pipeline_shapes']} shapes, {j['pipeline_train_s']} s training + {j['pipeline_startup_s']} s start-up)\""
-done
 
 for log in "$LOGS"/*.log; do echo "===== $(basename "$log" .log)"; cat "$log"; done \
   > "$OUT/parts.log"

@@ -37,28 +37,44 @@ def small_pipeline(path: Path) -> Path:
 
 
 def test_train_speed_reports_every_figure(tmp_path):
+    small = small_pipeline(tmp_path / "params.yaml")
+    params = yaml.safe_load(small.read_text())  # a smaller one: the augmentation study only
+    for study in set(params["studies"]) - {"augmentation"}:
+        del params["studies"][study]
+    smaller = tmp_path / "smaller.yaml"
+    smaller.write_text(yaml.safe_dump(params))
     out = last_json_line("train_speed.py", "--device", "cpu", "--steps", "10", "--repeats", "1",
                          "--reference-steps", "10", "--seeds", "1", "2", "--startup-runs", "1",
-                         "--params", str(small_pipeline(tmp_path / "params.yaml")),
-                         "--pipeline-steps", "10")
+                         "--params", str(small), "--pipeline-steps", "10",
+                         "--also-estimate", str(smaller))
     assert set(out["ms_per_update"]) == {"1", "2"} and min(out["ms_per_update"].values()) > 0
     assert out["matmul_precision"] == "highest"  # the params file's, as the figures ran
     assert out["speedup_vs_reference"] == pytest.approx(
         out["reference_ms_per_update"] / out["ms_per_update"]["1"], rel=0.01)
     assert out["cell_s"] > 0 and out["cell_s_measured"] is False
     assert len(out["startup_runs_s"]) == 1 and out["startup_s"] > 0
+    other = out["startup_other_s"]
+    assert set(other) == {"generate", "light", "evaluate", "report"} and min(other.values()) > 0
     # baseline@x_plus_y and the first cell of each of the 9 studies; one start-up per stage:
-    # those 10, generate@ and experiment@x_plus_y (at paper defaults it trains nothing),
-    # evaluate and report
+    # 9 network cells train, the linear cell and experiment@x_plus_y (at the paper defaults
+    # it trains nothing) import no torch, then generate@x_plus_y, evaluate and report
     assert out["pipeline_cells"] == 10 == len(out["pipeline_cell_s"])
-    assert out["pipeline_stages"] == 10 + 4
+    kinds = {"train": 9, "light": 2, "generate": 1, "evaluate": 1, "report": 1}
+    assert out["pipeline_stage_kinds"] == kinds and out["pipeline_stages"] == 14
     assert out["pipeline_estimate_s"] == pytest.approx(
         out["pipeline_train_s"] + out["pipeline_startup_s"], abs=0.11)
-    assert abs(out["pipeline_startup_s"] - 14 * out["startup_s"]) <= 14 * 0.005 + 0.05
+    charged = 9 * out["startup_s"] + sum(kinds[k] * t for k, t in other.items())
+    assert abs(out["pipeline_startup_s"] - charged) <= 14 * 0.005 + 0.05  # figures rounded
+    # the smaller pipeline: its cells' figures are the same timings, its stages its own
+    also = out["estimates"][str(smaller)]
+    assert also["pipeline_cell_s"] == {name: out["pipeline_cell_s"][name] for name in
+                                       ("baseline@x_plus_y", "augmentation@x_plus_y-reversal")}
+    assert also["pipeline_stage_kinds"] == {"train": 2, "light": 1, "generate": 1,
+                                            "evaluate": 1, "report": 1}
 
 
 def test_pipeline_cells_are_every_training_stage_of_the_default_params():
-    from train_speed import pipeline_cells
+    from train_speed import pipeline_cells, stage_kinds
 
     from groklab.params import load_params
 
@@ -76,6 +92,11 @@ def test_pipeline_cells_are_every_training_stage_of_the_default_params():
     conceal = dict(cells)["concealment@parity-28"]
     assert (conceal.train.steps, conceal.train.batch_size, conceal.model.arch) == (
         40000, 32, "bit_mlp")
+    # 7 of the cells are the linear teacher's (values of lam); the 4 experiment@ stages are
+    # at the paper defaults: those 11 import no torch
+    linear = len(params["studies"]["linear_teacher"]["values"])
+    assert stage_kinds(params) == {"train": 74 - linear, "generate": 4, "light": linear + 4,
+                                   "evaluate": 1, "report": 1} and linear == 7
 
 
 def _resolve(params: dict, ref: str) -> list:
@@ -129,3 +150,16 @@ def test_against_published_runs_and_prints_its_figures():
     assert row["published"] == [4910, 4350, 4900]  # references/augmentation_paper_runs.json
     assert row["ours"] == [20, 20]  # censored at the 20-update budget
     assert len(row["reference_protocol"]) == 2 and 0 <= row["mannwhitney_p"] <= 1
+
+
+def test_gpu_profile_ranks_kernels_by_growth_and_sums_per_update():
+    """gpu_profile's arithmetic on hand-made profiles (the profiling itself needs CUDA)."""
+    from gpu_profile import growth, summarise
+
+    few = {"gemm": [1.0, 1.0], "copy": [5.0], "sort": [2.0]}
+    many = {"gemm": [4.0, 4.0], "copy": [5.0], "norm": [3.0]}
+    assert growth(few, many, updates=2, top=3) == [("gemm", 1.0, 4.0), ("norm", 0.0, 1.5),
+                                                   ("copy", 2.5, 2.5)]
+    table = summarise(many, updates=2, top=2)
+    assert table["kernels_per_update"] == 2.0 and table["kernel_us_per_update"] == 8.0
+    assert table["top"] == [["gemm", 4.0], ["copy", 2.5]]
