@@ -1,6 +1,8 @@
 """Named optimiser variants build what they name; warm-up against hand-computed factors."""
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -49,7 +51,8 @@ def test_variant_builds_what_it_names(name):
     assert cfg.model.dropout == dropout
     model = build_model(small(cfg).model, build_task(small(cfg).data), [0])
     opt = build_optimizer(cfg.optim, model.parameters())
-    assert type(opt) is cls  # AdamW subclasses Adam in recent torch: compare exactly
+    # torch's class itself is the base (AdamW subclasses Adam in recent torch: exactly)
+    assert type(opt).__mro__[1] is cls
     group = opt.param_groups[0]
     for values in (group, opt.defaults):
         assert values["lr"] == pytest.approx(lr)
@@ -90,6 +93,79 @@ def test_sgd_nesterov_step_matches_hand_computation():
     w.grad = torch.tensor([1.0, -2.0])
     opt.step()
     assert w.detach().tolist() == pytest.approx([-0.1 * 1.9, 0.1 * 3.8])
+
+
+TORCH_KINDS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
+def _torch_own(cfg: OptimConfig, params: list, lr: torch.Tensor | None) -> torch.optim.Optimizer:
+    """What build_optimizer builds, written with torch's own classes (the oracle)."""
+    rate = cfg.lr if lr is None else lr
+    graph = {} if lr is None else {"capturable": True}
+    if cfg.kind == "sgd":
+        return torch.optim.SGD(params, lr=rate, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay, **({} if lr is None else
+                                                                 {"fused": True}))
+    decay = cfg.weight_decay if cfg.kind == "adamw" else 0.0
+    return TORCH_KINDS[cfg.kind](params, lr=rate, betas=cfg.betas, weight_decay=decay,
+                                 fused=True, **graph)
+
+
+@pytest.mark.parametrize("tensor_lr", [False, True], ids=["float-lr", "tensor-lr"])
+@pytest.mark.parametrize("name", ["adamw", "adam", "sgd_nesterov", "sgd_parity"])
+def test_optimizer_steps_are_torch_own_bit_for_bit(name, tensor_lr):
+    """Ten steps of random gradients, with zero_grad between, give the same bits as torch's
+    own optimiser class with the same settings: weights and every state tensor."""
+    cfg = variant(name).optim
+    gen = torch.Generator().manual_seed(0)
+    init = [torch.randn(5, 3, generator=gen), torch.randn(7, generator=gen)]
+    grads = [[torch.randn(t.shape, generator=gen) for t in init] for _ in range(10)]
+    runs = []
+    for build in (lambda ps, lr: build_optimizer(cfg, ps, lr), lambda ps, lr:
+                  _torch_own(cfg, ps, lr)):
+        params = [torch.nn.Parameter(t.clone()) for t in init]
+        lr = torch.tensor(cfg.lr) if tensor_lr else None
+        opt = build(params, lr)
+        for step_grads in grads:
+            opt.zero_grad(set_to_none=True)
+            for p, g in zip(params, step_grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+        state = [t for p in params for t in opt.state[p].values() if torch.is_tensor(t)]
+        runs.append([p.detach() for p in params] + state)
+    ours, theirs = runs
+    # per parameter: Adam keeps step, exp_avg and exp_avg_sq; SGD a momentum buffer if any
+    state = {"adamw": 3, "adam": 3, "sgd_nesterov": 1, "sgd_parity": 0}[name]
+    assert len(ours) == len(theirs) == 2 * (1 + state)
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_optimizers_never_import_torch_dynamo():
+    """torch's own methods import torch._dynamo (about 1 s) at their first call."""
+    code = """
+import sys
+import torch
+from groklab.config import OptimConfig
+from groklab.optim import build_optimizer, build_schedule
+for kind in ("adamw", "adam", "sgd"):
+    for lr in (None, torch.tensor(0.1)):
+        cfg = OptimConfig(kind=kind, lr=0.1, momentum=0.9 if kind == "sgd" else 0.0,
+                          weight_decay=0.0 if kind == "adam" else 0.1, warmup=2)
+        w = torch.nn.Parameter(torch.ones(3))
+        opt = build_optimizer(cfg, [w], lr)
+        schedule = build_schedule(cfg, opt) if lr is None else None
+        for _ in range(2):
+            opt.zero_grad()
+            (w * w).sum().backward()
+            opt.step()
+            if schedule:
+                schedule.step()
+print("torch._dynamo" in sys.modules)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert proc.stdout.strip() == "False"
 
 
 def test_dropout_variant_applies_dropout_in_training_only():

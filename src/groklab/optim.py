@@ -2,13 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from groklab.config import OptimConfig
+
+
+def _without_dynamo_import(base: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """``base`` with torch's own ``add_param_group``, ``zero_grad`` and ``step`` bodies.
+
+    torch wraps these methods only for torch.compile's sake (keeping it out, or marking
+    graph breaks around ``step``), and each wrapper imports ``torch._dynamo`` on its first
+    call: about 1 s of a training stage's 2 s start-up on the CPU, though nothing here is
+    compiled. ``step``'s wrapper also sets grad mode to the ``differentiable`` option,
+    which is never set here, so the body runs under ``no_grad``. The numbers are torch's.
+    """
+    body = {name: inspect.unwrap(getattr(base, name))
+            for name in ("add_param_group", "zero_grad", "step")}
+
+    def add_param_group(self: torch.optim.Optimizer, param_group: dict[str, Any]) -> None:
+        body["add_param_group"](self, param_group)
+
+    def zero_grad(self: torch.optim.Optimizer, set_to_none: bool = True) -> None:
+        body["zero_grad"](self, set_to_none)
+
+    def step(self: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
+        with torch.no_grad():
+            return body["step"](self, closure)
+
+    return type(base.__name__, (base,), {
+        "add_param_group": add_param_group, "zero_grad": zero_grad, "step": step,
+        "__module__": __name__,
+        "__doc__": f"torch.optim.{base.__name__}, used without importing torch._dynamo."})
+
+
+AdamW = _without_dynamo_import(torch.optim.AdamW)
+Adam = _without_dynamo_import(torch.optim.Adam)
+SGD = _without_dynamo_import(torch.optim.SGD)
 
 
 def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter],
@@ -26,13 +61,13 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter],
         return _graph_safe_optimizer(cfg, params, lr)
     # The fused kernels update all tensors in one pass (CPU and CUDA alike).
     if cfg.kind == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas,
+        return AdamW(params, lr=cfg.lr, betas=cfg.betas,
                                  weight_decay=cfg.weight_decay, fused=True)
     if cfg.kind == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=0.0,
+        return Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=0.0,
                                 fused=True)
     if cfg.kind == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+        return SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
     raise AssertionError(cfg.kind)  # OptimConfig validated the name
 
@@ -40,12 +75,12 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter],
 def _graph_safe_optimizer(cfg: OptimConfig, params: list[nn.Parameter], lr: Tensor
                           ) -> torch.optim.Optimizer:
     if cfg.kind in ("adamw", "adam"):
-        kind = torch.optim.AdamW if cfg.kind == "adamw" else torch.optim.Adam
+        kind = AdamW if cfg.kind == "adamw" else Adam
         decay = cfg.weight_decay if cfg.kind == "adamw" else 0.0
         return kind(params, lr=lr, betas=cfg.betas, weight_decay=decay, fused=True,
                     capturable=True)
     if cfg.kind == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+        return SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay, fused=True)
     raise AssertionError(cfg.kind)
 
