@@ -209,74 +209,75 @@ def _tiny_params(params: dict[str, Any], device: str) -> dict[str, Any]:
     return out
 
 
-def stage_startup(params: dict[str, Any], device: str, runs: int) -> list[float]:
-    """Seconds from process start to the first update of ``runs`` real stage processes.
+def stage_process(argv: list[str], params: dict[str, Any]
+                  ) -> tuple[subprocess.CompletedProcess, float]:
+    """``python ARGV`` in a fresh temporary directory holding only ``params`` as params.yaml,
+    with tracking off (``GROKLAB_TRACKING=off``), this repo's src first on the path and
+    ``GROKLAB_T0`` stamped at launch: the finished process and its seconds, spawn to exit."""
+    src = str(ROOT / "src")
+    env = {**os.environ, "GROKLAB_TRACKING": "off",
+           "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    with tempfile.TemporaryDirectory(prefix="groklab-startup-") as tmp:
+        Path(tmp, "params.yaml").write_text(yaml.safe_dump(params))
+        env["GROKLAB_T0"] = repr(time.time())
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, *argv], cwd=tmp, env=env, capture_output=True,
+                              text=True, timeout=300)
+        return proc, time.perf_counter() - start
 
-    Each runs in a fresh temporary directory holding only a tiny params.yaml, with tracking
-    off (``GROKLAB_TRACKING=off``); ``train`` logs the first update's time after
-    ``GROKLAB_T0`` at DEBUG, which a one-line wrapper turns on.
-    """
+
+def _failed(what: str, proc: subprocess.CompletedProcess) -> RuntimeError:
+    tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+    return RuntimeError(f"{what} (exit {proc.returncode}):\n{tail}")
+
+
+def stage_startup(params: dict[str, Any], device: str, runs: int) -> list[float]:
+    """Seconds from process start to the first update of ``runs`` real stage processes
+    (:func:`stage_process`); ``train`` logs the first update's time after ``GROKLAB_T0`` at
+    DEBUG, which a one-line wrapper turns on."""
     module, args = stage_invocation()
     wrapper = ("import logging, runpy, sys; "
                "logging.basicConfig(level=logging.WARNING, format='%(message)s'); "
                "logging.getLogger('groklab.train').setLevel(logging.DEBUG); "
                f"sys.argv = [{module!r}] + sys.argv[1:]; "
                f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")
-    src = str(ROOT / "src")
     times = []
     for _ in range(runs):
-        with tempfile.TemporaryDirectory(prefix="groklab-startup-") as tmp:
-            Path(tmp, "params.yaml").write_text(yaml.safe_dump(_tiny_params(params, device)))
-            env = {**os.environ, "GROKLAB_TRACKING": "off",
-                   "PYTHONPATH": os.pathsep.join(filter(None, [src,
-                                                               os.environ.get("PYTHONPATH")]))}
-            env["GROKLAB_T0"] = repr(time.time())
-            proc = subprocess.run([sys.executable, "-c", wrapper, *args], cwd=tmp, env=env,
-                                  capture_output=True, text=True, timeout=300)
+        proc, _ = stage_process(["-c", wrapper, *args], _tiny_params(params, device))
         found = re.search(r"first update done ([0-9.]+) s", proc.stderr)
         if proc.returncode != 0 or not found:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-            raise RuntimeError(f"the stage did not report its first update "
-                               f"(exit {proc.returncode}):\n{tail}")
+            raise _failed("the stage did not report its first update", proc)
         times.append(float(found.group(1)))
     return times
 
 
-# What each other kind of stage costs to start, as (how it is timed, the command): "process"
-# is the whole process, spawn to exit; "import" is loading the stage module (its compute
-# reads the trained cells, so it is not included). "light" is a stage that imports no torch:
-# experiment@<task> at the paper defaults (whose whole run is this) and a linear
-# student-teacher cell (whose compute is timed apart).
-OTHER_STAGES: dict[str, tuple[str, list[str]]] = {
-    "generate": ("process", ["-m", "groklab.stages.generate", "x_plus_y"]),
-    "light": ("process", ["-m", "groklab.stages.train", "experiment", "x_plus_y"]),
-    "evaluate": ("import", ["-c", "import groklab.stages.evaluate"]),
-    "report": ("import", ["-c", "import groklab.stages.report"]),
+# The other kinds of stage, each timed as a whole process (:func:`stage_process`). "light"
+# is a stage that imports no torch: experiment@<task> at the paper defaults (whose whole run
+# is this) and a linear student-teacher cell (whose compute is timed apart). evaluate and
+# report are timed importing their module: their compute reads trained cells, and the
+# estimate leaves it out.
+OTHER_STAGES: dict[str, list[str]] = {
+    "generate": ["-m", "groklab.stages.generate", "x_plus_y"],
+    "light": ["-m", "groklab.stages.train", "experiment", "x_plus_y"],
+    "evaluate": ["-c", "import groklab.stages.evaluate"],
+    "report": ["-c", "import groklab.stages.report"],
 }
 
 
 def other_startups(params: dict[str, Any], runs: int) -> dict[str, float]:
-    """Median seconds of ``runs`` real processes of each :data:`OTHER_STAGES` kind, each in
-    a fresh temporary directory holding only a tiny params.yaml, tracking off."""
+    """Median seconds of ``runs`` real processes of each :data:`OTHER_STAGES` kind, with a
+    tiny params.yaml."""
     tiny = _tiny_params(params, "cpu")
     # experiment@ at the paper defaults, which trains nothing
     tiny.update({knob: get_key(params, key) for knob, key in KNOBS.items()})
-    src = str(ROOT / "src")
-    env = {**os.environ, "GROKLAB_TRACKING": "off",
-           "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
     out = {}
-    for kind, (_, argv) in OTHER_STAGES.items():
+    for kind, argv in OTHER_STAGES.items():
         times = []
         for _ in range(runs):
-            with tempfile.TemporaryDirectory(prefix="groklab-startup-") as tmp:
-                Path(tmp, "params.yaml").write_text(yaml.safe_dump(tiny))
-                start = time.perf_counter()
-                proc = subprocess.run([sys.executable, *argv], cwd=tmp, env=env,
-                                      capture_output=True, text=True, timeout=300)
-                times.append(time.perf_counter() - start)
+            proc, seconds = stage_process(argv, tiny)
             if proc.returncode != 0:
-                tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-                raise RuntimeError(f"the {kind} stage failed (exit {proc.returncode}):\n{tail}")
+                raise _failed(f"the {kind} stage failed", proc)
+            times.append(seconds)
         out[kind] = statistics.median(times)
     return out
 

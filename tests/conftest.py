@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+# The scripts and benchmarks the tests import (localhost, first_look_params, train_speed...)
+for folder in ("scripts", "benchmarks"):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / folder))
 from localhost import free_port, mlflow_on_localhost  # noqa: E402
 
 

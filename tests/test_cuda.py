@@ -146,10 +146,6 @@ def test_tf32_holds_only_while_its_cell_trains_and_stays_reproducible(caplog):
 
 def test_gpu_profile_counts_the_kernels_of_an_update():
     """benchmarks/gpu_profile.py: the kernels of eager steps, and graph replays timed."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from gpu_profile import kernel_table, replay_ms
 
     table = kernel_table(GPU, [0, 1, 2], updates=20, top=5)

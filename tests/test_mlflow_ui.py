@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlflow_ui_screenshot import chromium
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-from mlflow_ui_screenshot import chromium  # noqa: E402
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(chromium() is None,

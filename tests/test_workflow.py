@@ -21,15 +21,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from first_look_params import first_look_overrides, first_look_params
+from localhost import free_port
 from project_copy import copy_project
 
 from groklab.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-from first_look_params import first_look_overrides, first_look_params  # noqa: E402
-from localhost import free_port  # noqa: E402
-
 BIN = Path(sys.executable).parent
 WIDTH = 120  # the terminal the comparison must fit
 BUDGET = 300  # updates of the base run and the experiment

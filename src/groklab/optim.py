@@ -61,14 +61,13 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter],
         return _graph_safe_optimizer(cfg, params, lr)
     # The fused kernels update all tensors in one pass (CPU and CUDA alike).
     if cfg.kind == "adamw":
-        return AdamW(params, lr=cfg.lr, betas=cfg.betas,
-                                 weight_decay=cfg.weight_decay, fused=True)
+        return AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                     fused=True)
     if cfg.kind == "adam":
-        return Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=0.0,
-                                fused=True)
+        return Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=0.0, fused=True)
     if cfg.kind == "sgd":
         return SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
+                   weight_decay=cfg.weight_decay)
     raise AssertionError(cfg.kind)  # OptimConfig validated the name
 
 
@@ -81,7 +80,7 @@ def _graph_safe_optimizer(cfg: OptimConfig, params: list[nn.Parameter], lr: Tens
                     capturable=True)
     if cfg.kind == "sgd":
         return SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay, fused=True)
+                   weight_decay=cfg.weight_decay, fused=True)
     raise AssertionError(cfg.kind)
 
 
