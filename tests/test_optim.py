@@ -28,8 +28,8 @@ EXPECTED = {
     "adam": (torch.optim.Adam, 1e-3, (0.9, 0.98), 0.0, None, None, 512, 0.0),
     "sgd_nesterov": (torch.optim.SGD, 0.1, None, 0.0, 0.9, True, 512, 0.0),
     "dropout": (torch.optim.AdamW, 1e-3, (0.9, 0.98), 0.5, None, None, 512, 0.1),
-    "wd_0.05": (torch.optim.AdamW, 1e-3, (0.9, 0.98), 0.05, None, None, 512, 0.0),
-    "wd_1.0": (torch.optim.AdamW, 1e-3, (0.9, 0.98), 1.0, None, None, 512, 0.0),
+    "wd_0p05": (torch.optim.AdamW, 1e-3, (0.9, 0.98), 0.05, None, None, 512, 0.0),
+    "wd_1p0": (torch.optim.AdamW, 1e-3, (0.9, 0.98), 1.0, None, None, 512, 0.0),
     "sgd_parity": (torch.optim.SGD, 0.01, None, 0.01, 0.0, False, 512, 0.0),
 }
 
@@ -77,7 +77,7 @@ def test_adam_uses_no_decay_of_any_kind():
 
 def test_adamw_decays_decoupled():
     # one AdamW step from zero gradient: the update is exactly -lr * wd * w (no Adam term)
-    cfg = variant("wd_1.0")
+    cfg = variant("wd_1p0")
     w = torch.nn.Parameter(torch.full((4,), 2.0))
     opt = build_optimizer(cfg.optim, [w])
     w.grad = torch.zeros_like(w)
@@ -227,8 +227,8 @@ def test_unknown_variant_names_it_and_lists_the_known_ones():
         variant("adamw_typo")
     msg = str(err.value)
     assert "adamw_typo" in msg
-    for name in ["adamw", "adamw_fullbatch", "adam", "sgd_nesterov", "dropout", "wd_0.05",
-                 "wd_1.0", "sgd_parity"]:
+    for name in ["adamw", "adamw_fullbatch", "adam", "sgd_nesterov", "dropout", "wd_0p05",
+                 "wd_1p0", "sgd_parity"]:
         assert name in msg
 
 

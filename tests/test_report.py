@@ -78,7 +78,7 @@ DELAY = {
                    "anti": 1.1},
     "arch": {"transformer": 1.0},
     "optimizer": {"adamw": 1.0, "adamw_fullbatch": 0.9, "sgd_nesterov": 1.15, "dropout": 0.85,
-                  "wd_0.05": 1.2, "wd_1.0": 0.8},
+                  "wd_0p05": 1.2, "wd_1p0": 0.8},
     "train_fraction": {0.1: 1.2, 0.3: 1.05, 0.45: 0.95, 0.5: 1.0, 0.6: 0.8, 0.8: 0.6},
     "batch_size": {64: 1.2, 128: 1.0, 512: 1.0},
     "operands": {2: 0.7, 3: 1.1},

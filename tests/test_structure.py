@@ -148,8 +148,20 @@ def _cell(params: dict[str, Any], addressing: str) -> Cell:
     return Cell(family, task, study.value_of(name[len(task) + 1:]))
 
 
+def resolves(params: dict[str, Any], key: str) -> bool:
+    """Whether DVC finds ``key`` in params.yaml: it splits the key at every dot, so a
+    registry name with a dot in it (``wd_0.05``) is a key DVC reports missing at run time."""
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
 def test_every_training_stage_declares_exactly_the_params_its_run_reads():
     params = load_params(ROOT / "params.yaml")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     stages = resolved_stages()
     assert len(stages) == len(params["baseline"]["tasks"]) + len(params["tasks"]) + sum(
         len(s.cells()) for s in studies(params).values())
@@ -160,3 +172,5 @@ def test_every_training_stage_declares_exactly_the_params_its_run_reads():
                                                        for k in reads))
         assert not missing, f"{addressing} reads {missing} but dvc.yaml does not list them"
         assert not unused, f"{addressing} lists {unused} in dvc.yaml but its run never reads them"
+        unresolved = [k for k in declared if not resolves(raw, k)]
+        assert not unresolved, f"{addressing}: DVC cannot find {unresolved} in params.yaml"
