@@ -93,3 +93,27 @@ def test_side_by_side_equals_sequential_and_leaves_dvc_up_to_date(tmp_path):
     assert "optimizer@x_div_y-adamw_lr3" in lock(pool)
     assert "optimizer@x_div_y-blows_up" not in lock(pool)
     assert "Traceback" not in failed.stdout + failed.stderr
+
+
+@pytest.mark.slow
+def test_device_script_runs_the_pipeline_and_packs_what_a_researcher_reads(tmp_path):
+    """The GPU machine's script, run here on the CPU with tiny params, in a copy of the
+    working tree that is not a git repo (what the device receives)."""
+    import shutil
+    import tarfile
+
+    copy = copy_project(tmp_path / "groklab", TINY)
+    shutil.rmtree(copy / ".git")
+    out = tmp_path / "out"
+    env = pipeline_env(OUT=str(out), JOBS="2", PYTHON=sys.executable)
+    proc = run(["bash", "scripts/device_repro.sh", "augmentation"], copy, env)
+    phases = re.findall(r"^phase (\w+): \d+ s", proc.stdout, re.MULTILINE)
+    assert phases == ["install", "git", "repro", "pack"], proc.stdout
+    with tarfile.open(out / "results.tar.gz") as tar:
+        names = set(tar.getnames())
+        lock_text = tar.extractfile("dvc.lock").read().decode()
+    assert "models/augmentation/x_plus_y-combined30/history.csv" in names
+    assert "models/augmentation/x_plus_y-combined30/summary.json" in names
+    assert not any(n.endswith(".pt") for n in names)
+    assert "augmentation@x_plus_y-combined30" in yaml.safe_load(lock_text)["stages"]
+    assert (out / "device-mlflow.db").stat().st_size > 0
