@@ -10,7 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=.whl
-grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+EXCLUDE=$(git rev-parse --git-path info/exclude)  # .whl/ stays out of git
+mkdir -p "$(dirname "$EXCLUDE")"
+grep -qx '/.whl/' "$EXCLUDE" 2>/dev/null || echo '/.whl/' >> "$EXCLUDE"
 rm -rf "$DEST" && mkdir -p "$DEST"
 ALL=$(mktemp -d)
 python3 -m pip wheel -q --no-deps -w "$ALL" antlr4-python3-runtime==4.9.3
