@@ -16,6 +16,8 @@
 # `MLFLOW_TRACKING_URI=sqlite:///device-mlflow.db mlflow ui`). Checkpoints (*.pt) stay on
 # the device: 222 of them would not fit what a call brings back.
 #
+# MPS=1 starts the CUDA MPS control daemon first (if the machine has it), so the cell
+# processes share the GPU through one context; compare the repro phase with and without.
 # On the CPU (the test does this with tiny params) the install phase is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,11 +57,21 @@ pack() {
   ls -l "$OUT"
 }
 
+start_mps() {
+  if [ "${MPS:-0}" != 1 ]; then echo "MPS off"; return; fi
+  if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d; then
+    echo "MPS on"
+  else
+    echo "MPS asked for but not available here: running without it"
+  fi
+}
+
 mkdir -p "$OUT"
 export PYTHONPATH="/tmp/site:$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="/tmp/site/bin:$PATH"
 phase install install
 phase git as_git_repo
+phase mps start_mps
 phase repro "$PY" -m groklab.repro --jobs "$JOBS" "$@"
 phase pack pack
 echo "device_repro: done in $((SECONDS - START)) s"

@@ -108,7 +108,7 @@ def test_device_script_runs_the_pipeline_and_packs_what_a_researcher_reads(tmp_p
     env = pipeline_env(OUT=str(out), JOBS="2", PYTHON=sys.executable)
     proc = run(["bash", "scripts/device_repro.sh", "augmentation"], copy, env)
     phases = re.findall(r"^phase (\w+): \d+ s", proc.stdout, re.MULTILINE)
-    assert phases == ["install", "git", "repro", "pack"], proc.stdout
+    assert phases == ["install", "git", "mps", "repro", "pack"], proc.stdout
     with tarfile.open(out / "results.tar.gz") as tar:
         names = set(tar.getnames())
         lock_text = tar.extractfile("dvc.lock").read().decode()
