@@ -15,8 +15,12 @@ $(BIN)/.installed: pyproject.toml
 # DVC runs stages as `python -m ...`: put the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
+# `make repro JOBS=N`: the training cells N at a time (python -m groklab.repro, which runs
+# them as `dvc repro` processes side by side; see README "Cells side by side").
+JOBS ?= 1
 repro: $(BIN)/.installed  ## the whole pipeline at the papers' settings (~15 hours on 2 cores)
-	dvc repro
+	python -m groklab.repro --jobs '$(JOBS)'
+
 
 # The first look: every study at small scale, as explicit overrides of params.yaml. It
 # runs in a temporary copy of the repo (`dvc exp run --temp`), so params.yaml and the

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The whole pipeline on a GPU machine in one call, bringing back what the repo commits.
+#
+# Here, once (needs PyPI): `bash scripts/device_wheels.sh` puts DVC, MLflow and what they
+# need beyond the GPU image's packages into .whl/ (about 45 MiB; ignored by git). Then, on
+# the device, from the repo root, carrying .whl:
+#
+#     OUT=/some/dir JOBS=8 bash scripts/device_repro.sh [dvc targets...]
+#
+# Phases, each with its wall time: install (the wheels, where dvc is missing), git (the
+# copy of the working tree becomes a repo if it is none: DVC needs one), repro (python -m
+# groklab.repro --jobs JOBS: the training cells JOBS processes at a time on the one GPU,
+# then evaluate and report), pack. $OUT/results.tar.gz holds dvc.lock, params.yaml and the
+# outputs a researcher reads (data/, models/ without checkpoints, reports/); the MLflow
+# runs come back as $OUT/device-mlflow.db (not merged into a local mlflow.db: open it with
+# `MLFLOW_TRACKING_URI=sqlite:///device-mlflow.db mlflow ui`). Checkpoints (*.pt) stay on
+# the device: 222 of them would not fit what a call brings back.
+#
+# MPS=1 starts the CUDA MPS control daemon first (if the machine has it), so the cell
+# processes share the GPU through one context; compare the repro phase with and without.
+# On the CPU (the test does this with tiny params) the install phase is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:?set OUT to the folder that comes back}
+JOBS=${JOBS:-8}
+PY=${PYTHON:-python3}
+START=$SECONDS
+
+phase() {  # phase NAME COMMAND...: run it, then one line with its wall time
+  local name=$1 t0=$SECONDS
+  shift
+  "$@"
+  echo "phase $name: $((SECONDS - t0)) s (total $((SECONDS - START)) s)"
+}
+
+install() {
+  if "$PY" -c "import dvc, mlflow" 2>/dev/null; then
+    echo "dvc and mlflow present: nothing to install"
+    return
+  fi
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+}
+
+as_git_repo() {
+  if git rev-parse --git-dir >/dev/null 2>&1; then return; fi
+  git init -q -b main
+  git add -A
+  git -c user.name=groklab -c user.email=groklab@localhost commit -qm "device copy"
+}
+
+pack() {
+  local paths=(dvc.lock params.yaml)
+  for p in data models reports; do [ -e "$p" ] && paths+=("$p"); done
+  tar -czf "$OUT/results.tar.gz" --exclude='*.pt' "${paths[@]}"
+  if [ -f mlflow.db ]; then cp mlflow.db "$OUT/device-mlflow.db"; fi
+  ls -l "$OUT"
+}
+
+start_mps() {
+  if [ "${MPS:-0}" != 1 ]; then echo "MPS off"; return; fi
+  if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d; then
+    echo "MPS on"
+  else
+    echo "MPS asked for but not available here: running without it"
+  fi
+}
+
+mkdir -p "$OUT"
+export PYTHONPATH="/tmp/site:$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
+export PATH="/tmp/site/bin:$PATH"
+phase install install
+phase git as_git_repo
+phase mps start_mps
+phase repro "$PY" -m groklab.repro --jobs "$JOBS" "$@"
+phase pack pack
+echo "device_repro: done in $((SECONDS - START)) s"

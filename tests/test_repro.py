@@ -1,0 +1,119 @@
+"""Cells side by side (`python -m groklab.repro --jobs N`) against a sequential `dvc repro`:
+real git, real dvc, real MLflow, tiny parameters."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from project_copy import copy_project
+from test_pipeline import BIN, TINY, pipeline_env, run
+
+from groklab.repro import Progress, failure_line, is_cell, split_plan, threads_per_cell
+
+# Three studies' cells (and the base cells and data they read): enough for two at a time.
+TARGETS = ["augmentation", "curriculum", "architecture"]
+
+
+def repro_pool(repo: Path, *args: str, check: bool = True, **env: str
+               ) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "groklab.repro", *args], repo,
+               pipeline_env(**env), check=check)
+
+
+def lock(repo: Path) -> dict:
+    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_plan_split_keeps_data_stages_first_and_evaluation_last():
+    plan = ["generate@a", "baseline@a", "generate@b", "baseline@b", "augmentation@a-x",
+            "evaluate", "report"]
+    assert split_plan(plan) == (["generate@a", "generate@b"],
+                                ["baseline@a", "baseline@b", "augmentation@a-x"],
+                                ["evaluate", "report"])
+    assert split_plan(["evaluate", "report"]) == ([], [], ["evaluate", "report"])
+    assert [is_cell(s) for s in ["generate@x", "concealment@parity-4", "report"]] == \
+        [False, True, False]
+
+
+def test_threads_share_the_cores_and_progress_estimates_from_finished_cells():
+    assert [threads_per_cell(j, cores=16) for j in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
+    progress = Progress(total=10, jobs=2, start=0.0)
+    progress.running = 2
+    progress.finished(60.0, ok=True)
+    progress.finished(120.0, ok=False)
+    # 8 pending, none running: mean 90 s × 8 cells ÷ 2 jobs = 360 s
+    assert progress.line(now=150.0) == ("cells: 1 done, 1 failed, 0 running, 8 pending of "
+                                        "10; elapsed 0:02:30, about 0:06:00 left")
+
+
+def test_failure_line_is_the_stage_own_message():
+    out = "Running stage 'x':\n> python -m ...\ngroklab: error: lr is NaN\nERROR: failed\n"
+    assert failure_line(out) == "groklab: error: lr is NaN"
+    assert failure_line("a\nlast words\n\n") == "last words"
+
+
+@pytest.mark.slow
+def test_side_by_side_equals_sequential_and_leaves_dvc_up_to_date(tmp_path):
+    seq = copy_project(tmp_path / "seq" / "groklab", TINY)
+    pool = copy_project(tmp_path / "pool" / "groklab", TINY)
+    run([str(BIN / "dvc"), "repro", *TARGETS], seq, pipeline_env(GROKLAB_THREADS="1"))
+    out = repro_pool(pool, "--jobs", "2", *TARGETS).stdout
+    assert "1 thread(s) each" in out
+    assert re.search(r"cells: (\d+) done, 0 failed, 0 running, 0 pending of \1", out), out
+
+    # DVC's record and every output of the cells: the same as the sequential run's.
+    assert lock(pool) == lock(seq)
+    assert files_under(pool / "models") == files_under(seq / "models")
+    assert files_under(pool / "data") == files_under(seq / "data")
+
+    status = run([str(BIN / "dvc"), "status", *TARGETS], pool, pipeline_env()).stdout
+    assert "up to date" in status.lower(), status
+
+    # A cell that fails fails the command with its one line; the cell beside it is recorded.
+    params = yaml.safe_load((pool / "params.yaml").read_text())
+    params["optimizers"]["blows_up"] = {**params["optimizers"]["sgd_nesterov"], "lr": 1e30}
+    params["optimizers"]["adamw_lr3"] = {**params["optimizers"]["adamw"], "lr": 0.003}
+    params["studies"]["optimizer"]["values"] += ["blows_up", "adamw_lr3"]
+    (pool / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    failed = repro_pool(pool, "--jobs", "2", "optimizer", check=False)
+    assert failed.returncode == 1
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("groklab:")]
+    assert re.match(r"groklab: error: optimizer@x_div_y-blows_up failed: groklab: error: ",
+                    errors[0]), failed.stderr
+    assert "optimizer@x_div_y-adamw_lr3" in lock(pool)
+    assert "optimizer@x_div_y-blows_up" not in lock(pool)
+    assert "Traceback" not in failed.stdout + failed.stderr
+
+
+@pytest.mark.slow
+def test_device_script_runs_the_pipeline_and_packs_what_a_researcher_reads(tmp_path):
+    """The GPU machine's script, run here on the CPU with tiny params, in a copy of the
+    working tree that is not a git repo (what the device receives)."""
+    import shutil
+    import tarfile
+
+    copy = copy_project(tmp_path / "groklab", TINY)
+    shutil.rmtree(copy / ".git")
+    out = tmp_path / "out"
+    env = pipeline_env(OUT=str(out), JOBS="2", PYTHON=sys.executable)
+    proc = run(["bash", "scripts/device_repro.sh", "augmentation"], copy, env)
+    phases = re.findall(r"^phase (\w+): \d+ s", proc.stdout, re.MULTILINE)
+    assert phases == ["install", "git", "mps", "repro", "pack"], proc.stdout
+    with tarfile.open(out / "results.tar.gz") as tar:
+        names = set(tar.getnames())
+        lock_text = tar.extractfile("dvc.lock").read().decode()
+    assert "models/augmentation/x_plus_y-combined30/history.csv" in names
+    assert "models/augmentation/x_plus_y-combined30/summary.json" in names
+    assert not any(n.endswith(".pt") for n in names)
+    assert "augmentation@x_plus_y-combined30" in yaml.safe_load(lock_text)["stages"]
+    assert (out / "device-mlflow.db").stat().st_size > 0
