@@ -417,11 +417,25 @@ def _scipy_logrank_z(t, e, in_a):
     return stats.logrank(a, b).statistic
 
 
+def _t_interval(cell: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
+    """Pooled two-sample Student t 95% interval of exp(mean log cell - mean log ref)."""
+    la, lb = np.log(cell), np.log(ref)
+    df = la.size + lb.size - 2
+    s2 = (((la - la.mean()) ** 2).sum() + ((lb - lb.mean()) ** 2).sum()) / df
+    half = stats.t.ppf(0.975, df) * math.sqrt(s2 * (1 / la.size + 1 / lb.size))
+    d = la.mean() - lb.mean()
+    return math.exp(d), math.exp(d - half), math.exp(d + half)
+
+
 def test_comparisons_match_an_independent_log_rank_test(report):
+    """Per task: the exact log-rank p and its floor by brute force over scipy's z, the time
+    ratio against the t interval on log times where no seed is censored, and the verdict of
+    the test that can decide (at 3 vs 3 the log-rank's floor is 0.1: the time ratio)."""
     root, _, text = report
     runs = tables(root, "curriculum_runs")
     versus = tables(root, "curriculum_comparisons")
     assert len(versus) == len(runs["cell"].unique()) - 4  # every cell but the 4 defaults
+    decided = set()
     for _, v in versus.iterrows():
         cell = runs[(runs["task"] == v["task"]) & (runs["curriculum"] == v["value"])]
         ref = runs[(runs["task"] == v["task"]) & (runs["curriculum"] == "none")]
@@ -429,29 +443,52 @@ def test_comparisons_match_an_independent_log_rank_test(report):
         e = np.concatenate([cell["grokked"], ref["grokked"]]).astype(bool)
         in_a = np.arange(6) < 3
         z = _scipy_logrank_z(t, e, in_a)
-        zs = [abs(_scipy_logrank_z(t, e, np.isin(np.arange(6), c)))
-              for c in itertools.combinations(range(6), 3)]
-        p = np.mean(np.array(zs) >= abs(z) - 1e-9)
-        assert v["logrank_z"] == pytest.approx(z) and v["p_value"] == pytest.approx(p)
+        zs = np.array([abs(_scipy_logrank_z(t, e, np.isin(np.arange(6), c)))
+                       for c in itertools.combinations(range(6), 3)])
+        p = np.mean(zs >= abs(z) - 1e-9)
+        assert v["logrank_z"] == pytest.approx(z) and v["logrank_p"] == pytest.approx(p)
+        assert v["logrank_method"] == "exact permutation"
+        assert v["logrank_floor"] == pytest.approx(np.mean(zs >= zs.max() - 1e-9))
         assert v["median"] - v["median_reference"] == pytest.approx(
             np.median(cell["steps_to_99"]) - np.median(ref["steps_to_99"]))
-        assert v["verdict"] == ("not distinguishable" if p >= 0.05 else
-                                "faster" if z > 0 else "slower")
+        if e.all():
+            ratio, lo, hi = _t_interval(t[:3], t[3:])
+            assert (v["time_ratio"], v["time_ratio_ci_low"], v["time_ratio_ci_high"]) == (
+                pytest.approx(ratio), pytest.approx(lo), pytest.approx(hi))
+            assert v["decided_by"] == "log-normal AFT time ratio (t interval)"
+            assert v["verdict"] == ("faster" if hi < 1 else "slower" if lo > 1
+                                    else "not distinguishable")
+        elif math.isnan(v["time_ratio"]):  # e.g. no seed reached 99%: the log-rank decides
+            assert v["decided_by"] == "log-rank (exact permutation)"
+            assert v["verdict"] == "not distinguishable"  # p >= its floor 0.1
+        decided.add(v["verdict"])
         (row,) = [r for r in md_rows(section(text, "## Curriculum study"), v["task"])
                   if r[1] == f"`{v['value']}`" and r[2] == "`none`"]
-        assert row[-2:] == [tx.fmt_p(p), v["verdict"]]
+        assert row[-2] == f"{tx.fmt_p(p)} (exact; floor {tx.fmt_p(v['logrank_floor'])})"
+        assert row[-1].startswith(v["verdict"])
+    assert "faster" in decided  # the synthetic schedules speed grokking by 10-20%
 
 
 def test_comparison_summary_names_what_the_test_found():
+    by = "log-normal AFT time ratio (t interval)"
     rows = pd.DataFrame({"task": ["t"] * 3, "value": ["a", "b", "c"], "n": 5, "n_reference": 5,
-                         "verdict": ["faster", "not distinguishable", "slower"]})
+                         "verdict": ["faster", "not distinguishable", "slower"],
+                         "decided_by": "log-rank (exact permutation)", "p_value": 0.004,
+                         "p_floor": 2 / math.comb(10, 5)})
     text = study.comparison_summary(rows)
-    assert re.search(r"\*\*faster\*\* than the default: `a` on t;", text)
-    assert re.search(r"\*\*slower\*\* than the default: `c` on t;", text)
+    assert re.search(r"\*\*faster\*\* than the default: `a` on t \(log-rank \(exact "
+                     r"permutation\), p = 0.004\);", text)
+    assert re.search(r"\*\*slower\*\* than the default: `c` on t", text)
     assert "other 1 not distinguishable" in text and f"{2 / math.comb(10, 5):.2g}" in text
     none = study.comparison_summary(rows.assign(verdict="not distinguishable", n=3,
-                                                n_reference=3))
-    assert "faster" not in none and "All 3 not distinguishable" in none and "0.1)" in none
+                                                n_reference=3, decided_by=by, p_floor=0.0))
+    assert "faster" not in none and "All 3 not distinguishable" in none
+    assert "3 against 3 seeds, log-normal AFT time ratio (t interval): none (parametric)" in none
+    # Ten against ten is asymptotic: the text says so, never "exact".
+    ten = rows.assign(verdict="not distinguishable", n=10, n_reference=10,
+                      decided_by="log-rank (asymptotic)", p_floor=1.6e-5)
+    assert "exact" not in study.comparison_summary(ten)
+    assert "10 against 10 seeds, log-rank (asymptotic): < 0.001" in study.comparison_summary(ten)
 
 
 # --- Figures ------------------------------------------------------------------------------------

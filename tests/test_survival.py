@@ -210,3 +210,21 @@ def test_undefined_time_ratios_say_why():
     assert not never.ok and "no seed of the cell" in never.reason
     flat = time_ratio([1000.0] * 3 + [2000.0] * 3, [True] * 6, np.arange(6) < 3)
     assert not flat.ok and "no spread" in flat.reason
+
+
+def test_ten_against_ten_reads_asymptotic_wherever_the_p_is():
+    """C(20, 10) relabellings exceed the exact limit: every printed p says "asymptotic" and
+    the reading never calls a p exact."""
+    from groklab.report import study
+
+    runs = _study(effect=0.7, tasks=("t1", "t2"), seeds=10)
+    per_task = compare_cells(runs, "value", "default")
+    assert (per_task["logrank_method"] == "asymptotic").all()
+    assert (per_task["decided_by"] == "log-rank (asymptotic)").all()  # its floor is < 0.05
+    across = compare_study(runs, "value", "default")
+    assert across["logrank_method"].tolist() == ["Monte-Carlo permutation (20000 relabellings)"]
+    text = "\n".join(study.comparison_reading(per_task, across))
+    table = [line for line in text.splitlines() if line.startswith(("| t1 ", "| t2 "))]
+    assert len(table) == 2 and all("(asymptotic; floor" in line for line in table)
+    assert "asymptotic (the normal approximation) in 2 of 2 rows" in text
+    assert "exact" not in text.replace("exact permutation (over every relabelling", "")
