@@ -461,11 +461,11 @@ def test_comparisons_match_an_independent_log_rank_test(report, name, factor, de
             ratio, lo, hi = _t_interval(t[:3], t[3:])
             assert (v["time_ratio"], v["time_ratio_ci_low"], v["time_ratio_ci_high"]) == (
                 pytest.approx(ratio), pytest.approx(lo), pytest.approx(hi))
-            assert v["decided_by"] == "log-normal AFT time ratio (t interval)"
+            assert v["decided_by"] == "log-normal AFT time ratio, t interval"
             assert v["verdict"] == ("faster" if hi < 1 else "slower" if lo > 1
                                     else "not distinguishable")
         elif math.isnan(v["time_ratio"]):  # e.g. no seed reached 99%: the log-rank decides
-            assert v["decided_by"] == "log-rank (exact permutation)"
+            assert v["decided_by"] == "log-rank, exact permutation"
             assert v["verdict"] == "not distinguishable"  # p >= its floor 0.1
         decided.add(v["verdict"])
         (row,) = [r for r in md_rows(section(text, header), v["task"])
@@ -477,25 +477,25 @@ def test_comparisons_match_an_independent_log_rank_test(report, name, factor, de
 
 
 def test_comparison_summary_names_what_the_test_found():
-    by = "log-normal AFT time ratio (t interval)"
+    by = "log-normal AFT time ratio, t interval"
     rows = pd.DataFrame({"task": ["t"] * 3, "value": ["a", "b", "c"], "n": 5, "n_reference": 5,
                          "verdict": ["faster", "not distinguishable", "slower"],
-                         "decided_by": "log-rank (exact permutation)", "p_value": 0.004,
+                         "decided_by": "log-rank, exact permutation", "p_value": 0.004,
                          "p_floor": 2 / math.comb(10, 5)})
     text = study.comparison_summary(rows)
-    assert re.search(r"\*\*faster\*\* than the default: `a` on t \(log-rank \(exact "
-                     r"permutation\), p = 0.004\);", text)
+    assert re.search(r"\*\*faster\*\* than the default: `a` on t \(log-rank, exact "
+                     r"permutation; p = 0.004\);", text)
     assert re.search(r"\*\*slower\*\* than the default: `c` on t", text)
     assert "other 1 not distinguishable" in text and f"{2 / math.comb(10, 5):.2g}" in text
     none = study.comparison_summary(rows.assign(verdict="not distinguishable", n=3,
                                                 n_reference=3, decided_by=by, p_floor=0.0))
     assert "faster" not in none and "All 3 not distinguishable" in none
-    assert "3 against 3 seeds, log-normal AFT time ratio (t interval): none (parametric)" in none
+    assert "3 against 3 seeds, log-normal AFT time ratio, t interval: none (parametric)" in none
     # Ten against ten is asymptotic: the text says so, never "exact".
     ten = rows.assign(verdict="not distinguishable", n=10, n_reference=10,
-                      decided_by="log-rank (asymptotic)", p_floor=1.6e-5)
+                      decided_by="log-rank, asymptotic", p_floor=1.6e-5)
     assert "exact" not in study.comparison_summary(ten)
-    assert "10 against 10 seeds, log-rank (asymptotic): < 0.001" in study.comparison_summary(ten)
+    assert "10 against 10 seeds, log-rank, asymptotic: < 0.001" in study.comparison_summary(ten)
 
 
 # --- Figures ------------------------------------------------------------------------------------
@@ -950,3 +950,36 @@ def test_report_from_really_trained_cells(tmp_path):
     headers = re.findall(r"^## (.+)$", text, flags=re.M)  # only the declared studies
     assert headers == ["Experiment", "Augmentation study",
                        "Sharpness across all modular-arithmetic runs"]
+
+
+def test_a_first_look_report_knows_its_scale(tmp_path, monkeypatch):
+    """One seed and the stop rule: the banner says so at the top; no verdict rests on a
+    count over one seed or on means; no interval, min-max band or "95% interval" title
+    from one seed; no "nan" and no "p = 0"."""
+    import sys
+
+    monkeypatch.setattr(sys.modules[__name__], "SEEDS", [0])
+
+    def first_look(params):
+        params["seeds"] = [0]
+        params["train"]["stop_after_grok"] = 200
+
+    root = build_tree(tmp_path, edit=first_look)
+    _, text = run_report(root)
+    head = text.split("\n## ")[0]
+    assert "**Scale: a first look, not the papers' design.** 1 seed per cell" in head
+    assert "runs stop 200 updates after validation accuracy reaches 99%" in head
+    assert not re.search(r"± ?\d", text) and not re.search(r"\bnan\b", text.lower())
+    assert not re.search(r"p = 0(?![.\d])", text)
+    for line in text.splitlines():  # a stated agreement names a test, never a count or means
+        if "**agree**" in line or "**disagree**" in line:
+            assert re.search(r"test (of the log-log fit )?at 0\.05", line), line
+    assert "too few to tell" in text and "(not tested)" in text
+    params = load_params(root / "params.yaml")
+    _, figs = build_report(params, root / "reports/tables", root / "models",
+                           root / "references")
+    for name, fig in figs.items():
+        legend_text = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+        assert not any("seed minimum to maximum" in t for t in legend_text), name
+        assert "95% interval" not in (fig.get_suptitle() or ""), name
+        assert not any("95% interval" in ax.get_title() for ax in fig.axes), name

@@ -119,7 +119,7 @@ def test_three_against_three_with_a_large_effect_is_called_faster():
     (row,) = study.to_dict("records")
     assert row["tasks"] == 4 and row["logrank_method"] == "exact permutation"
     assert row["logrank_floor"] == pytest.approx(2 / 20 ** 4)  # both complete separations
-    assert row["decided_by"] == "log-rank (exact permutation)" and row["verdict"] == "faster"
+    assert row["decided_by"] == "log-rank, exact permutation" and row["verdict"] == "faster"
     # No effect: nothing is called faster or slower.
     same = compare_study(_study(effect=1.0), "value", "default")
     assert same["verdict"].tolist() == ["not distinguishable"]
@@ -220,7 +220,7 @@ def test_ten_against_ten_reads_asymptotic_wherever_the_p_is():
     runs = _study(effect=0.7, tasks=("t1", "t2"), seeds=10)
     per_task = compare_cells(runs, "value", "default")
     assert (per_task["logrank_method"] == "asymptotic").all()
-    assert (per_task["decided_by"] == "log-rank (asymptotic)").all()  # its floor is < 0.05
+    assert (per_task["decided_by"] == "log-rank, asymptotic").all()  # its floor is < 0.05
     across = compare_study(runs, "value", "default")
     assert across["logrank_method"].tolist() == ["Monte-Carlo permutation (20000 relabellings)"]
     text = "\n".join(study.comparison_reading(per_task, across))

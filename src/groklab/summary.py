@@ -129,7 +129,7 @@ STUDY_COLUMNS = (
     "time_ratio", "time_ratio_ci_low", "time_ratio_ci_high", "time_ratio_p", "time_ratio_df",
     "time_ratio_reason", "p_value", "p_floor", "decided_by", "verdict",
 )
-AFT = "log-normal AFT time ratio (t interval)"
+AFT = "log-normal AFT time ratio, t interval"
 
 
 def decide(logrank_p: float, logrank_floor: float, logrank_method: str, ratio: TimeRatio,
@@ -144,7 +144,7 @@ def decide(logrank_p: float, logrank_floor: float, logrank_method: str, ratio: T
     """
     if logrank_floor < alpha or not ratio.ok:
         return {"p_value": logrank_p, "p_floor": logrank_floor,
-                "decided_by": f"log-rank ({logrank_method})"}
+                "decided_by": f"log-rank, {logrank_method}"}
     return {"p_value": ratio.p, "p_floor": 0.0, "decided_by": AFT}
 
 

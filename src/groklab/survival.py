@@ -263,8 +263,8 @@ def time_ratio(times: ArrayLike, events: ArrayLike, in_a: ArrayLike,
     x = _design(a, s)
     df = n_events - (x.shape[1] + 1)
     if df < 1:
-        return _undefined(f"{n_events} events for {x.shape[1] + 1} parameters: too few for an "
-                          "interval", n, n_events, df)
+        return _undefined(f"{n_events} events: too few for {x.shape[1] + 1} location "
+                          "parameters, a spread and an interval", n, n_events, df)
     y = np.log(t)
     try:
         coef, se = _fit_closed_form(y, x) if e.all() else _fit_lifelines(y, e, x)

@@ -47,12 +47,13 @@ def grok_verdicts(runs: pd.DataFrame, spec: dict, delay: int) -> list[tx.Verdict
     if len(rows):
         full = rows["final_train_acc"].astype(float) >= 1.0
         ours_budget = int(rows["budget"].max())
-        if full.any() and ours_budget <= int(fits["steps"]):
-            agrees: bool | None = False  # 100% within fewer updates than the paper's
-        elif not full.any() and ours_budget >= int(fits["steps"]):
-            agrees = st.majority(len(rows), len(rows))  # none in as long a budget
+        most = st.majority(int(full.sum()), len(rows))  # None: mixed, or too few seeds
+        if most is True and ours_budget <= int(fits["steps"]):
+            agrees: bool | None = False  # 100% within no more updates than the paper's
+        elif most is False and ours_budget >= int(fits["steps"]):
+            agrees = True  # none within at least the paper's budget
         else:
-            agrees = None  # none within a shorter budget: cannot say what the paper's holds
+            agrees = None  # e.g. none within a shorter budget: says nothing of the paper's
         out.append(tx.Verdict(
             f"`{fits['arch']}` ends at 100% training accuracy in {tx.frac(full)} seeds (mean "
             f"{rows['final_train_acc'].astype(float).mean():.3f}) after {ours_budget} updates",

@@ -243,7 +243,7 @@ def comparison_summary(comparisons: pd.DataFrame, what: str = "on") -> str:
         if len(rows):
             parts.append(f"**{word}** than the default: " + ", ".join(
                 f"`{r['value']}`" + (f" {what} {r['task']}" if "task" in r else "")
-                + f" ({r['decided_by']}, p {tx.p_eq(r['p_value'])})"
+                + f" ({r['decided_by']}; p {tx.p_eq(r['p_value'])})"
                 for _, r in rows.iterrows()))
     rest = comparisons[comparisons["verdict"] == "not distinguishable"]
     if len(rest):
