@@ -150,12 +150,15 @@ def scale_banner(ctx: Context) -> str | None:
         done = ""
         if runs is not None and {"steps_done", "budget"} <= set(runs.columns):
             early = runs[runs["steps_done"] < runs["budget"]]
+            lo, hi = (int(early["steps_done"].agg(f)) for f in ("min", "max")) \
+                if len(early) else (0, 0)
             done = (f"; {len(early)} of {len(runs)} runs stopped early, after "
-                    f"{int(early['steps_done'].min())} to {int(early['steps_done'].max())} "
-                    "updates" if len(early) else "")
+                    + (f"{lo}" if lo == hi else f"{lo} to {hi}") + " updates"
+                    if len(early) else "")
         parts.append(f"runs stop {int(stop)} updates after validation accuracy reaches 99% "
-                     f"(`train.stop_after_grok`){done}: what follows the stop is not seen, so "
-                     "a dip or collapse after it cannot be, and final accuracies are at the stop")
+                     f"(`train.stop_after_grok`){done}: what follows the stop is not seen (a dip "
+                     "or collapse after it would be missed), and final accuracies are at the "
+                     "stop")
     table1 = ctx.reference("augmentation_paper_table1") or {}
     budget = int(params["train"]["steps"])
     if table1.get("budget") and int(table1["budget"]) != budget:
