@@ -55,7 +55,7 @@ from groklab.report import (
 from groklab.report import text as tx
 from groklab.stages.evaluate import evaluate_all
 from groklab.stages.outputs import write_json
-from groklab.stages.report import build_report, main
+from groklab.stages.report import DPI, build_report, main
 from groklab.summary import cell_summary
 from groklab.train import HISTORY_COLUMNS
 
@@ -302,13 +302,22 @@ def md_rows(text: str, first: str) -> list[list[str]]:
 # --- Files and structure ---------------------------------------------------------------------
 
 
-def test_every_figure_is_a_png(report):
+def test_every_figure_is_a_png(report, drawn):
+    """Each PNG is its figure: the same pixels as the figure built again from the tables and
+    rendered here, and not blank (the data's colours are in it, not only white and text)."""
     root, paths, _ = report
     for name in FIGURES:
         path = root / "reports" / "figures" / f"{name}.png"
         assert path in paths
         image = mpimg.imread(path)
         assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 500
+        buffer = io.BytesIO()
+        drawn[name].savefig(buffer, format="png", dpi=DPI)
+        buffer.seek(0)
+        np.testing.assert_array_equal(image, mpimg.imread(buffer, format="png"), err_msg=name)
+        rgb = image[..., :3].reshape(-1, 3)
+        grey = np.abs(rgb - rgb.mean(axis=1, keepdims=True)).max(axis=1) < 0.02
+        assert (~grey).mean() > 0.002, name  # coloured data marks, not an empty frame
     assert root / "reports" / "report.md" in paths
     assert len(paths) == len(FIGURES) + 1
 
@@ -620,6 +629,23 @@ def test_fraction_reached_figure_is_the_fraction_of_seeds(report, drawn):
                 assert line.get_ydata()[i] == pytest.approx(expected), (task, aug, x)
 
 
+def test_fraction_reached_is_kaplan_meier_when_budgets_differ():
+    """Runs censored at two budgets: the drawn line is 1 - S(t) of scipy's Kaplan-Meier,
+    which the plain fraction reached would understate after the early budget."""
+    steps = np.array([100, 150, 200, 200, 260, 300, 400, 500], float)
+    grokked = np.array([True, False, True, False, True, True, False, True])
+    runs = pd.DataFrame({"task": "t", "aug": "a", "steps_to_99": steps, "grokked": grokked,
+                         "budget": np.where(grokked, 600, steps).astype(int)})
+    fig = plots.fraction_reached(runs, hue="aug")
+    (line,) = fig.axes[0].lines
+    sf = stats.ecdf(stats.CensoredData.right_censored(steps, ~grokked)).sf
+    for x in (0, 99, 100, 150, 199, 200, 259, 260, 300, 450, 500, 600):
+        i = np.searchsorted(line.get_xdata(), x, side="right") - 1
+        assert line.get_ydata()[i] == pytest.approx(1 - sf.evaluate(x)), x
+    plain = np.mean(grokked & (steps <= 500))
+    assert line.get_ydata()[-1] > plain + 0.05  # censoring taken into account
+
+
 def test_modular_sharpness_draws_each_run_once_and_lists_only_families_with_points(report,
                                                                                      drawn):
     root, _, _ = report
@@ -835,16 +861,22 @@ def test_curriculum_section_has_the_papers_tables_and_their_contradictions(repor
 
 
 def test_batch_size_counts_examples_seen(report):
+    """Examples to 99% from the per-seed rows (steps times batch, mean and Student t half
+    width by scipy; a lower bound with censored seeds) and examples seen (updates done times
+    batch), against the table's text."""
     root, _, text = report
-    cells = tables(root, "batch_size_cells")
+    runs = tables(root, "batch_size_runs")
     body = section(text, "## Batch-size study")
-    for _, c in cells.iterrows():
-        examples = tx.fmt_steps(c["steps_to_99_mean"] * c["batch_size"],
-                                c["steps_to_99_ci_low"] * c["batch_size"],
-                                c["steps_to_99_ci_high"] * c["batch_size"],
-                                n_censored=int(c["n_censored"]), n_seeds=int(c["n_seeds"]))
-        (row,) = [r for r in md_rows(body, c["task"]) if r[1] == str(c["batch_size"])]
-        assert row[2] == tx.cell_steps(c) and examples in row
+    for (task, batch), g in runs.groupby(["task", "batch_size"]):
+        examples = g["steps_to_99"].to_numpy(float) * batch
+        reached = g["grokked"].astype(bool)
+        if reached.all():
+            half = stats.t.ppf(0.975, len(g) - 1) * examples.std(ddof=1) / math.sqrt(len(g))
+            expected = f"{examples.mean():.0f} ± {half:.0f}"
+        else:
+            expected = f"≥ {examples.mean():.0f} ({int(reached.sum())}/{len(g)} reached)"
+        (row,) = [r for r in md_rows(body, task) if r[1] == str(batch)]
+        assert expected in row and f"{g['steps_done'].mean() * batch:.0f}" in row
 
 
 def test_sections_state_what_varied_and_what_was_held_fixed(report):
