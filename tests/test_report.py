@@ -977,8 +977,11 @@ def test_report_from_really_trained_cells(tmp_path):
     root = build_tree(tmp_path, edit=tiny, make=real_cell)
     paths, text = run_report(root)
     (row,) = [r for r in md_rows(text, "x_plus_y") if r[1] == "combined30" and len(r) == 6]
-    cells = tables(root, "augmentation_cells").set_index("aug")
-    assert row[2] == tx.cell_steps(cells.loc["combined30"])
+    # One seed, from its history: the first evaluation at >= 99% validation accuracy, else
+    # the budget as a lower bound; no interval from one seed.
+    history = pd.read_csv(root / "models/augmentation/x_plus_y-combined30/history.csv")
+    hit = history.loc[history["val_acc"] >= 0.99, "step"]
+    assert row[2] == (f"{hit.min():.0f}" if len(hit) else "≥ 30 (0/1 reached)")
     headers = re.findall(r"^## (.+)$", text, flags=re.M)  # only the declared studies
     assert headers == ["Experiment", "Augmentation study",
                        "Sharpness across all modular-arithmetic runs"]
