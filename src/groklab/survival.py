@@ -238,8 +238,8 @@ def time_ratio(times: ArrayLike, events: ArrayLike, in_a: ArrayLike,
     The interval is ``beta ± t(df) * se * sqrt(n_events / df)``, ``df = n_events - k`` with
     ``k`` location parameters: with nothing censored this is exactly the Student t interval
     of the regression on log time, whose coverage is exact for log-normal times (the Wald
-    interval, ``± 1.96 se`` with sigma's MLE, covers about 83% at 3 vs 3). With censoring it
-    is the same correction on the likelihood's standard error (approximate). Strata with no
+    interval, ``± 1.96 se`` with sigma's MLE, covers P(|t_4| <= 1.96 sqrt(4/6)) = 81.5% at
+    3 vs 3). With censoring it is the same correction on the likelihood's standard error (approximate). Strata with no
     event, or without both samples, are left out. Undefined when a sample has no event (its
     times are only bounds), ``df < 1`` (e.g. one seed per sample), or the seeds show no spread.
     """
