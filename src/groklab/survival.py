@@ -240,8 +240,9 @@ def time_ratio(times: ArrayLike, events: ArrayLike, in_a: ArrayLike,
     of the regression on log time, whose coverage is exact for log-normal times (the Wald
     interval, ``± 1.96 se`` with sigma's MLE, covers P(|t_4| <= 1.96 sqrt(4/6)) = 81.5% at
     3 vs 3). With censoring it is the same correction on the likelihood's standard error
-    (approximate). Strata with no event, or without both samples, are left out. Undefined when a sample has no event (its
-    times are only bounds), ``df < 1`` (e.g. one seed per sample), or the seeds show no spread.
+    (approximate). Strata with no event, or without both samples, are left out. Undefined
+    when a sample has no event (its times are only bounds), ``df < 1`` (e.g. one seed per
+    sample), or the seeds show no spread.
     """
     t, e = _censored_sample(times, events)
     a = np.asarray(in_a, bool).ravel()
