@@ -55,7 +55,7 @@ from groklab.report import (
 from groklab.report import text as tx
 from groklab.stages.evaluate import evaluate_all
 from groklab.stages.outputs import write_json
-from groklab.stages.report import build_report, main
+from groklab.stages.report import DPI, build_report, main
 from groklab.summary import cell_summary
 from groklab.train import HISTORY_COLUMNS
 
@@ -302,13 +302,22 @@ def md_rows(text: str, first: str) -> list[list[str]]:
 # --- Files and structure ---------------------------------------------------------------------
 
 
-def test_every_figure_is_a_png(report):
+def test_every_figure_is_a_png(report, drawn):
+    """Each PNG is its figure: the same pixels as the figure built again from the tables and
+    rendered here, and not blank (the data's colours are in it, not only white and text)."""
     root, paths, _ = report
     for name in FIGURES:
         path = root / "reports" / "figures" / f"{name}.png"
         assert path in paths
         image = mpimg.imread(path)
         assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 500
+        buffer = io.BytesIO()
+        drawn[name].savefig(buffer, format="png", dpi=DPI)
+        buffer.seek(0)
+        np.testing.assert_array_equal(image, mpimg.imread(buffer, format="png"), err_msg=name)
+        rgb = image[..., :3].reshape(-1, 3)
+        grey = np.abs(rgb - rgb.mean(axis=1, keepdims=True)).max(axis=1) < 0.02
+        assert (~grey).mean() > 0.002, name  # coloured data marks, not an empty frame
     assert root / "reports" / "report.md" in paths
     assert len(paths) == len(FIGURES) + 1
 
@@ -417,41 +426,85 @@ def _scipy_logrank_z(t, e, in_a):
     return stats.logrank(a, b).statistic
 
 
-def test_comparisons_match_an_independent_log_rank_test(report):
+def _t_interval(cell: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
+    """Pooled two-sample Student t 95% interval of exp(mean log cell - mean log ref)."""
+    la, lb = np.log(cell), np.log(ref)
+    df = la.size + lb.size - 2
+    s2 = (((la - la.mean()) ** 2).sum() + ((lb - lb.mean()) ** 2).sum()) / df
+    half = stats.t.ppf(0.975, df) * math.sqrt(s2 * (1 / la.size + 1 / lb.size))
+    d = la.mean() - lb.mean()
+    return math.exp(d), math.exp(d - half), math.exp(d + half)
+
+
+@pytest.mark.parametrize("name, factor, default, header", [
+    ("curriculum", "curriculum", "none", "## Curriculum study"),
+    ("augmentation", "aug", "baseline", "## Augmentation study"),
+])
+def test_comparisons_match_an_independent_log_rank_test(report, name, factor, default, header):
+    """Per task: the exact log-rank p and its floor by brute force over scipy's z, the time
+    ratio against the t interval on log times where no seed is censored, and the verdict of
+    the test that can decide (at 3 vs 3 the log-rank's floor is 0.1: the time ratio). The
+    synthetic combined30 reaches 99% in about 0.4 of the baseline's updates: some row must
+    be called faster, so that branch is checked too."""
     root, _, text = report
-    runs = tables(root, "curriculum_runs")
-    versus = tables(root, "curriculum_comparisons")
+    runs = tables(root, f"{name}_runs")
+    versus = tables(root, f"{name}_comparisons")
     assert len(versus) == len(runs["cell"].unique()) - 4  # every cell but the 4 defaults
+    decided = set()
     for _, v in versus.iterrows():
-        cell = runs[(runs["task"] == v["task"]) & (runs["curriculum"] == v["value"])]
-        ref = runs[(runs["task"] == v["task"]) & (runs["curriculum"] == "none")]
+        cell = runs[(runs["task"] == v["task"]) & (runs[factor] == v["value"])]
+        ref = runs[(runs["task"] == v["task"]) & (runs[factor] == default)]
         t = np.concatenate([cell["steps_to_99"], ref["steps_to_99"]]).astype(float)
         e = np.concatenate([cell["grokked"], ref["grokked"]]).astype(bool)
         in_a = np.arange(6) < 3
         z = _scipy_logrank_z(t, e, in_a)
-        zs = [abs(_scipy_logrank_z(t, e, np.isin(np.arange(6), c)))
-              for c in itertools.combinations(range(6), 3)]
-        p = np.mean(np.array(zs) >= abs(z) - 1e-9)
-        assert v["logrank_z"] == pytest.approx(z) and v["p_value"] == pytest.approx(p)
+        zs = np.array([abs(_scipy_logrank_z(t, e, np.isin(np.arange(6), c)))
+                       for c in itertools.combinations(range(6), 3)])
+        p = np.mean(zs >= abs(z) - 1e-9)
+        assert v["logrank_z"] == pytest.approx(z) and v["logrank_p"] == pytest.approx(p)
+        assert v["logrank_method"] == "exact permutation"
+        assert v["logrank_floor"] == pytest.approx(np.mean(zs >= zs.max() - 1e-9))
         assert v["median"] - v["median_reference"] == pytest.approx(
             np.median(cell["steps_to_99"]) - np.median(ref["steps_to_99"]))
-        assert v["verdict"] == ("not distinguishable" if p >= 0.05 else
-                                "faster" if z > 0 else "slower")
-        (row,) = [r for r in md_rows(section(text, "## Curriculum study"), v["task"])
-                  if r[1] == f"`{v['value']}`" and r[2] == "`none`"]
-        assert row[-2:] == [tx.fmt_p(p), v["verdict"]]
+        if e.all():
+            ratio, lo, hi = _t_interval(t[:3], t[3:])
+            assert (v["time_ratio"], v["time_ratio_ci_low"], v["time_ratio_ci_high"]) == (
+                pytest.approx(ratio), pytest.approx(lo), pytest.approx(hi))
+            assert v["decided_by"] == "log-normal AFT time ratio, t interval"
+            assert v["verdict"] == ("faster" if hi < 1 else "slower" if lo > 1
+                                    else "not distinguishable")
+        elif math.isnan(v["time_ratio"]):  # e.g. no seed reached 99%: the log-rank decides
+            assert v["decided_by"] == "log-rank, exact permutation"
+            assert v["verdict"] == "not distinguishable"  # p >= its floor 0.1
+        decided.add(v["verdict"])
+        (row,) = [r for r in md_rows(section(text, header), v["task"])
+                  if r[1] == f"`{v['value']}`" and r[2] == f"`{default}`"]
+        assert row[-2] == f"{tx.fmt_p(p)} (exact; floor {tx.fmt_p(v['logrank_floor'])})"
+        assert row[-1].startswith(v["verdict"])
+    if name == "augmentation":
+        assert "faster" in decided
 
 
 def test_comparison_summary_names_what_the_test_found():
+    by = "log-normal AFT time ratio, t interval"
     rows = pd.DataFrame({"task": ["t"] * 3, "value": ["a", "b", "c"], "n": 5, "n_reference": 5,
-                         "verdict": ["faster", "not distinguishable", "slower"]})
+                         "verdict": ["faster", "not distinguishable", "slower"],
+                         "decided_by": "log-rank, exact permutation", "p_value": 0.004,
+                         "p_floor": 2 / math.comb(10, 5)})
     text = study.comparison_summary(rows)
-    assert re.search(r"\*\*faster\*\* than the default: `a` on t;", text)
-    assert re.search(r"\*\*slower\*\* than the default: `c` on t;", text)
+    assert re.search(r"\*\*faster\*\* than the default: `a` on t \(log-rank, exact "
+                     r"permutation; p = 0.004\);", text)
+    assert re.search(r"\*\*slower\*\* than the default: `c` on t", text)
     assert "other 1 not distinguishable" in text and f"{2 / math.comb(10, 5):.2g}" in text
     none = study.comparison_summary(rows.assign(verdict="not distinguishable", n=3,
-                                                n_reference=3))
-    assert "faster" not in none and "All 3 not distinguishable" in none and "0.1)" in none
+                                                n_reference=3, decided_by=by, p_floor=0.0))
+    assert "faster" not in none and "All 3 not distinguishable" in none
+    assert "3 against 3 seeds, log-normal AFT time ratio, t interval: none (parametric)" in none
+    # Ten against ten is asymptotic: the text says so, never "exact".
+    ten = rows.assign(verdict="not distinguishable", n=10, n_reference=10,
+                      decided_by="log-rank, asymptotic", p_floor=1.6e-5)
+    assert "exact" not in study.comparison_summary(ten)
+    assert "10 against 10 seeds, log-rank, asymptotic: < 0.001" in study.comparison_summary(ten)
 
 
 # --- Figures ------------------------------------------------------------------------------------
@@ -576,6 +629,23 @@ def test_fraction_reached_figure_is_the_fraction_of_seeds(report, drawn):
                 assert line.get_ydata()[i] == pytest.approx(expected), (task, aug, x)
 
 
+def test_fraction_reached_is_kaplan_meier_when_budgets_differ():
+    """Runs censored at two budgets: the drawn line is 1 - S(t) of scipy's Kaplan-Meier,
+    which the plain fraction reached would understate after the early budget."""
+    steps = np.array([100, 150, 200, 200, 260, 300, 400, 500], float)
+    grokked = np.array([True, False, True, False, True, True, False, True])
+    runs = pd.DataFrame({"task": "t", "aug": "a", "steps_to_99": steps, "grokked": grokked,
+                         "budget": np.where(grokked, 600, steps).astype(int)})
+    fig = plots.fraction_reached(runs, hue="aug")
+    (line,) = fig.axes[0].lines
+    sf = stats.ecdf(stats.CensoredData.right_censored(steps, ~grokked)).sf
+    for x in (0, 99, 100, 150, 199, 200, 259, 260, 300, 450, 500, 600):
+        i = np.searchsorted(line.get_xdata(), x, side="right") - 1
+        assert line.get_ydata()[i] == pytest.approx(1 - sf.evaluate(x)), x
+    plain = np.mean(grokked & (steps <= 500))
+    assert line.get_ydata()[-1] > plain + 0.05  # censoring taken into account
+
+
 def test_modular_sharpness_draws_each_run_once_and_lists_only_families_with_points(report,
                                                                                      drawn):
     root, _, _ = report
@@ -679,7 +749,21 @@ def test_architecture_verdict_follows_the_delay():
     assert [v.agrees for v in prompt] == [True, False]  # generalises promptly: no grokking
     assert [v.agrees for v in late] == [False, False]  # groks, where the paper says it does not
     assert "3 of 3" in late[0].ours and "0 of 3" in prompt[0].ours
-    assert str(late[0]).endswith(f"; likely cause: {late[0].cause}.")
+    text = str(late[0])
+    assert f"; likely cause: {late[0].cause} (a count over 3 seeds, (not tested))." in text
+    assert text.endswith("ours are the base run's (3000 updates).")  # the caveat, always
+    assert "Caveat:" in str(prompt[0])  # printed when the runs agree too
+    # The MLP ends at 100% training accuracy in 3000 updates: against "not within 20000",
+    # a disagreement a shorter budget can show; had none reached 100%, 3000 updates could
+    # not support "not within 20000": cannot tell. The budgets are said either way.
+    never = _arch_runs(100)
+    never["final_train_acc"] = 0.9
+    (fits,) = architecture.grok_verdicts(never, {**spec, "groks": {}}, 500)
+    assert fits.agrees is None and "the paper's budget is 20000 updates, ours 3000" in str(fits)
+    assert "the paper's budget is 20000 updates, ours 3000" in str(late[1])
+    # One seed decides no claim: a count over fewer than the papers' 3 seeds.
+    one = architecture.grok_verdicts(_arch_runs(900).iloc[:1], spec, 500)
+    assert one[0].agrees is None and "too few to tell" in str(one[0])
 
 
 def _cells(**columns) -> pd.DataFrame:
@@ -695,19 +779,31 @@ def test_claim_verdicts_change_with_the_numbers():
     p = {("x_plus_y", 0.05): 113, ("x_plus_y", 0.5): 97}
     none = data_fraction.claim_verdicts(fraction.assign(n_groks=[0, 3]), spec, p)
     some = data_fraction.claim_verdicts(fraction.assign(n_groks=[3, 3]), spec, p)
-    assert [v.agrees for v in none] == [True, True]
-    assert [v.agrees for v in some] == [False, True]
-    longer = data_fraction.claim_verdicts(
-        fraction.assign(n_groks=[3, 3], grok_delay_steps_mean=[1500.0, 1200.0]), spec, p)
-    assert longer[1].agrees is False
+    # "Most prominent" is read from mean delays, untested: described, never agreed with.
+    assert [v.agrees for v in none] == [True, None]
+    assert [v.agrees for v in some] == [False, None]
+    assert "1200 updates) (not tested)" in str(some[1]) and "cannot tell" in str(some[1])
+    one = data_fraction.claim_verdicts(fraction.assign(n_groks=[3, 0]), spec, p)
+    assert "every seed groks only at fraction 0.05" in str(one[1])  # nothing to compare
+    few = data_fraction.claim_verdicts(fraction.assign(n_groks=[0, 1], n_seeds=1), spec, p)
+    assert few[0].agrees is None and "1 seed, fewer than 3: too few to tell" in str(few[0])
 
-    batches = _cells(task="x_plus_y", batch_size=[64, 128, 512])
+    # Volatility against batch size: Spearman over seeds, agreeing only when significant.
+    def seeds(sd: list[float]) -> pd.DataFrame:
+        return _cells(task="x_plus_y", batch_size=np.repeat([64, 128, 512], 3),
+                      post_grok_val_sd=sd)
     claim = {"source": "the course project"}
-    rising = batch_size.volatility_verdict(batches.assign(post_grok_val_sd_mean=[.01, .02, .03]),
-                                           claim)
-    falling = batch_size.volatility_verdict(
-        batches.assign(post_grok_val_sd_mean=[.03, .02, .01]), claim)
+    up = [.010, .011, .012, .020, .021, .022, .030, .031, .032]
+    rising = batch_size.volatility_verdict(seeds(up), claim, 7500)
+    falling = batch_size.volatility_verdict(seeds(up[::-1]), claim, 7500)
     assert (rising.agrees, falling.agrees) == (True, False)
+    rho, p_value = stats.spearmanr(np.repeat([64, 128, 512], 3), up)
+    assert f"ρ = {rho:.2f}, p {tx.p_eq(p_value)} (asymptotic) over 9 seeds" in str(rising)
+    assert "the paper's budget is 30000 updates, ours 7500" in str(rising)
+    means = _cells(task="x_plus_y", batch_size=[64, 128, 512], post_grok_val_sd=[.01, .02, .03])
+    three = batch_size.volatility_verdict(means, claim, 30000)  # 3 points: p = 1/3 at best
+    assert three.agrees is None and "p = 0.33 (exact)" in str(three)
+    assert "budget" not in str(three)  # same budget as the paper: no budget caveat
 
     claim = {"operands": 3, "value": False, "settings": "p = 41", "source": "the course project"}
     runs = _cells(task="multi_add", operands=3, final_val_acc=[0.44, 0.5, 0.98])
@@ -765,16 +861,22 @@ def test_curriculum_section_has_the_papers_tables_and_their_contradictions(repor
 
 
 def test_batch_size_counts_examples_seen(report):
+    """Examples to 99% from the per-seed rows (steps times batch, mean and Student t half
+    width by scipy; a lower bound with censored seeds) and examples seen (updates done times
+    batch), against the table's text."""
     root, _, text = report
-    cells = tables(root, "batch_size_cells")
+    runs = tables(root, "batch_size_runs")
     body = section(text, "## Batch-size study")
-    for _, c in cells.iterrows():
-        examples = tx.fmt_steps(c["steps_to_99_mean"] * c["batch_size"],
-                                c["steps_to_99_ci_low"] * c["batch_size"],
-                                c["steps_to_99_ci_high"] * c["batch_size"],
-                                n_censored=int(c["n_censored"]), n_seeds=int(c["n_seeds"]))
-        (row,) = [r for r in md_rows(body, c["task"]) if r[1] == str(c["batch_size"])]
-        assert row[2] == tx.cell_steps(c) and examples in row
+    for (task, batch), g in runs.groupby(["task", "batch_size"]):
+        examples = g["steps_to_99"].to_numpy(float) * batch
+        reached = g["grokked"].astype(bool)
+        if reached.all():
+            half = stats.t.ppf(0.975, len(g) - 1) * examples.std(ddof=1) / math.sqrt(len(g))
+            expected = f"{examples.mean():.0f} ± {half:.0f}"
+        else:
+            expected = f"≥ {examples.mean():.0f} ({int(reached.sum())}/{len(g)} reached)"
+        (row,) = [r for r in md_rows(body, task) if r[1] == str(batch)]
+        assert expected in row and f"{g['steps_done'].mean() * batch:.0f}" in row
 
 
 def test_sections_state_what_varied_and_what_was_held_fixed(report):
@@ -875,8 +977,44 @@ def test_report_from_really_trained_cells(tmp_path):
     root = build_tree(tmp_path, edit=tiny, make=real_cell)
     paths, text = run_report(root)
     (row,) = [r for r in md_rows(text, "x_plus_y") if r[1] == "combined30" and len(r) == 6]
-    cells = tables(root, "augmentation_cells").set_index("aug")
-    assert row[2] == tx.cell_steps(cells.loc["combined30"])
+    # One seed, from its history: the first evaluation at >= 99% validation accuracy, else
+    # the budget as a lower bound; no interval from one seed.
+    history = pd.read_csv(root / "models/augmentation/x_plus_y-combined30/history.csv")
+    hit = history.loc[history["val_acc"] >= 0.99, "step"]
+    assert row[2] == (f"{hit.min():.0f}" if len(hit) else "≥ 30 (0/1 reached)")
     headers = re.findall(r"^## (.+)$", text, flags=re.M)  # only the declared studies
     assert headers == ["Experiment", "Augmentation study",
                        "Sharpness across all modular-arithmetic runs"]
+
+
+def test_a_first_look_report_knows_its_scale(tmp_path, monkeypatch):
+    """One seed and the stop rule: the banner says so at the top; no verdict rests on a
+    count over one seed or on means; no interval, min-max band or "95% interval" title
+    from one seed; no "nan" and no "p = 0"."""
+    import sys
+
+    monkeypatch.setattr(sys.modules[__name__], "SEEDS", [0])
+
+    def first_look(params):
+        params["seeds"] = [0]
+        params["train"]["stop_after_grok"] = 200
+
+    root = build_tree(tmp_path, edit=first_look)
+    _, text = run_report(root)
+    head = text.split("\n## ")[0]
+    assert "**Scale: a first look, not the papers' design.** 1 seed per cell" in head
+    assert "runs stop 200 updates after validation accuracy reaches 99%" in head
+    assert not re.search(r"± ?\d", text) and not re.search(r"\bnan\b", text.lower())
+    assert not re.search(r"p = 0(?![.\d])", text)
+    for line in text.splitlines():  # a stated agreement names a test, never a count or means
+        if "**agree**" in line or "**disagree**" in line:
+            assert re.search(r"test (of the log-log fit )?at 0\.05", line), line
+    assert "too few to tell" in text and "(not tested)" in text
+    params = load_params(root / "params.yaml")
+    _, figs = build_report(params, root / "reports/tables", root / "models",
+                           root / "references")
+    for name, fig in figs.items():
+        legend_text = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+        assert not any("seed minimum to maximum" in t for t in legend_text), name
+        assert "95% interval" not in (fig.get_suptitle() or ""), name
+        assert not any("95% interval" in ax.get_title() for ax in fig.axes), name

@@ -362,22 +362,29 @@ def grok_delay(train: Crossing, val: Crossing, min_delay: int) -> GrokDelay:
 
 @dataclass(frozen=True)
 class Collapse:
-    """Whether accuracy fell below a floor after first reaching the threshold, and the first
-    evaluated step at which it did (NaN when it did not)."""
+    """What followed the first ``acc >= threshold``: ``step``, the first evaluated step with
+    accuracy below the floor (NaN when none); ``collapsed`` when the last evaluation is still
+    below it (the run ended there), ``dipped`` when it fell below and came back (a transient
+    dip, a different finding)."""
 
     collapsed: bool
     step: float
+    dipped: bool = False
 
 
 def collapse(steps: ArrayLike, acc: ArrayLike, threshold: float = 0.99,
              below: float = 0.9) -> Collapse:
-    """First evaluation after the first ``acc >= threshold`` with ``acc < below``."""
+    """Did accuracy fall below ``below`` after first reaching ``threshold``, and did it end
+    there (collapse) or recover to at least ``below`` by the last evaluation (dip)?"""
     t, y = _curve(steps, acc)
     hit = np.flatnonzero(y >= threshold)
     if not hit.size:
         return Collapse(False, math.nan)
     fell = np.flatnonzero(y[hit[0]:] < below)
-    return Collapse(True, float(t[hit[0] + fell[0]])) if fell.size else Collapse(False, math.nan)
+    if not fell.size:
+        return Collapse(False, math.nan)
+    ended_below = bool(y[-1] < below)
+    return Collapse(ended_below, float(t[hit[0] + fell[0]]), not ended_below)
 
 
 def post_threshold_sd(steps: ArrayLike, acc: ArrayLike, threshold: float = 0.99) -> float:
@@ -446,6 +453,9 @@ class LogRank:
     permutation p-value over every relabelling of the pooled runs (NaN when there are more than
     :data:`EXACT_LIMIT`, or when the samples' censoring budgets differ, so that labels are not
     exchangeable); ``p_asymptotic``: from ``z ~ N(0, 1)``; ``p`` is the exact one when defined.
+    ``p_floor``: the smallest ``p`` this test could give with these runs, whatever their labels
+    (exact: the share of relabellings as extreme as the most extreme one; asymptotic: the p of
+    complete separation, ``a``'s runs the earliest).
     """
 
     z: float
@@ -453,17 +463,24 @@ class LogRank:
     p_asymptotic: float
     observed: int
     expected: float
+    p_floor: float = math.nan
 
     @property
     def p(self) -> float:
         return self.p_exact if np.isfinite(self.p_exact) else self.p_asymptotic
+
+    @property
+    def method(self) -> str:
+        """How ``p`` was computed: "exact permutation" or "asymptotic"."""
+        return "exact permutation" if np.isfinite(self.p_exact) else "asymptotic"
 
 
 EXACT_LIMIT = 100_000  # relabellings enumerated for the exact p-value (C(20, 10) = 184,756)
 
 
 def _logrank_z(t: np.ndarray, e: np.ndarray, in_a: np.ndarray) -> tuple[np.ndarray, ...]:
-    """z, O_a and E_a for each row of ``in_a`` (R, n): one labelling of the pooled runs each."""
+    """z, O_a, E_a and V_a for each row of ``in_a`` (R, n): one labelling of the pooled runs
+    each."""
     uniq = np.unique(t[e])
     risk = (t[None, :] >= uniq[:, None]).astype(float)  # (J, n) at risk just before t_j
     hit = ((t[None, :] == uniq[:, None]) & e[None, :]).astype(float)  # (J, n) events at t_j
@@ -475,7 +492,17 @@ def _logrank_z(t: np.ndarray, e: np.ndarray, in_a: np.ndarray) -> tuple[np.ndarr
     o, ex, v = o_aj.sum(1), e_aj.sum(1), v_aj.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         z = np.where(v > 0, (o - ex) / np.sqrt(np.where(v > 0, v, 1.0)), 0.0)
-    return z, o, ex
+    return z, o, ex, v
+
+
+def separated_labels(t: np.ndarray, e: np.ndarray, n_a: int) -> np.ndarray:
+    """Two labellings of the pooled runs (2, n): ``a`` holds the ``n_a`` earliest events, and
+    the ``n_a`` latest times (censored runs last): the complete separations either way."""
+    order = np.lexsort((~e, t))  # by time, events before censored runs at a tied time
+    labels = np.zeros((2, t.size), bool)
+    labels[0, order[:n_a]] = True
+    labels[1, order[t.size - n_a:]] = True
+    return labels
 
 
 def logrank(a: ArrayLike, a_reached: ArrayLike, b: ArrayLike, b_reached: ArrayLike, *,
@@ -495,18 +522,21 @@ def logrank(a: ArrayLike, a_reached: ArrayLike, b: ArrayLike, b_reached: ArrayLi
     tb, eb = _censored_sample(b, b_reached)
     t, e = np.concatenate([ta, tb]), np.concatenate([ea, eb])
     in_a = np.arange(t.size) < ta.size
-    z, o, ex = (float(x[0]) for x in _logrank_z(t, e, in_a[None, :]))
+    z, o, ex, _ = (float(x[0]) for x in _logrank_z(t, e, in_a[None, :]))
     from scipy import stats
 
     p_asym = float(2 * stats.norm.sf(abs(z)))
     p_exact = math.nan
+    extreme = float(np.abs(_logrank_z(t, e, separated_labels(t, e, ta.size))[0]).max())
+    floor = float(2 * stats.norm.sf(extreme))
     if ta.size and tb.size and same_budget and math.comb(t.size, ta.size) <= EXACT_LIMIT:
         labels = np.zeros((math.comb(t.size, ta.size), t.size), bool)
         for row, chosen in enumerate(itertools.combinations(range(t.size), ta.size)):
             labels[row, list(chosen)] = True
-        zs = _logrank_z(t, e, labels)[0]
-        p_exact = float(np.mean(np.abs(zs) >= abs(z) - 1e-9))
-    return LogRank(z, p_exact, p_asym, int(round(o)), ex)
+        zs = np.abs(_logrank_z(t, e, labels)[0])
+        p_exact = float(np.mean(zs >= abs(z) - 1e-9))
+        floor = float(np.mean(zs >= zs.max() - 1e-9))
+    return LogRank(z, p_exact, p_asym, int(round(o)), ex, floor)
 
 
 @dataclass(frozen=True)
@@ -515,13 +545,14 @@ class MedianDifference:
 
     ``bound``: "" when both medians are observed; ">=" when ``a``'s median is a censored value
     (the difference is a lower bound); "<=" when ``b``'s is; "undefined" when both are.
-    ``ci_low``/``ci_high``: percentile bootstrap interval, given only when ``bound`` is "".
+    No interval: at 3 seeds a resampling interval for a median difference under-covers (a
+    percentile bootstrap covered 90.5% for a stated 95%), and the distribution-free one (from
+    the Mann-Whitney statistic) cannot reach 95% at 3 vs 3 (its highest level is 90%); the
+    interval of an effect is the time ratio's (:func:`groklab.survival.time_ratio`).
     """
 
     diff: float
     bound: str
-    ci_low: float
-    ci_high: float
 
 
 def _median(v: np.ndarray, reached: np.ndarray) -> tuple[float, bool]:
@@ -532,28 +563,18 @@ def _median(v: np.ndarray, reached: np.ndarray) -> tuple[float, bool]:
     return float(np.mean(v[mid])), bool(not reached[mid].all())
 
 
-def median_difference(a: ArrayLike, a_reached: ArrayLike, b: ArrayLike, b_reached: ArrayLike,
-                      *, confidence: float = 0.95, n_boot: int = 10_000,
-                      seed: int = 0) -> MedianDifference:
-    """Difference in medians with a percentile bootstrap interval (seeds resampled with
-    replacement within each sample, ``n_boot`` times, from a fixed ``seed`` so the interval is
-    reproducible to the byte). Resampled censored seeds count at their budget. With 3 seeds a
-    sample has only 10 distinct resampled medians, so the interval is coarse."""
+def median_difference(a: ArrayLike, a_reached: ArrayLike, b: ArrayLike,
+                      b_reached: ArrayLike) -> MedianDifference:
+    """Difference in medians (a description: no test, no interval; see
+    :class:`MedianDifference`). Censored seeds count at their budget."""
     va, ra = _censored_sample(a, a_reached)
     vb, rb = _censored_sample(b, b_reached)
     if not (va.size and vb.size):
-        return MedianDifference(math.nan, "undefined", math.nan, math.nan)
+        return MedianDifference(math.nan, "undefined")
     (ma, ca), (mb, cb) = _median(va, ra), _median(vb, rb)
     bound = {(False, False): "", (True, False): ">=", (False, True): "<="}.get((ca, cb),
                                                                                "undefined")
-    diff = ma - mb if bound != "undefined" else math.nan
-    if bound:
-        return MedianDifference(diff, bound, math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    boot_a = np.median(va[rng.integers(0, va.size, (n_boot, va.size))], axis=1)
-    boot_b = np.median(vb[rng.integers(0, vb.size, (n_boot, vb.size))], axis=1)
-    lo, hi = np.quantile(boot_a - boot_b, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return MedianDifference(diff, "", float(lo), float(hi))
+    return MedianDifference(ma - mb if bound != "undefined" else math.nan, bound)
 
 
 def comparison_verdict(test: LogRank, alpha: float = 0.05) -> str:
@@ -640,8 +661,9 @@ def crossings(steps: ArrayLike, train_acc: ArrayLike, val_acc: ArrayLike, *, bud
     ``steps_to_99``/``grokked``: the validation crossing (``grokked`` only says it was
     reached; censored at ``budget`` when not); ``steps_to_99_train``/``train_reached``: the
     training crossing; ``grok_delay_steps``/``grok_delay_censored``/``groks``
-    (:func:`grok_delay`: whether the run groks); ``collapsed``/``collapse_step``
-    (:func:`collapse` below ``analysis.collapse_below``); ``post_grok_val_sd``
+    (:func:`grok_delay`: whether the run groks); ``collapsed`` (ended below
+    ``analysis.collapse_below`` after reaching the threshold), ``dipped`` (fell below it and
+    recovered) and ``collapse_step`` (:func:`collapse`); ``post_grok_val_sd``
     (:func:`post_threshold_sd` of validation accuracy).
     """
     val = steps_to_threshold(steps, val_acc, threshold, budget)
@@ -652,7 +674,8 @@ def crossings(steps: ArrayLike, train_acc: ArrayLike, val_acc: ArrayLike, *, bud
         "steps_to_99": val.step, "grokked": val.reached,
         "steps_to_99_train": train.step, "train_reached": train.reached,
         "grok_delay_steps": delay.steps, "grok_delay_censored": delay.censored,
-        "groks": delay.groks, "collapsed": fell.collapsed, "collapse_step": fell.step,
+        "groks": delay.groks, "collapsed": fell.collapsed, "dipped": fell.dipped,
+        "collapse_step": fell.step,
         "post_grok_val_sd": post_threshold_sd(steps, val_acc, threshold),
     }
 
@@ -717,9 +740,18 @@ class RankTrend:
         return "rises" if self.rho > 0 else "falls"
 
 
+RANK_EXACT_MAX = 8  # up to 8! = 40,320 orderings, Spearman's p is exact by enumeration
+
+
 def rank_trend(xs: ArrayLike, ys: ArrayLike, alpha: float = 0.05) -> RankTrend:
     """Does ``y`` move with ``x`` (one point per run)? Spearman's rho (scipy), NaN points left
-    out; rho and p are NaN with fewer than three points or a constant variable."""
+    out; rho and p are NaN with fewer than three points or a constant variable.
+
+    The p-value is two-sided and exact for at most :data:`RANK_EXACT_MAX` points (the share
+    of all orderings of ``y`` whose ``|rho|`` is at least the observed one: 3 points cannot go
+    below 1/3), where scipy's t approximation would give p = 0 for a perfect order; beyond
+    that, scipy's.
+    """
     x, y = np.asarray(xs, dtype=float).ravel(), np.asarray(ys, dtype=float).ravel()
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
@@ -728,4 +760,11 @@ def rank_trend(xs: ArrayLike, ys: ArrayLike, alpha: float = 0.05) -> RankTrend:
     from scipy import stats
 
     rho, p = stats.spearmanr(x, y)
+    if x.size <= RANK_EXACT_MAX:
+        rx, ry = stats.rankdata(x), stats.rankdata(y)
+        perms = np.array(list(itertools.permutations(range(y.size))))
+        ryp = ry[perms]  # (P, n): every ordering of y's ranks against x's
+        rxc, ryc = rx - rx.mean(), ryp - ryp.mean(axis=1, keepdims=True)
+        rhos = ryc @ rxc / np.sqrt((ryc ** 2).sum(1) * (rxc ** 2).sum())
+        p = float(np.mean(np.abs(rhos) >= abs(rho) - 1e-12))
     return RankTrend(float(rho), float(p), int(x.size), alpha)

@@ -13,11 +13,11 @@ from groklab.config import chance_accuracy
 from groklab.metrics import (
     Analysis,
     aggregate,
-    comparison_verdict,
     logrank,
     median_difference,
     summarize_history,
 )
+from groklab.survival import TimeRatio, stratified_logrank, time_ratio
 
 if TYPE_CHECKING:  # pandas is imported where frames are built: stage start-up pays imports
     import pandas as pd
@@ -36,7 +36,7 @@ CELL_METRICS = (
 # Which flag says a seed's value is observed rather than censored at the budget.
 CENSORING = {"steps_to_99": "grokked", "steps_to_99_train": "train_reached",
              "grok_delay_steps": "~grok_delay_censored"}
-ALPHA = 0.05  # a comparison is "faster"/"slower" only when the log-rank p-value is below it
+ALPHA = 0.05  # a comparison is "faster"/"slower" only when its deciding test's p is below it
 
 
 def seed_summaries_from(history: pd.DataFrame, final: pd.DataFrame, *, budget: int,
@@ -84,7 +84,8 @@ def cell_summary(runs: pd.DataFrame) -> dict[str, Any]:
     ``steps_to_99`` keeps censored seeds at the budget (the mean is then a lower bound, with
     no interval); ``frac_reached``/``n_censored`` count the seeds whose validation reached
     0.99, ``frac_groks``/``n_groks`` those that grokked (reached it at least the grok delay
-    after training did) and ``n_collapsed`` those that fell back after reaching it. Failed erf
+    after training did), ``n_collapsed`` those that fell back after reaching it and ended
+    below the floor, ``n_dipped`` those that fell back and recovered. Failed erf
     fits (NaN) are left out of the fit-based aggregates, and ``n_fit_ok`` counts the rest.
     """
     out: dict[str, Any] = {"n_seeds": len(runs)}
@@ -98,7 +99,7 @@ def cell_summary(runs: pd.DataFrame) -> dict[str, Any]:
     reached = _flag(runs, "grokked")
     out["frac_reached"] = float(reached.mean())
     out["n_censored"] = int((~reached).sum())
-    for flag in ("groks", "collapsed", "grok_delay_censored"):
+    for flag in ("groks", "collapsed", "dipped", "grok_delay_censored"):
         if flag in runs:
             out[f"n_{flag}"] = int(_flag(runs, flag).sum())
     if "groks" in runs:
@@ -116,23 +117,70 @@ def _scalar(v: Any) -> Any:
 # --- Each cell against its reference -----------------------------------------------------
 
 COMPARISON_COLUMNS = (
-    "task", "value", "reference", "n", "n_reference", "n_reached", "n_reached_reference",
-    "median", "median_reference", "median_diff", "median_diff_bound", "median_diff_ci_low",
-    "median_diff_ci_high", "logrank_z", "p_value", "p_method", "p_asymptotic", "verdict",
+    "task", "value", "reference", "metric", "n", "n_reference", "n_reached",
+    "n_reached_reference", "median", "median_reference", "median_diff", "median_diff_bound",
+    "logrank_z", "logrank_p", "logrank_method", "logrank_floor", "time_ratio",
+    "time_ratio_ci_low", "time_ratio_ci_high", "time_ratio_p", "time_ratio_df",
+    "time_ratio_reason", "p_value", "p_floor", "decided_by", "verdict",
 )
+STUDY_COLUMNS = (
+    "value", "reference", "metric", "tasks", "n", "n_reference", "n_reached",
+    "n_reached_reference", "logrank_z", "logrank_p", "logrank_method", "logrank_floor",
+    "time_ratio", "time_ratio_ci_low", "time_ratio_ci_high", "time_ratio_p", "time_ratio_df",
+    "time_ratio_reason", "p_value", "p_floor", "decided_by", "verdict",
+)
+AFT = "log-normal AFT time ratio, t interval"
 
 
-def compare_cells(runs: pd.DataFrame, factor: str, reference: Any,
-                  alpha: float = ALPHA) -> pd.DataFrame:
-    """Every cell of a study against its reference cell of the same task, on steps to 99%.
+def decide(logrank_p: float, logrank_floor: float, logrank_method: str, ratio: TimeRatio,
+           alpha: float = ALPHA) -> dict[str, Any]:
+    """Which test decides a comparison, and its verdict.
 
-    ``runs``: the study's per-seed table (``task``, ``factor``, ``steps_to_99``, ``grokked``,
-    ``budget``). For each task with a row at ``reference`` (the study's default value, read
-    from the base run) and each other value: seeds, seeds that reached 99%, the medians
-    (censored seeds at the budget) and their difference with a bootstrap interval
-    (:func:`groklab.metrics.median_difference`), the log-rank test
-    (:func:`groklab.metrics.logrank`; ``p_method`` says whether ``p_value`` is exact) and the
-    ``verdict`` (:func:`groklab.metrics.comparison_verdict` at ``alpha``).
+    The log-rank test decides when it can reach ``alpha`` at all (its floor is below it);
+    otherwise the time ratio's interval does (parametric: no floor), when it is defined; else
+    the log-rank test, which then cannot reach a verdict. "faster"/"slower" only when the
+    deciding p is below ``alpha``, else "not distinguishable"; choosing by the floor, which
+    the design fixes, keeps one pre-set test per comparison.
+    """
+    if logrank_floor < alpha or not ratio.ok:
+        return {"p_value": logrank_p, "p_floor": logrank_floor,
+                "decided_by": f"log-rank, {logrank_method}"}
+    return {"p_value": ratio.p, "p_floor": 0.0, "decided_by": AFT}
+
+
+def _verdict(decision: dict[str, Any], z: float, ratio: TimeRatio, alpha: float) -> str:
+    if not decision["p_value"] < alpha:
+        return "not distinguishable"
+    faster = ratio.ratio < 1 if decision["decided_by"] == AFT else z > 0
+    return "faster" if faster else "slower"
+
+
+def _ratio_columns(r: TimeRatio) -> dict[str, Any]:
+    return {"time_ratio": r.ratio, "time_ratio_ci_low": r.ci_low,
+            "time_ratio_ci_high": r.ci_high, "time_ratio_p": r.p, "time_ratio_df": r.df,
+            "time_ratio_reason": r.reason}
+
+
+def _one_budget(*frames: pd.DataFrame) -> bool:
+    budgets = set().union(*(set(f["budget"]) for f in frames))
+    return len(budgets) == 1
+
+
+def compare_cells(runs: pd.DataFrame, factor: str, reference: Any, alpha: float = ALPHA, *,
+                  metric: str = "steps_to_99", event: str = "grokked") -> pd.DataFrame:
+    """Every cell of a study against its reference cell of the same task, on a time to an
+    event (default: steps to 99% validation accuracy, ``grokked`` saying it was reached).
+
+    ``runs``: the study's per-seed table (``task``, ``factor``, ``metric``, ``event`` and
+    ``budget``; ``event`` may be ``~flag`` for a censoring flag). For each task with a row at
+    ``reference`` (the study's default value) and each other value: seeds, seeds that reached
+    the event, medians (censored seeds at the budget) and their difference (a description,
+    :func:`groklab.metrics.median_difference`), the log-rank test
+    (:func:`groklab.metrics.logrank`: exact permutation p where it can be, its ``method`` and
+    the smallest p it could give, ``logrank_floor``: 0.1 at 3 vs 3), the time ratio of a
+    log-normal AFT fit with its interval (:func:`groklab.survival.time_ratio`), and the
+    ``verdict`` of the test that decides (:func:`decide`: ``decided_by``, ``p_value``,
+    ``p_floor``).
     """
     rows = []
     for task, group in runs.groupby("task", sort=False):
@@ -141,24 +189,75 @@ def compare_cells(runs: pd.DataFrame, factor: str, reference: Any,
         if ref.empty:
             continue
         for value, cell in group[keyed != str(reference)].groupby(factor, sort=False):
-            a, b = cell["steps_to_99"].astype(float), ref["steps_to_99"].astype(float)
-            ra, rb = _flag(cell, "grokked"), _flag(ref, "grokked")
-            same = set(cell["budget"]) == set(ref["budget"]) and cell["budget"].nunique() == 1
-            test = logrank(a, ra, b, rb, same_budget=same)
+            a, b = cell[metric].astype(float), ref[metric].astype(float)
+            ra, rb = _flag(cell, event), _flag(ref, event)
+            test = logrank(a, ra, b, rb, same_budget=_one_budget(cell, ref))
             diff = median_difference(a, ra, b, rb)
+            both = np.concatenate([a, b])
+            ratio = time_ratio(both, np.concatenate([ra, rb]), np.arange(both.size) < len(a))
+            decision = decide(test.p, test.p_floor, test.method, ratio, alpha)
             rows.append({
-                "task": task, "value": value, "reference": reference, "n": len(cell),
-                "n_reference": len(ref), "n_reached": int(ra.sum()),
+                "task": task, "value": value, "reference": reference, "metric": metric,
+                "n": len(cell), "n_reference": len(ref), "n_reached": int(ra.sum()),
                 "n_reached_reference": int(rb.sum()), "median": float(np.median(a)),
                 "median_reference": float(np.median(b)), "median_diff": diff.diff,
-                "median_diff_bound": diff.bound, "median_diff_ci_low": diff.ci_low,
-                "median_diff_ci_high": diff.ci_high, "logrank_z": test.z, "p_value": test.p,
-                "p_method": "exact permutation" if np.isfinite(test.p_exact) else "asymptotic",
-                "p_asymptotic": test.p_asymptotic, "verdict": comparison_verdict(test, alpha),
+                "median_diff_bound": diff.bound, "logrank_z": test.z, "logrank_p": test.p,
+                "logrank_method": test.method, "logrank_floor": test.p_floor,
+                **_ratio_columns(ratio), **decision,
+                "verdict": _verdict(decision, test.z, ratio, alpha),
             })
     import pandas as pd
 
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+
+
+def compare_study(runs: pd.DataFrame, factor: str, reference: Any, alpha: float = ALPHA, *,
+                  metric: str = "steps_to_99", event: str = "grokked") -> pd.DataFrame:
+    """Each value of a study against its reference across the study's tasks: the question the
+    papers ask ("does this value change grokking?") with every task's seeds.
+
+    Per value: a log-rank test stratified by task
+    (:func:`groklab.survival.stratified_logrank`; exact by relabelling within tasks where
+    feasible, its ``logrank_method`` and ``logrank_floor`` stated) and a time ratio with one
+    intercept per task (:func:`groklab.survival.time_ratio`), over the tasks that have both
+    the value and the reference; the verdict as in :func:`compare_cells`. Empty when no task
+    has the reference.
+    """
+    rows = []
+    keyed = runs[factor].astype(str)
+    ref_all = runs[keyed == str(reference)]
+    for value, cell in runs[keyed != str(reference)].groupby(factor, sort=False):
+        tasks = [t for t in dict.fromkeys(cell["task"]) if (ref_all["task"] == t).any()]
+        if not tasks:
+            continue
+        cell = cell[cell["task"].isin(tasks)]
+        ref = ref_all[ref_all["task"].isin(tasks)]
+        both = _concat(cell, ref)
+        t = both[metric].astype(float).to_numpy()
+        e = _flag(both, event).to_numpy()
+        in_a = np.arange(len(both)) < len(cell)
+        strata = both["task"].astype(str).to_numpy()
+        swap = [_one_budget(both[strata == s]) for s in dict.fromkeys(strata.tolist())]
+        test = stratified_logrank(t, e, in_a, strata, exchangeable=swap)
+        ratio = time_ratio(t, e, in_a, strata)
+        decision = decide(test.p, test.p_floor, test.method, ratio, alpha)
+        rows.append({
+            "value": value, "reference": reference, "metric": metric, "tasks": len(tasks),
+            "n": len(cell), "n_reference": len(ref), "n_reached": int(e[in_a].sum()),
+            "n_reached_reference": int(e[~in_a].sum()), "logrank_z": test.z,
+            "logrank_p": test.p, "logrank_method": test.method, "logrank_floor": test.p_floor,
+            **_ratio_columns(ratio), **decision,
+            "verdict": _verdict(decision, test.z, ratio, alpha),
+        })
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=list(STUDY_COLUMNS))
+
+
+def _concat(*frames: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True)
 
 
 # The headline numbers of each cell: what `dvc metrics` and `dvc exp show` show.

@@ -27,6 +27,7 @@ class StudyTables:
     histories: pd.DataFrame | None
     comparisons: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    across_tasks: pd.DataFrame | None = None  # each value against the default, all tasks
 
 
 @dataclass

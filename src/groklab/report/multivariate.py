@@ -26,7 +26,8 @@ def performance_verdict(runs: pd.DataFrame, task: str, claim: dict[str, Any]
         f"K = {claim['operands']} ends at ≥ 99% validation accuracy in {tx.frac(well)} seeds",
         f"{claim['source']} ({claim['settings']}): the model \"did not perform well on both "
         "the training and test sets\"", None if ours is None else ours == claim["value"],
-        f"the paper's settings differ ({claim['settings']})")
+        caveat=f"the paper's settings differ ({claim['settings']})",
+        basis=st.count_basis(len(seeds)))
 
 
 def body(ctx: Context, tables: StudyTables) -> list[str]:
@@ -55,7 +56,8 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
                 f"fraction {d.train_fraction:g}, {cfg.model.arch} with {cfg.model.layers} layers, "
                 f"batch {cfg.train.batch_size}, "
                 f"{cfg.train.steps} updates: validation reached 99% in {tx.reached(c)} seeds "
-                f"({tx.cell_steps(c)} updates), {tx.count(c, 'n_collapsed')} collapsed after; "
+                f"({tx.cell_steps(c)} updates), {tx.count(c, 'n_collapsed')} collapsed after "
+                f"(ended below the floor), {tx.count(c, 'n_dipped')} dipped and recovered; "
                 f"final validation accuracy {c['final_val_acc_mean']:.3f}, training "
                 f"{c['final_train_acc_mean']:.3f}")
         lines.append(line + ".")

@@ -47,7 +47,8 @@ def weight_decay_trend(cells: pd.DataFrame, params: dict[str, Any]) -> str | Non
     return (f"Over AdamW with weight decay {', '.join(f'{w:g}' for w in sorted(wd))} (all else "
             "equal), mean updates to 99% "
             + tx.describe_trend(trend(wd, rows["steps_to_99_mean"].astype(float)))
-            + (f" ({censored} censored seeds counted at the budget)." if censored else "."))
+            + (f" ({censored} censored seeds counted at the budget)" if censored else "")
+            + f" {tx.NOT_TESTED}.")
 
 
 def better_verdicts(cells: pd.DataFrame, comparisons: pd.DataFrame | None,
@@ -64,13 +65,19 @@ def better_verdicts(cells: pd.DataFrame, comparisons: pd.DataFrame | None,
         word = st.verdict_of(comparisons, task, bad)
         if st.verdict_of(comparisons, task, good) is not None:  # `good` is not the default
             word = None
+        rows = (comparisons[(comparisons["task"] == task)
+                            & (comparisons["value"].astype(str) == str(bad))]
+                if word is not None and comparisons is not None else None)
+        basis = ("" if rows is None or rows.empty else
+                 f"{rows.iloc[0]['decided_by']}, p {tx.p_eq(rows.iloc[0]['p_value'])}")
         out.append(tx.Verdict(
             f"**{task}**, `{good}` vs `{bad}`: {tx.cell_steps(g)} vs {tx.cell_steps(b)} updates "
             f"to 99% (`{bad}` {word or 'not compared'}), final validation accuracy "
             f"{g['final_val_acc_mean']:.3f} vs {b['final_val_acc_mean']:.3f}",
             f"{claim['source']} says `{good}` generalises better",
             {"slower": True, "faster": False}.get(word or ""),
-            "the paper shows generalisation in a figure, without its task, budget or numbers"))
+            "the paper shows generalisation in a figure, without its task, budget or numbers",
+            basis=basis))
     return out
 
 

@@ -21,6 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import NullFormatter
 from matplotlib.transforms import blended_transform_factory
 from scipy import special
 
@@ -134,7 +135,7 @@ def accuracy_curves(histories: pd.DataFrame, runs: pd.DataFrame | None, *, hue: 
     if logx:
         histories = histories[histories["step"] > 0]
     tiles, (values, colours) = levels(histories, col), hues(histories, hue)
-    fitted = False
+    fitted = banded = False
     with style():
         fig, axes = _tiled(len(tiles), 3.3)
         for ax, tile in zip(axes, tiles, strict=True):
@@ -145,10 +146,13 @@ def accuracy_curves(histories: pd.DataFrame, runs: pd.DataFrame | None, *, hue: 
                 stats = h.groupby("step")[["val_acc", "train_acc"]].agg(["mean", "min", "max"])
                 t = stats.index.to_numpy(float)
                 c = colours[value]
+                several = h["seed"].nunique() > 1 if "seed" in h else True
+                banded |= several
                 for name, ls, alpha in (("val_acc", "-", 0.2), ("train_acc", "--", 0.08)):
                     ax.plot(t, stats[(name, "mean")], color=c, ls=ls, lw=1.6)
-                    ax.fill_between(t, stats[(name, "min")], stats[(name, "max")], color=c,
-                                    alpha=alpha, lw=0)
+                    if several:  # one seed has no spread to draw
+                        ax.fill_between(t, stats[(name, "min")], stats[(name, "max")],
+                                        color=c, alpha=alpha, lw=0)
                 r = None if runs is None else select(runs, **{col or "_": tile, hue or "_": value})
                 grid = np.geomspace(t.min(), t.max(), 300) if logx else \
                     np.linspace(t.min(), t.max(), 300)
@@ -164,9 +168,11 @@ def accuracy_curves(histories: pd.DataFrame, runs: pd.DataFrame | None, *, hue: 
             ax.set(ylim=(-0.02, 1.03), xlabel=xlabel, ylabel="accuracy")
             ax.label_outer()
         handles = hue_handles(values, colours, hue) if hue else []
-        handles += [Line2D([], [], color=".2", ls="-", label="validation, mean of seeds"),
-                    Line2D([], [], color=".2", ls="--", label=f"{train_label}, mean of seeds"),
-                    Patch(color=".2", alpha=0.2, label="band: seed minimum to maximum")]
+        of = "mean of seeds" if banded else "one seed"
+        handles += [Line2D([], [], color=".2", ls="-", label=f"validation, {of}"),
+                    Line2D([], [], color=".2", ls="--", label=f"{train_label}, {of}")]
+        if banded:
+            handles.append(Patch(color=".2", alpha=0.2, label="band: seed minimum to maximum"))
         if fitted:
             handles.append(Line2D([], [], color=".2", ls=":",
                                   label="erf fit, mean of seeds with fit ok"))
@@ -232,8 +238,19 @@ def steps_to_99(cells: pd.DataFrame, *, x: str = "task", hue: str | None = "aug"
             ax.set_ylim(0, budget * 1.15)
             handles.append(Line2D([], [], color=".3", ls="--", label=f"budget ({budget} updates)"))
         ax.set(xlabel=x, ylabel=LABELS["steps_to_99"])
-        legend(fig, handles, title or "Updates to 99% validation accuracy (mean, 95% interval)")
+        legend(fig, handles, title or "Updates to 99% validation accuracy "
+               + interval_note(cells, "steps_to_99"))
     return fig
+
+
+def interval_note(cells: pd.DataFrame, *names: str) -> str:
+    """"(mean, 95% interval)" when some cell has an interval of ``names``, else a note that
+    none does (one seed, or censored seeds): a title must not promise an interval."""
+    cols = [f"{n}_{k}" for n in names for k in ("ci_low", "ci_high")]
+    have = [c for c in cols if c in cells]
+    if have and np.isfinite(cells[have].to_numpy(float)).all(axis=1).any():
+        return "(mean, 95% interval)"
+    return "(mean; no interval: one seed or censored seeds)"
 
 
 def final_accuracy(cells: pd.DataFrame, *, x: str = "task", hue: str | None = "aug",
@@ -248,7 +265,7 @@ def final_accuracy(cells: pd.DataFrame, *, x: str = "task", hue: str | None = "a
                                    ("training", "validation"), strict=True):
             bars(ax, cells, x, hue, name, colours, clip=(0.0, 1.0))
             ax.set(ylim=(0, 1.05), ylabel="accuracy",
-                   title=f"final {split} accuracy (mean, 95% interval)")
+                   title=f"final {split} accuracy {interval_note(cells, name)}")
         axes[1].set_xlabel(x)
         legend(fig, hue_handles(values, colours), title or "Final accuracy on the whole splits")
     return fig
@@ -337,14 +354,17 @@ def metric_vs_factor(cells: pd.DataFrame, x: str, names: Sequence[str], *,
                 ax.axvline(float(xv), color=".6", ls=":", lw=1)
                 ax.text(float(xv), 0.98, f" {text}", transform=trans, va="top", ha="left",
                         fontsize="x-small", color=".3")
-            if logx:
-                ticks = sorted(set(cells[x].astype(float)))
+            ticks = sorted(set(cells[x].astype(float)))
+            if logx and len(ticks) > 1:  # one value: nothing to spread on a log axis
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
+                ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set(xlabel=x, ylabel=LABELS.get(name, name.replace("_", " ")))
         handles = [Line2D([], [], color=colours[v], marker="o", label=label(hue, v))
                    for v in values if hue]
-        handles.append(Line2D([], [], color=".3", marker="o", ls="", label="mean, 95% interval"))
+        point = ("mean, 95% interval" if interval_note(cells, *names) == "(mean, 95% interval)"
+                 else "mean (no interval: one seed or censored)")
+        handles.append(Line2D([], [], color=".3", marker="o", ls="", label=point))
         if hollow:
             handles.append(Line2D([], [], marker="o", ls="", mfc="white", mec=".3",
                                   label="k/n seeds reached 99%;\nmean is a lower bound"))

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from groklab.cells import studies
-from groklab.metrics import LogLogFit, loglog_fit, rank_trend, trend
+from groklab.metrics import RANK_EXACT_MAX, LogLogFit, loglog_fit, rank_trend, trend
 from groklab.report import plots
 from groklab.report import study as st
 from groklab.report import text as tx
@@ -186,16 +186,24 @@ def fit_verdicts(runs: pd.DataFrame, what: str, cause: str) -> list[tx.Verdict]:
                     "runs" + (f" ({fit.n_nonpositive} with a non-positive value left out)"
                               if fit.n_nonpositive else ""))
         out.append(tx.Verdict(ours, "the sharpness paper says it falls",
-                              None if way is None else way == "falls", cause))
+                              None if way is None else way == "falls", cause,
+                              basis="Pearson test of the log-log fit at 0.05"))
     return out
 
 
 def gap_verdict(runs: pd.DataFrame, factor: str, claim: str, cause: str) -> tx.Verdict:
     """The claim that the relative gap rises with ``factor``, on Spearman's rho over runs."""
     gap = rank_trend(runs[factor], runs[GAP])
-    return tx.Verdict(f"Per run, relative gap against {factor}: Spearman ρ = {gap.rho:.2f} "
-                      f"(p = {tx.fmt_p(gap.p_value)}, {gap.n} runs with a gap)", claim,
-                      None if gap.direction is None else gap.direction == "rises", cause)
+    if tx.missing(gap.rho):
+        said = (f"Spearman ρ undefined ({gap.n} runs with a gap: fewer than 3, or every value "
+                "the same)")
+    else:
+        exact = "exact" if gap.n <= RANK_EXACT_MAX else "asymptotic"
+        said = (f"Spearman ρ = {gap.rho:.2f} (p {tx.p_eq(gap.p_value)}, {exact}; {gap.n} runs "
+                "with a gap)")
+    return tx.Verdict(f"Per run, relative gap against {factor}: {said}", claim,
+                      None if gap.direction is None else gap.direction == "rises", cause,
+                      basis="Spearman rank test at 0.05")
 
 
 def sharpness_block(ctx: Context, runs: pd.DataFrame | None, name: str, hue: str, what: str,
@@ -307,7 +315,8 @@ def linear_teacher_body(ctx: Context, tables: StudyTables) -> list[str]:
     lam = cells["lam"].astype(float)
     for name, label in LT_METRICS[:3]:
         lines.append(f"- As λ grows, mean {label} "
-                     f"{tx.describe_trend(trend(lam, cells[f'{name}_mean'].astype(float)))}.")
+                     f"{tx.describe_trend(trend(lam, cells[f'{name}_mean'].astype(float)))} "
+                     f"{tx.NOT_TESTED}.")
     if runs is not None and spec.get("gap_rises_with_lam"):
         verdict = gap_verdict(runs, "lam",
                               "the sharpness paper moves λ toward 1 to increase the gap",

@@ -5,7 +5,6 @@ the numbers. Every sentence states something computed from the rows it is given.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -111,18 +110,30 @@ def grok_note(runs: pd.DataFrame, delay: int) -> str:
             "training (prompt generalisation, not grokking).")
 
 
+def _fell_items(fell: pd.DataFrame) -> str:
+    return "; ".join(
+        f"`{cell}` seed{'s' if len(g) > 1 else ''} "
+        + ", ".join(f"{int(r.seed)} (99% at {int(r.steps_to_99)}, below at "
+                    f"{int(r.collapse_step)}, final {r.final_val_acc:.2f})"
+                    for r in g.itertuples())
+        for cell, g in fell.groupby("cell", sort=False))
+
+
 def collapse_note(runs: pd.DataFrame, below: float) -> str:
+    """Runs that collapsed (ended below the floor after reaching 99%) apart from runs that
+    dipped below it and recovered: different findings."""
     fell = runs[tx.as_bool(runs["collapsed"])]
-    rule = f"reached 99%, then fell below {below:g}: `analysis.collapse_below`"
-    if fell.empty:
-        return f"No run collapsed ({rule})."
-    items = [f"`{cell}` seed{'s' if len(g) > 1 else ''} "
-             + ", ".join(f"{int(r.seed)} (99% at {int(r.steps_to_99)}, below at "
-                         f"{int(r.collapse_step)}, final {r.final_val_acc:.2f})"
-                         for r in g.itertuples())
-             for cell, g in fell.groupby("cell", sort=False)]
-    return (f"**Collapsed** ({rule}): {'; '.join(items)}. They count as reaching 99% in the "
-            "steps column; their final accuracy says where they ended.")
+    dipped = runs[tx.as_bool(runs["dipped"])] if "dipped" in runs else runs.iloc[:0]
+    rule = f"reached 99%, then fell below {below:g} (`analysis.collapse_below`)"
+    out = [f"**Collapsed** ({rule} and ended below it): {_fell_items(fell)}."
+           if len(fell) else f"No run collapsed ({rule} and ended below it)."]
+    if len(dipped):
+        out.append(f"Transient dips (fell below {below:g}, then recovered by the last "
+                   f"evaluation): {_fell_items(dipped)}.")
+    if len(fell) or len(dipped):
+        out.append("Both count as reaching 99% in the steps column; the final accuracy says "
+                   "where each ended.")
+    return " ".join(out)
 
 
 def leak_note(runs: pd.DataFrame) -> str:
@@ -158,10 +169,32 @@ def _diff(r: pd.Series) -> str:
     if r["median_diff_bound"] == "undefined" or tx.missing(r["median_diff"]):
         return "undefined (both censored)"
     sign = {">=": "≥ ", "<=": "≤ "}.get(str(r["median_diff_bound"]), "")
-    out = f"{sign}{r['median_diff']:+.0f}"
-    if not tx.missing(r["median_diff_ci_low"]):
-        out += f" [{r['median_diff_ci_low']:+.0f}, {r['median_diff_ci_high']:+.0f}]"
-    return out
+    return f"{sign}{r['median_diff']:+.0f}"
+
+
+def fmt_ratio(r: pd.Series) -> str:
+    """The time ratio with its 95% interval and p, or why it is undefined."""
+    if tx.missing(r.get("time_ratio")):
+        reason = r.get("time_ratio_reason")
+        return f"undefined ({reason})" if isinstance(reason, str) and reason else tx.DASH
+    return (f"{r['time_ratio']:.2f} [{r['time_ratio_ci_low']:.2f}, "
+            f"{r['time_ratio_ci_high']:.2f}], p {tx.p_eq(r['time_ratio_p'])}")
+
+
+METHOD_SHORT = {"exact permutation": "exact", "asymptotic": "asymptotic"}
+
+
+def fmt_logrank(r: pd.Series) -> str:
+    """Log-rank p with how it was computed and the smallest p it could give."""
+    method = str(r["logrank_method"])
+    short = METHOD_SHORT.get(method, "Monte-Carlo" if method.startswith("Monte") else method)
+    return f"{tx.fmt_p(r['logrank_p'])} ({short}; floor {tx.fmt_p(r['logrank_floor'])})"
+
+
+def fmt_verdict(r: pd.Series) -> str:
+    """The verdict and the test that decided it."""
+    by = "time ratio" if str(r["decided_by"]).startswith("log-normal") else "log-rank"
+    return f"{r['verdict']} ({by})"
 
 
 def comparison_table(comparisons: pd.DataFrame) -> str:
@@ -169,43 +202,95 @@ def comparison_table(comparisons: pd.DataFrame) -> str:
              "seeds reached 99%": f"{int(r['n_reached'])}/{int(r['n'])} vs "
                                   f"{int(r['n_reached_reference'])}/{int(r['n_reference'])}",
              "median updates": f"{r['median']:.0f} vs {r['median_reference']:.0f}",
-             "difference [95% bootstrap]": _diff(r), "log-rank p": tx.fmt_p(r["p_value"]),
-             "verdict": r["verdict"]} for _, r in comparisons.iterrows()]
-    return tx.markdown_table(pd.DataFrame(rows), align=["l", "l", "l", "r", "r", "r", "r", "l"])
+             "median difference": _diff(r), "time ratio [95% CI]": fmt_ratio(r),
+             "log-rank p (method; floor)": fmt_logrank(r),
+             "verdict (decided by)": fmt_verdict(r)} for _, r in comparisons.iterrows()]
+    return tx.markdown_table(pd.DataFrame(rows),
+                             align=["l", "l", "l", "r", "r", "r", "r", "r", "l"])
 
 
-def comparison_summary(comparisons: pd.DataFrame) -> str:
-    """Which cells reach 99% faster or slower than the default, and how small a p-value the
-    number of seeds allows at all."""
+def across_tasks_table(across: pd.DataFrame) -> str:
+    rows = [{"value": f"`{r['value']}`", "vs": f"`{r['reference']}`", "tasks": int(r["tasks"]),
+             "seeds reached 99%": f"{int(r['n_reached'])}/{int(r['n'])} vs "
+                                  f"{int(r['n_reached_reference'])}/{int(r['n_reference'])}",
+             "time ratio [95% CI]": fmt_ratio(r),
+             "stratified log-rank p (method; floor)": fmt_logrank(r),
+             "verdict (decided by)": fmt_verdict(r)} for _, r in across.iterrows()]
+    return tx.markdown_table(pd.DataFrame(rows), align=["l", "l", "r", "r", "r", "r", "l"])
+
+
+def _floors(rows: pd.DataFrame) -> str:
+    """The smallest p each design could give, grouped by seeds and method."""
+    groups: dict[tuple[int, int, str], list[float]] = {}
+    for _, r in rows.iterrows():
+        key = (int(r["n"]), int(r["n_reference"]), str(r["decided_by"]))
+        groups.setdefault(key, []).append(float(r["p_floor"]))
+    parts = []
+    for (a, b, by), floors in sorted(groups.items()):
+        floor = ("none (parametric)" if by.startswith("log-normal")
+                 else tx.fmt_p(min(floors)) if min(floors) == max(floors)
+                 else f"{tx.fmt_p(min(floors))} to {tx.fmt_p(max(floors))}")
+        parts.append(f"{a} against {b} seeds, {by}: {floor}")
+    return "; ".join(parts)
+
+
+def comparison_summary(comparisons: pd.DataFrame, what: str = "on") -> str:
+    """Which cells reach 99% faster or slower than the default, by which test, and how small
+    a p-value each design allows at all."""
     parts = []
     for word in ("faster", "slower"):
         rows = comparisons[comparisons["verdict"] == word]
         if len(rows):
             parts.append(f"**{word}** than the default: " + ", ".join(
-                f"`{r['value']}` on {r['task']}" for _, r in rows.iterrows()))
+                f"`{r['value']}`" + (f" {what} {r['task']}" if "task" in r else "")
+                + f" ({r['decided_by']}; p {tx.p_eq(r['p_value'])})"
+                for _, r in rows.iterrows()))
     rest = comparisons[comparisons["verdict"] == "not distinguishable"]
     if len(rest):
-        sizes = sorted({(int(r["n"]), int(r["n_reference"])) for _, r in rest.iterrows()})
-        floor = "; ".join(f"{a} against {b} seeds: {2 / math.comb(a + b, a):.2g}"
-                          for a, b in sizes)
         parts.append(f"{'the other' if parts else 'All'} {len(rest)} not distinguishable from "
-                     f"the default (the smallest two-sided exact p-value possible with {floor})")
+                     f"the default — no difference shown, which is not evidence of none (the "
+                     f"smallest p each deciding test could give: {_floors(rest)})")
     return "; ".join(parts) + "."
 
 
-def comparison_reading(comparisons: pd.DataFrame | None) -> list[str]:
-    """Every cell against the study's default-value cell: a table and its summary."""
+METHOD_MEANING = {"exact permutation": "over every relabelling of the seeds",
+                  "asymptotic": "the normal approximation"}
+
+
+def _methods(comparisons: pd.DataFrame) -> str:
+    """How the log-rank p-values were computed, e.g. "asymptotic (the normal approximation)
+    in 4 of 4 rows": only the methods actually used are named."""
+    counts = comparisons["logrank_method"].value_counts()
+    return ", ".join(f"{method} ({METHOD_MEANING.get(method, 'random relabellings')}) in {n} "
+                     f"of {len(comparisons)} rows" for method, n in counts.items())
+
+
+def comparison_reading(comparisons: pd.DataFrame | None,
+                       across: pd.DataFrame | None = None) -> list[str]:
+    """Every cell against the study's default-value cell, per task and across the tasks:
+    tables and their summaries, saying which test decided each verdict."""
     if comparisons is None:
         return []
     if comparisons.empty:
         return ["No cell of this study is at the default value, so nothing is compared with "
                 "it."]
-    return ["Each cell against the study's default value on updates to 99% (log-rank test "
-            "with censored seeds at the budget, exact p-value over every relabelling of the "
-            "seeds; faster or slower only when p < 0.05). The difference in medians counts "
-            "censored seeds at the budget (≥/≤: one median is censored, so it is a bound); its "
-            "bootstrap interval resamples seeds and, with three of them, is coarse.", "",
-            comparison_table(comparisons), "", comparison_summary(comparisons)]
+    out = ["Each cell against the study's default value on updates to 99% validation "
+           "accuracy, censored seeds kept at the budget. Two tests, one deciding each row: "
+           f"the log-rank test (p by {_methods(comparisons)}) decides when its floor — the "
+           "smallest p it could give with these seeds — is below 0.05; "
+           "otherwise (3 vs 3 seeds: floor 0.1) the time ratio of a log-normal "
+           "accelerated-failure-time fit decides: the cell's updates over the default's, with "
+           "a Student t 95% interval, faster or slower only when the interval excludes 1. "
+           "The median difference is a description (≥/≤: a censored median, so a bound); it "
+           "has no interval, because none holds its 95% at 3 seeds.", "",
+           comparison_table(comparisons), "", comparison_summary(comparisons)]
+    if across is not None and not across.empty:
+        out += ["", "Across the study's tasks (the question the papers ask: does this value "
+                "change grokking?): a log-rank test stratified by task, relabelling seeds only "
+                f"within a task (p by {_methods(across)}), and a time ratio with one "
+                "intercept per task; decided as above.", "", across_tasks_table(across), "",
+                comparison_summary(across)]
+    return out
 
 
 def verdict_of(comparisons: pd.DataFrame | None, task: str, value: Any) -> str | None:
@@ -229,23 +314,26 @@ def _extremes(group: pd.DataFrame, factor: str, name: str, label: str) -> str | 
         return None
     if len(ok) == 1:
         r = ok.iloc[0]
-        return f"{label} is {r[f'{name}_mean']:.3g} (only `{r[factor]}` has fits)"
+        return f"{label}: mean {r[f'{name}_mean']:.3g} (only `{r[factor]}` has fits)"
     hi, lo = ok.loc[ok[f"{name}_mean"].idxmax()], ok.loc[ok[f"{name}_mean"].idxmin()]
-    return (f"{label} is largest for `{hi[factor]}` ({hi[f'{name}_mean']:.3g}) and smallest "
-            f"for `{lo[factor]}` ({lo[f'{name}_mean']:.3g})")
+    return (f"{label}: highest mean for `{hi[factor]}` ({hi[f'{name}_mean']:.3g}), lowest "
+            f"for `{lo[factor]}` ({lo[f'{name}_mean']:.3g}) {tx.NOT_TESTED}")
 
 
 def _trend(group: pd.DataFrame, factor: str, name: str, label: str) -> str | None:
     values = group[f"{name}_mean"].astype(float)
     if np.isfinite(values).sum() < 2:
         return None
-    return f"{label} " + tx.describe_trend(trend(group[factor].astype(float), values))
+    return (f"{label}: the mean " + tx.describe_trend(trend(group[factor].astype(float), values))
+            + f" {tx.NOT_TESTED}")
 
 
 def factor_reading(cells: pd.DataFrame, factor: str, *, budget: int,
                    numeric: bool = False) -> str:
-    """Bullets per task: which value reached 99% first and last, which grok, which never
-    reached it, and how relative gap and both sharpness measures move with the factor."""
+    """Bullets per task, described from means over seeds and marked "(not tested)" (the
+    comparisons test each value against the default): the lowest and highest mean updates to
+    99%, which grok, which never reached it, and how the mean relative gap and both sharpness
+    measures move with the factor."""
     lines = []
     for task, group in cells.groupby("task", sort=False):
         never = group[group["n_censored"] >= group["n_seeds"]]
@@ -254,10 +342,13 @@ def factor_reading(cells: pd.DataFrame, factor: str, *, budget: int,
         parts = []
         if len(full):
             best, worst = full.iloc[0], full.iloc[-1]
-            parts.append(f"`{best[factor]}` reached 99% first ({tx.cell_steps(best)} updates)")
             if len(full) > 1:
-                parts.append(f"`{worst[factor]}` last of those that reached it in every seed "
-                             f"({tx.cell_steps(worst)})")
+                parts.append(f"among values where every seed reached 99%, lowest mean updates "
+                             f"`{best[factor]}` ({tx.cell_steps(best)}), highest "
+                             f"`{worst[factor]}` ({tx.cell_steps(worst)}) {tx.NOT_TESTED}")
+            else:
+                parts.append(f"every seed reached 99% only with `{best[factor]}` "
+                             f"({tx.cell_steps(best)} updates)")
         elif not len(some):
             parts.append(f"no setting reached 99% within {budget} updates in any seed")
         if len(some):
@@ -311,7 +402,7 @@ def published(items: list[str]) -> list[str]:
 def reading(cells: pd.DataFrame, factor: str, budget: int, tables: StudyTables, *,
             numeric: bool = False) -> list[str]:
     return ["", "### Reading", "", factor_reading(cells, factor, budget=budget, numeric=numeric),
-            "", *comparison_reading(tables.comparisons)]
+            "", *comparison_reading(tables.comparisons, tables.across_tasks)]
 
 
 def claims(ctx: Context, file: str, study: str) -> tuple[dict[str, Any], list[str]]:
@@ -331,11 +422,22 @@ def cell_config(params: dict[str, Any], study: str, task: str, value: Any) -> An
         return None
 
 
+MIN_SEEDS = 3  # the papers' seeds: a count over fewer decides no published claim
+
+
 def majority(k: int, n: int) -> bool | None:
-    """True when more than half of ``n`` seeds do it, False when none does, else None."""
-    if n == 0:
+    """True when more than half of ``n`` seeds do it, False when none does, else None; None
+    too with fewer than :data:`MIN_SEEDS` seeds (one seed cannot agree with a paper)."""
+    if n < MIN_SEEDS:
         return None
     return True if k > n / 2 else False if k == 0 else None
+
+
+def count_basis(n: int) -> str:
+    """How a count-based verdict was reached, for :class:`~groklab.report.text.Verdict`."""
+    if n < MIN_SEEDS:
+        return f"{n} seed{'s' if n != 1 else ''}, fewer than {MIN_SEEDS}: too few to tell"
+    return f"a count over {n} seeds, {tx.NOT_TESTED}"
 
 
 def train_column(runs: pd.DataFrame | None, factor: str) -> dict[str, Column]:

@@ -140,24 +140,51 @@ def describe_trend(t: Trend, fmt: str = ".3g") -> str:
 
 
 def fmt_p(p: float) -> str:
-    return DASH if missing(p) else f"{p:.2g}"
+    """A p-value with two significant digits; below 0.001 as "< 0.001" (never "0")."""
+    if missing(p):
+        return DASH
+    return "< 0.001" if p < 1e-3 else f"{p:.2g}"
+
+
+def p_eq(p: float) -> str:
+    """``= 0.03`` or ``< 0.001``: a p-value after "p"."""
+    text = fmt_p(p)
+    return text if text.startswith(("<", DASH)) else f"= {text}"
+
+
+NOT_TESTED = "(not tested)"
 
 
 @dataclass(frozen=True)
 class Verdict:
     """Our runs against one published claim: what ours show (with the numbers), what the
-    paper says (with its source), whether they agree (None: the runs cannot tell), and the
-    likely cause, said only where they disagree. Computed from the numbers by the section."""
+    paper says (with its source), whether they agree (None: the runs cannot tell), the likely
+    cause, said only where they disagree, and ``caveat``: a difference in settings (e.g. the
+    paper's budget against ours), said whatever the verdict. ``agrees`` must come from a
+    test or a count over enough seeds (:func:`groklab.report.study.majority`); ``basis`` says
+    which, and is printed with it."""
 
     ours: str
     claim: str
     agrees: bool | None
     cause: str = ""
+    caveat: str = ""
+    basis: str = ""
 
     def __str__(self) -> str:
         stand = ("cannot tell" if self.agrees is None else "**agree**" if self.agrees else
                  "**disagree**" + (f"; likely cause: {self.cause}" if self.cause else ""))
-        return f"{self.ours}; {self.claim}: our runs {stand}."
+        basis = f" ({self.basis})" if self.basis else ""
+        caveat = f" Caveat: {self.caveat}." if self.caveat else ""
+        return f"{self.ours}; {self.claim}: our runs {stand}{basis}.{caveat}"
+
+
+def budget_caveat(paper: int | None, ours: int) -> str:
+    """A caveat whenever the paper's budget (updates) differs from ours; "" when equal or
+    unknown."""
+    if paper is None or int(paper) == int(ours):
+        return ""
+    return f"the paper's budget is {int(paper)} updates, ours {int(ours)}"
 
 
 def frac(values: np.ndarray | pd.Series) -> str:

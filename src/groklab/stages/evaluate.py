@@ -7,7 +7,10 @@ defaults and each study's default value read a base run — and writes:
 - reports/tables/<family>_runs.csv: one row per (cell, seed): crossings, erf fits, finals;
 - reports/tables/<family>_cells.csv: one row per cell: means, intervals, fractions;
 - reports/tables/<study>_comparisons.csv: each cell against the study's default-value cell
-  of its task on steps to 99% (log-rank test, difference in medians; groklab.summary);
+  of its task on steps to 99% (log-rank test, time ratio, difference in medians;
+  groklab.summary);
+- reports/tables/<study>_across_tasks.csv: each value against the default across the
+  study's tasks (log-rank stratified by task, time ratio with one intercept per task);
 - reports/metrics/<family>.json: the headline numbers per cell, for `dvc metrics`;
 - reports/curves/<family>/<cell>.csv: mean curves over seeds, for `dvc plots`.
 
@@ -41,7 +44,13 @@ from groklab.metrics import Analysis
 from groklab.params import PARAMS_FILE, load_params
 from groklab.stages.common import fail_cleanly, tracker_for
 from groklab.stages.outputs import atomic_dir, write_json
-from groklab.summary import cell_summary, compare_cells, headline_tree, seed_summaries_from
+from groklab.summary import (
+    cell_summary,
+    compare_cells,
+    compare_study,
+    headline_tree,
+    seed_summaries_from,
+)
 
 CURVE_COLUMNS = ("train_acc", "val_acc", "clean_val_acc", "batch_acc")
 
@@ -130,14 +139,17 @@ def evaluate_family(params: dict[str, Any], family: str, models: Path
     return pd.concat(runs, ignore_index=True), pd.DataFrame(cells), curves
 
 
-def comparisons(params: dict[str, Any], family: str, runs: pd.DataFrame) -> pd.DataFrame | None:
-    """Each cell of a study against its default-value cell (None for the base runs and the
+def comparisons(params: dict[str, Any], family: str, runs: pd.DataFrame
+                ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Each cell of a study against its default-value cell of the same task, and each value
+    against the default across the study's tasks (None for the base runs and the
     experiment); empty when the study has no cell at its default value."""
     factor, _ = family_rows(params, family)
     if factor is None:
         return None
     default = studies(params)[family].default_value(params)
-    return compare_cells(runs.rename(columns={factor: "value"}), "value", default)
+    runs = runs.rename(columns={factor: "value"})
+    return compare_cells(runs, "value", default), compare_study(runs, "value", default)
 
 
 def families(params: dict[str, Any]) -> list[str]:
@@ -158,8 +170,9 @@ def evaluate_all(params: dict[str, Any], models: Path, reports: Path) -> list[Pa
             cells.to_csv(reports / "tables" / f"{family}_cells.csv", index=False)
             versus = comparisons(params, family, runs)
             if versus is not None:
-                versus.to_csv(reports / "tables" / f"{family}_comparisons.csv", index=False)
-                written.append(reports / "tables" / f"{family}_comparisons.csv")
+                for name, table in zip(("comparisons", "across_tasks"), versus, strict=True):
+                    table.to_csv(reports / "tables" / f"{family}_{name}.csv", index=False)
+                    written.append(reports / "tables" / f"{family}_{name}.csv")
             write_json(reports / "metrics" / f"{family}.json",
                        headline_tree(cells, ["task", *([factor] if factor else [])]))
             (curves_dir / family).mkdir()

@@ -38,8 +38,10 @@ INTRO = (
     "training curve is accuracy on the un-augmented training split (a fixed sample of it), "
     "the same quantity in every cell. A seed *groks* when its validation accuracy reaches "
     "99% at least `analysis.grok_delay` updates after its training curve did; a cell is "
-    "called faster or slower than its study's default only on a log-rank test of steps to "
-    "99% that keeps censored seeds."
+    "called faster or slower than its study's default only on a test of steps to 99% that "
+    "keeps censored seeds (the log-rank test where it can reach p < 0.05 with the seeds "
+    "there are, else the interval of a log-normal time ratio), per task and across the "
+    "study's tasks; every comparison names the test that decided it."
 )
 STUDIES_INTRO = (
     "Then the studies, one section each, in params.yaml's order ({studies}), and the "
@@ -73,13 +75,14 @@ def load_study(study: str, tables_dir: Path, models_dir: Path,
     history is read from its source folder (the ``path`` column: a base run for a study's
     default value).
     """
-    path = {t: Path(tables_dir) / f"{study}_{t}.csv" for t in ("cells", "runs", "comparisons")}
+    path = {t: Path(tables_dir) / f"{study}_{t}.csv"
+            for t in ("cells", "runs", "comparisons", "across_tasks")}
     if not path["cells"].exists():
         return None
     cells = _ordered(pd.read_csv(path["cells"]), order)
     runs = _ordered(pd.read_csv(path["runs"]), order) if path["runs"].exists() else None
-    versus = (pd.read_csv(path["comparisons"], keep_default_na=False, na_values=[""])
-              if path["comparisons"].exists() else None)
+    versus, across = ((pd.read_csv(path[t], keep_default_na=False, na_values=[""])
+                       if path[t].exists() else None) for t in ("comparisons", "across_tasks"))
     notes = [] if runs is not None else [f"`{path['runs']}` is missing: no erf fits are drawn."]
     keys = [k for k in order if k in cells]
     frames, missing = [], []
@@ -93,7 +96,7 @@ def load_study(study: str, tables_dir: Path, models_dir: Path,
         notes.append(f"No history under `{models_dir}` for: {', '.join(missing)}; the curves "
                      "leave them out.")
     histories = pd.concat(frames, ignore_index=True) if frames else None
-    return StudyTables(cells, runs, histories, versus, notes)
+    return StudyTables(cells, runs, histories, versus, notes, across)
 
 
 def load_all(params: dict[str, Any], tables_dir: Path, models_dir: Path
@@ -127,6 +130,45 @@ def overview(ctx: Context) -> str:
             "and is counted once wherever runs are pooled.")
 
 
+PAPERS_SEEDS = 3  # seeds per cell in every reproduced paper
+
+
+def scale_banner(ctx: Context) -> str | None:
+    """What scale the runs are at, when it is smaller than the papers': seeds, the stop rule
+    and the budget, and what follows for the verdicts. None at the papers' scale."""
+    params, seeds = ctx.params, list(ctx.params["seeds"])
+    stop = params["train"].get("stop_after_grok")
+    if len(seeds) >= PAPERS_SEEDS and stop is None:
+        return None
+    frames = [t.runs for t in ctx.studies.values() if t is not None and t.runs is not None]
+    runs = pd.concat(frames, ignore_index=True) if frames else None
+    parts = [f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} per cell (the papers ran "
+             f"{PAPERS_SEEDS}): no interval is computed from one seed, no count over fewer than "
+             f"{PAPERS_SEEDS} seeds agrees or disagrees with a paper, and no comparison can be "
+             "significant from one seed per cell"]
+    if stop is not None:
+        done = ""
+        if runs is not None and {"steps_done", "budget"} <= set(runs.columns):
+            early = runs[runs["steps_done"] < runs["budget"]]
+            lo, hi = (int(early["steps_done"].agg(f)) for f in ("min", "max")) \
+                if len(early) else (0, 0)
+            done = (f"; {len(early)} of {len(runs)} runs stopped early, after "
+                    + (f"{lo}" if lo == hi else f"{lo} to {hi}") + " updates"
+                    if len(early) else "")
+        parts.append(f"runs stop {int(stop)} updates after validation accuracy reaches 99% "
+                     f"(`train.stop_after_grok`){done}: what follows the stop is not seen (a dip "
+                     "or collapse after it would be missed), and final accuracies are at the "
+                     "stop")
+    table1 = ctx.reference("augmentation_paper_table1") or {}
+    budget = int(params["train"]["steps"])
+    if table1.get("budget") and int(table1["budget"]) != budget:
+        parts.append(f"a budget of {budget} updates per run (the augmentation paper's runs: "
+                     f"{int(table1['budget'])})")
+    return ("> **Scale: a first look, not the papers' design.** " + "; ".join(parts)
+            + ". Read the verdicts below with that in mind: where the runs cannot support one, "
+            "the report says \"cannot tell\" or marks a description \"(not tested)\".")
+
+
 def build_report(params: dict[str, Any], tables_dir: Path | str, models_dir: Path | str,
                  references: Path | str, *, figures_link: str = "figures"
                  ) -> tuple[str, dict[str, Figure]]:
@@ -140,8 +182,9 @@ def build_report(params: dict[str, Any], tables_dir: Path | str, models_dir: Pat
                   references=read_references(Path(references)), tables_dir=tables_dir,
                   link=figures_link)
     shared = run_config(params, params["baseline"]["tasks"][0])
+    banner = scale_banner(ctx)
     parts = [
-        "# Grokking report", INTRO,
+        "# Grokking report", *([banner] if banner else []), INTRO,
         STUDIES_INTRO.format(studies=", ".join(f"`{name}`" for name in params["studies"])),
         f"**Configuration** (shared settings): {describe_config(shared, params['seeds'])}",
         overview(ctx), *render_sections(ctx),
