@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
 # The whole pipeline on a GPU machine in one call, bringing back what the repo commits.
 #
-# Here, once (needs PyPI): `bash scripts/device_wheels.sh` puts DVC, MLflow and what they
-# need beyond the GPU image's packages into .whl/ (about 45 MiB; ignored by git). Then, on
-# the device, from the repo root, carrying .whl:
+# Here, once (needs PyPI): `bash scripts/device_wheels.sh` puts DVC, lifelines (and with
+# MLFLOW=1 MLflow) and what they need beyond the GPU image's packages into .whl/ (ignored by
+# git). Then, on the device, from the repo root, carrying .whl:
 #
-#     OUT=/some/dir JOBS=8 bash scripts/device_repro.sh [dvc targets...]
+#     OUT=/some/dir JOBS=12 REPRO_LIMIT=480 bash scripts/device_repro.sh [dvc targets...]
+#
+# REPRO_LIMIT (seconds, default none) stops the repro phase with Ctrl-C's signal when it is
+# spent: cells still training end cleanly, every finished cell is already in dvc.lock, and
+# the pack phase still runs, so a run cut short by the machine's time brings back what it
+# finished (`dvc repro` here goes on from there). Tracking is off unless TRACKING=on (the
+# device image has no MLflow; MLFLOW=1 wheels bring it).
 #
 # Phases, each with its wall time: install (the wheels, where dvc is missing), git (the
 # copy of the working tree becomes a repo if it is none: DVC needs one), repro (python -m
 # groklab.repro --jobs JOBS: the training cells JOBS processes at a time on the one GPU,
-# then evaluate and report), pack. $OUT/results.tar.gz holds dvc.lock, params.yaml and the
-# outputs a researcher reads (data/, models/ without checkpoints, reports/); the MLflow
-# runs come back as $OUT/device-mlflow.db (not merged into a local mlflow.db: open it with
-# `MLFLOW_TRACKING_URI=sqlite:///device-mlflow.db mlflow ui`). Checkpoints (*.pt) stay on
-# the device: 222 of them would not fit what a call brings back.
+# then evaluate and report), pack. $OUT/results.tar.gz.part-aa, -ab, ... (15 MiB each: what
+# a call brings back is at most 16 MiB a file; `cat results.tar.gz.part-* | tar -xz`) hold
+# dvc.lock, params.yaml and the outputs a researcher reads (data/, models/, reports/;
+# checkpoints stay on the device: 222 of them would not fit what a call brings back); with
+# tracking on, the MLflow runs come back as device-mlflow.db.gz.part-* (never merged into a
+# local mlflow.db: open it with `MLFLOW_TRACKING_URI=sqlite:///device-mlflow.db mlflow ui`).
 #
 # MPS=1 starts the CUDA MPS control daemon first (if the machine has it), so the cell
 # processes share the GPU through one context; compare the repro phase with and without.
@@ -34,8 +41,8 @@ phase() {  # phase NAME COMMAND...: run it, then one line with its wall time
 }
 
 install() {
-  if "$PY" -c "import dvc, mlflow" 2>/dev/null; then
-    echo "dvc and mlflow present: nothing to install"
+  if "$PY" -c "import dvc, lifelines" 2>/dev/null; then
+    echo "dvc and lifelines present: nothing to install"
     return
   fi
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -49,11 +56,22 @@ as_git_repo() {
   git -c user.name=groklab -c user.email=groklab@localhost commit -qm "device copy"
 }
 
+repro() {  # the pipeline, stopped like Ctrl-C once REPRO_LIMIT seconds are spent
+  local rc=0
+  if [ -n "${REPRO_LIMIT:-}" ]; then
+    timeout --signal=INT --kill-after=30 "$REPRO_LIMIT" \
+      "$PY" -m groklab.repro --jobs "$JOBS" "$@" || rc=$?
+  else
+    "$PY" -m groklab.repro --jobs "$JOBS" "$@" || rc=$?
+  fi
+  echo "repro exit code $rc"
+}
+
 pack() {
   local paths=(dvc.lock params.yaml)
   for p in data models reports; do [ -e "$p" ] && paths+=("$p"); done
-  tar -czf "$OUT/results.tar.gz" --exclude='*.pt' "${paths[@]}"
-  if [ -f mlflow.db ]; then cp mlflow.db "$OUT/device-mlflow.db"; fi
+  tar -cz --exclude='*.pt' "${paths[@]}" | split -b 15m - "$OUT/results.tar.gz.part-"
+  if [ -f mlflow.db ]; then gzip -c mlflow.db | split -b 15m - "$OUT/device-mlflow.db.gz.part-"; fi
   ls -l "$OUT"
 }
 
@@ -69,9 +87,10 @@ start_mps() {
 mkdir -p "$OUT"
 export PYTHONPATH="/tmp/site:$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="/tmp/site/bin:$PATH"
+[ "${TRACKING:-off}" = on ] || export GROKLAB_TRACKING=off
 phase install install
 phase git as_git_repo
 phase mps start_mps
-phase repro "$PY" -m groklab.repro --jobs "$JOBS" "$@"
+phase repro repro "$@"
 phase pack pack
 echo "device_repro: done in $((SECONDS - START)) s"

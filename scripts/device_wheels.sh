@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DVC and MLflow as wheels for the GPU machine's Python 3.12 (see scripts/device_repro.sh),
+# DVC and lifelines (MLFLOW=1: and MLflow) as wheels for the GPU machine's Python 3.12 (see scripts/device_repro.sh),
 # in .whl/, leaving out the packages its image already holds: carrying our own numpy,
 # pandas or torch there would shadow the image's builds.
 #
@@ -20,8 +20,7 @@ python3 -m pip download -q --only-binary=:all: --find-links "$ALL" -d "$ALL" \
   --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   --platform manylinux1_x86_64 --platform any \
-  "dvc==$(python3 -c 'import dvc; print(dvc.__version__)' 2>/dev/null || echo 3.67.1)" \
-  mlflow==3.17.2
+  dvc==3.67.1 lifelines==0.30.0 $([ "${MLFLOW:-0}" = 1 ] && echo mlflow==3.17.2)
 # The device image's own packages (the device tool's KINDS.md, read 2026-11-17) that DVC or
 # MLflow ask for: kept out.
 ON_IMAGE=" aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs certifi

@@ -26,7 +26,8 @@ def repro_pool(repo: Path, *args: str, check: bool = True, **env: str
 
 
 def lock(repo: Path) -> dict:
-    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    path = repo / "dvc.lock"
+    return yaml.safe_load(path.read_text())["stages"] if path.exists() else {}
 
 
 def files_under(root: Path) -> dict[str, bytes]:
@@ -105,15 +106,52 @@ def test_device_script_runs_the_pipeline_and_packs_what_a_researcher_reads(tmp_p
     copy = copy_project(tmp_path / "groklab", TINY)
     shutil.rmtree(copy / ".git")
     out = tmp_path / "out"
-    env = pipeline_env(OUT=str(out), JOBS="2", PYTHON=sys.executable)
+    env = pipeline_env(OUT=str(out), JOBS="2", PYTHON=sys.executable, TRACKING="on")
     proc = run(["bash", "scripts/device_repro.sh", "augmentation"], copy, env)
     phases = re.findall(r"^phase (\w+): \d+ s", proc.stdout, re.MULTILINE)
     assert phases == ["install", "git", "mps", "repro", "pack"], proc.stdout
-    with tarfile.open(out / "results.tar.gz") as tar:
+    packed = tmp_path / "results.tar.gz"
+    packed.write_bytes(b"".join(p.read_bytes()
+                                for p in sorted(out.glob("results.tar.gz.part-*"))))
+    with tarfile.open(packed) as tar:
         names = set(tar.getnames())
         lock_text = tar.extractfile("dvc.lock").read().decode()
     assert "models/augmentation/x_plus_y-combined30/history.csv" in names
     assert "models/augmentation/x_plus_y-combined30/summary.json" in names
     assert not any(n.endswith(".pt") for n in names)
     assert "augmentation@x_plus_y-combined30" in yaml.safe_load(lock_text)["stages"]
-    assert (out / "device-mlflow.db").stat().st_size > 0
+    assert sorted(out.glob("device-mlflow.db.gz.part-*"))
+    assert "repro exit code 0" in proc.stdout
+
+
+@pytest.mark.slow
+def test_interrupt_stops_the_running_cells_cleanly_and_records_the_finished(tmp_path):
+    """SIGINT (Ctrl-C, or the device script's time limit) reaches the cells in their own
+    process groups: they stop writing nothing, the command ends with 130 in one line."""
+    import signal
+    import time
+
+    long = {**TINY, "train": {**TINY["train"], "steps": 1_000_000}}
+    repo = copy_project(tmp_path / "groklab", long)
+    proc = subprocess.Popen([sys.executable, "-m", "groklab.repro", "--jobs", "2",
+                             "augmentation"], cwd=repo, env=pipeline_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = ""
+    while "2 at a time" not in first:  # "<n> cells, 2 at a time, ...": the pool started
+        line = proc.stdout.readline()
+        assert line, "the pool never started"
+        first += line
+    time.sleep(10)  # both cells (baseline and combined30) are training
+    t0 = time.time()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    out = first + out
+    assert time.time() - t0 < 30, "the interrupt took too long to stop the cells"
+    assert proc.returncode == 130, out + err
+    assert err.strip().splitlines()[-1].startswith("groklab: interrupted"), err
+    assert "Traceback" not in out + err
+    stages = lock(repo)
+    assert not any(s.startswith(("augmentation@", "baseline@")) for s in stages)
+    assert not (repo / "models/augmentation/x_plus_y-combined30").exists()
+    left = subprocess.run(["pgrep", "-f", f"{repo}"], capture_output=True, text=True).stdout
+    assert left == ""

@@ -22,8 +22,10 @@ each cell gets ``GROKLAB_THREADS`` = cores // N unless the caller set it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -131,12 +133,21 @@ def plan(flags: Sequence[str], targets: Sequence[str]) -> list[str]:
     return [s for s in stages if not (proc.returncode and s == failed.group(1))]
 
 
-def run_cell(stage: str, flags: Sequence[str], env: dict[str, str]) -> tuple[bool, str]:
-    """``dvc repro -s <stage>`` in its own process; (succeeded, its output)."""
+def run_cell(stage: str, flags: Sequence[str], env: dict[str, str],
+             running: set[subprocess.Popen], lock: threading.Lock) -> tuple[bool, str]:
+    """``dvc repro -s <stage>`` in its own process group (listed in ``running`` while it
+    runs, so an interrupt can reach it); (succeeded, its output)."""
     with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: no buffer to fill
-        proc = subprocess.run([*DVC, "--wait-for-lock", "repro", "-s", *flags, stage],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-                              check=False)
+        with lock:
+            proc = subprocess.Popen([*DVC, "--wait-for-lock", "repro", "-s", *flags, stage],
+                                    env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                    start_new_session=True)
+            running.add(proc)
+        try:
+            proc.wait()
+        finally:
+            with lock:
+                running.discard(proc)
         log.seek(0)
         return proc.returncode == 0, log.read()
 
@@ -144,11 +155,14 @@ def run_cell(stage: str, flags: Sequence[str], env: dict[str, str]) -> tuple[boo
 def run_cells(cells: Sequence[str], jobs: int, flags: Sequence[str],
               env: dict[str, str]) -> list[tuple[str, str]]:
     """Every cell, ``jobs`` at a time; the failures as (stage, one line). After a failure
-    no new cell starts; those running finish and are recorded."""
+    no new cell starts; those running finish and are recorded. Ctrl-C (or SIGINT from a
+    time limit) starts no new cell and passes the interrupt to the running ones, which stop
+    cleanly (a stage interrupted writes nothing); then KeyboardInterrupt is raised."""
     progress = Progress(len(cells), jobs)
     failures: list[tuple[str, str]] = []
     lock = threading.Lock()
     stop = threading.Event()
+    running: set[subprocess.Popen] = set()
 
     def one(stage: str) -> None:
         with lock:
@@ -156,21 +170,33 @@ def run_cells(cells: Sequence[str], jobs: int, flags: Sequence[str],
                 return
             progress.running += 1
         t0 = time.monotonic()
-        ok, output = run_cell(stage, flags, env)
+        ok, output = run_cell(stage, flags, env, running, lock)
         with lock:
             progress.finished(time.monotonic() - t0, ok)
-            if not ok:
+            if not ok and not interrupted.is_set():
                 stop.set()
                 failures.append((stage, failure_line(output)))
             status = "done" if ok else f"FAILED: {failure_line(output)}"
             print(f"{stage} {status} ({format_seconds(time.monotonic() - t0)}) | "
                   f"{progress.line()}", flush=True)
 
+    interrupted = threading.Event()
     print(f"{len(cells)} cells, {jobs} at a time, {env['GROKLAB_THREADS']} thread(s) each",
           flush=True)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for future in as_completed([pool.submit(one, stage) for stage in cells]):
-            future.result()
+        futures = [pool.submit(one, stage) for stage in cells]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        except KeyboardInterrupt:
+            with lock:
+                interrupted.set()
+                stop.set()
+                for proc in running:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGINT)
+            pool.shutdown(wait=True)
+            raise
     return failures
 
 
