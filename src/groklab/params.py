@@ -56,7 +56,7 @@ SECTION_KEYS = {
     "data": tuple(f.name for f in dataclasses.fields(DataConfig) if f.name != "task"),
     "model": tuple(f.name for f in dataclasses.fields(ModelConfig)),
     "train": ("steps", "batch_size", "eval_every", "curve_examples", "stop_after_grok",
-              "matmul_precision", "aug", "curriculum", "optimizer"),
+              "matmul_precision", "measures_every", "aug", "curriculum", "optimizer"),
 }
 AUGMENTATION_KEYS = ("reverse", "negate")
 # Keys of an optimizer variant: per kind, plus the two settings a variant may override.
