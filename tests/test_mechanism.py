@@ -1,0 +1,52 @@
+"""Mechanism events as censored times, on hand-made curves with known answers."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from groklab.mechanism import Thresholds, events, first_at_most
+
+TH = Thresholds(circuit_below=0.5, cleanup_above=1.0)
+
+
+def history(train, val, every=100):
+    steps = [every * i for i in range(len(train))]
+    return pd.DataFrame({"seed": 0, "step": steps, "train_acc": train, "val_acc": val})
+
+
+def measures(restricted, excluded, every=100):
+    steps = [every * i for i in range(len(restricted))]
+    return pd.DataFrame({"seed": 0, "step": steps, "restricted_loss": restricted,
+                         "excluded_loss": excluded})
+
+
+def test_nanda_ordering_circuit_then_cleanup_then_validation():
+    h = history(train=[0.1, 1, 1, 1, 1, 1, 1], val=[0, 0.1, 0.1, 0.2, 0.5, 0.995, 1])
+    # Excluded loss starts high (untrained), falls while memorising, rises at cleanup.
+    m = measures(restricted=[4, 4, 3, 0.4, 0.2, 0.1, 0.1], excluded=[4, 0.1, 0.2, 0.5, 1.5, 3, 4])
+    e = events(m, h, budget=600, thresholds=TH)
+    assert (e["circuit_step"], e["circuit_reached"]) == (300, True)
+    assert (e["cleanup_step"], e["cleanup_reached"]) == (400, True)  # not step 0: before memorising
+    assert e["circuit_lag"] == -200 and e["cleanup_lag"] == -100  # validation at 500
+
+
+def test_events_never_reached_are_censored_at_the_budget():
+    h = history(train=[0.1, 0.5, 0.9], val=[0, 0, 0])  # never memorises, never generalises
+    m = measures(restricted=[4, 4, 4], excluded=[4, 4, 4])
+    e = events(m, h, budget=7500, thresholds=TH)
+    assert e["circuit_step"] == e["cleanup_step"] == 7500
+    assert not e["circuit_reached"] and not e["cleanup_reached"]
+    assert math.isnan(e["circuit_lag"]) and math.isnan(e["cleanup_lag"])
+
+
+def test_threshold_equality_counts_and_nan_never_does():
+    assert first_at_most([0, 10, 20], [float("nan"), 0.5, 0.1], 0.5, 30).step == 10
+    assert not first_at_most([0, 10], [float("nan"), 0.6], 0.5, 30).reached
+
+
+def test_thresholds_read_from_params():
+    assert Thresholds.from_params({"analysis": {"circuit_below": 0.3, "cleanup_above": 2}}
+                                  ) == Thresholds(0.3, 2.0)
+    with pytest.raises(KeyError):
+        Thresholds.from_params({"analysis": {}})
