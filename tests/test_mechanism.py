@@ -50,3 +50,27 @@ def test_thresholds_read_from_params():
                                   ) == Thresholds(0.3, 2.0)
     with pytest.raises(KeyError):
         Thresholds.from_params({"analysis": {}})
+
+
+def test_compare_cells_on_an_event_time_column():
+    """The study comparison reads the event's own time and censoring columns: three seeds
+    whose circuit forms at 100-300 against three at 1000-3000 are completely separated, the
+    exact two-sided log-rank p at 3 vs 3 is 2/C(6,3) = 0.1; steps_to_99 (identical in both
+    cells) would give p = 1. Unmeasured rows (NaN) are left out."""
+    from groklab.summary import compare_cells
+
+    rows = []
+    for value, steps in (("base", [1000, 2000, 3000]), ("fast", [100, 200, 300])):
+        for s in steps:
+            rows.append({"task": "x_plus_y", "value": value, "steps_to_99": 5000,
+                         "grokked": True, "budget": 7500, "circuit_step": s,
+                         "circuit_reached": True})
+    rows.append({"task": "x_div_y", "value": "fast", "steps_to_99": 5000, "grokked": True,
+                 "budget": 7500, "circuit_step": float("nan"), "circuit_reached": False})
+    runs = pd.DataFrame(rows)
+    out = compare_cells(runs, "value", "base", time_col="circuit_step",
+                        reached_col="circuit_reached")
+    assert out.task.tolist() == ["x_plus_y"]
+    assert out.p_value.iloc[0] == pytest.approx(0.1)
+    assert out["median"].iloc[0] == 200 and out["median_reference"].iloc[0] == 2000
+    assert compare_cells(runs, "value", "base").p_value.iloc[0] == pytest.approx(1.0)

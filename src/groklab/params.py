@@ -64,7 +64,7 @@ OPTIMIZER_KEYS = {"adamw": ("kind", "lr", "betas", "weight_decay", "warmup"),
                   "adam": ("kind", "lr", "betas", "weight_decay", "warmup"),
                   "sgd": ("kind", "lr", "momentum", "nesterov", "weight_decay", "warmup")}
 VARIANT_OVERRIDES = {"batch_size": "train.batch_size", "dropout": "model.dropout"}
-ANALYSIS_KEYS = ("grok_delay", "collapse_below", "min_fit_r2")
+ANALYSIS_KEYS = ("grok_delay", "collapse_below", "min_fit_r2", "circuit_below", "cleanup_above")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from groklab.config import chance_accuracy
+from groklab.mechanism import EVENT_CENSORING
 from groklab.metrics import (
     Analysis,
     aggregate,
@@ -31,11 +32,11 @@ CELL_METRICS = (
     "final_train_acc", "final_val_acc", "final_train_loss", "final_val_loss", "clean_val_acc",
     "val_reachable", "val_in_train", "relative_gap", "relative_gap_clean", "relative_sharpness",
     "absolute_sharpness", "val_fit_tau", "train_fit_tau", "post_grok_val_sd", "train_mid_step",
-    "val_mid_step",
+    "val_mid_step", "circuit_step", "cleanup_step", "circuit_lag", "cleanup_lag",
 )
 # Which flag says a seed's value is observed rather than censored at the budget.
 CENSORING = {"steps_to_99": "grokked", "steps_to_99_train": "train_reached",
-             "grok_delay_steps": "~grok_delay_censored"}
+             "grok_delay_steps": "~grok_delay_censored", **EVENT_CENSORING}
 ALPHA = 0.05  # a comparison is "faster"/"slower" only when the log-rank p-value is below it
 
 
@@ -123,8 +124,11 @@ COMPARISON_COLUMNS = (
 
 
 def compare_cells(runs: pd.DataFrame, factor: str, reference: Any,
-                  alpha: float = ALPHA) -> pd.DataFrame:
-    """Every cell of a study against its reference cell of the same task, on steps to 99%.
+                  alpha: float = ALPHA, time_col: str = "steps_to_99",
+                  reached_col: str = "grokked") -> pd.DataFrame:
+    """Every cell of a study against its reference cell of the same task, on steps to 99%
+    (or another censored time: ``time_col``, observed where ``reached_col``; rows without
+    a time, e.g. unmeasured tasks for a mechanism event, are left out).
 
     ``runs``: the study's per-seed table (``task``, ``factor``, ``steps_to_99``, ``grokked``,
     ``budget``). For each task with a row at ``reference`` (the study's default value, read
@@ -135,14 +139,15 @@ def compare_cells(runs: pd.DataFrame, factor: str, reference: Any,
     ``verdict`` (:func:`groklab.metrics.comparison_verdict` at ``alpha``).
     """
     rows = []
+    runs = runs[runs[time_col].notna()]
     for task, group in runs.groupby("task", sort=False):
         keyed = group[factor].astype(str)
         ref = group[keyed == str(reference)]
         if ref.empty:
             continue
         for value, cell in group[keyed != str(reference)].groupby(factor, sort=False):
-            a, b = cell["steps_to_99"].astype(float), ref["steps_to_99"].astype(float)
-            ra, rb = _flag(cell, "grokked"), _flag(ref, "grokked")
+            a, b = cell[time_col].astype(float), ref[time_col].astype(float)
+            ra, rb = _flag(cell, reached_col), _flag(ref, reached_col)
             same = set(cell["budget"]) == set(ref["budget"]) and cell["budget"].nunique() == 1
             test = logrank(a, ra, b, rb, same_budget=same)
             diff = median_difference(a, ra, b, rb)
