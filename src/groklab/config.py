@@ -18,7 +18,8 @@ OPTIMIZER_KINDS = ("adamw", "adam", "sgd")
 PACINGS = ("none", "linear", "sqrt", "step")
 ORDERS = ("easiest_first", "hardest_first", "random")
 DEVICES = ("auto", "cpu", "cuda")
-ARCHITECTURES = ("transformer", "mlp", "lstm", "bit_mlp")  # groklab.models.BUILDERS builds each
+# groklab.models.BUILDERS builds each
+ARCHITECTURES = ("transformer", "mlp", "lstm", "bit_mlp", "transformer1")
 # float32 matrix products on a GPU (torch.set_float32_matmul_precision's names): highest is
 # full float32, high lets the tensor cores round inputs to TF32 (10-bit mantissa). No effect
 # on a CPU.
@@ -304,7 +305,7 @@ class TrainConfig:
     stop_after_grok: int | None = None  # updates to continue once val acc first reaches 0.99
     device: str = "auto"
     matmul_precision: str = "highest"  # see MATMUL_PRECISIONS
-    measures_every: int = 0  # evaluations between Fourier progress measures; 0: none
+    measures_every: int = 10  # evaluations between Fourier progress measures; 0: none
 
     def __post_init__(self) -> None:
         for key, cls in (("aug", AugmentConfig), ("curriculum", CurriculumConfig)):

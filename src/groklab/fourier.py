@@ -179,7 +179,7 @@ class Measures:
 
 @torch.no_grad()
 def progress_measures(model: nn.Module, tokens: Tensor, labels: Tensor, train_mask: Tensor,
-                      p: int, chunk: int = 4096, factor: float = KEY_FACTOR) -> Measures:
+                      p: int, chunk: int = 1024, factor: float = KEY_FACTOR) -> Measures:
     """Every measure of a batched model with token embedding ``model.tok`` (rows 0..p-1
     the numbers), on the whole grid ``tokens`` (N, T), ``labels`` (N,), in eval mode."""
     was_training = model.training
