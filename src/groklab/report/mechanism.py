@@ -104,19 +104,20 @@ def claim_verdicts(runs: pd.DataFrame, spec: dict) -> list[tx.Verdict]:
     """Nanda et al.'s ordering, and the Exploring Grokking paper's 200 / 9.1k updates, against
     the mechanism study's x_plus_y runs."""
     out = []
-    rows = runs[(runs["task"] == "x_plus_y") & runs["circuit_step"].notna()]
+    rows = runs[runs["task"] == "x_plus_y"]
     if rows.empty:
         return out
-    order = nanda_order(rows)
-    decided = (tx.as_bool(rows["circuit_reached"]) & tx.as_bool(rows["cleanup_reached"])
-               & tx.as_bool(rows["grokked"])).to_numpy()
-    agrees = None if not decided.any() else bool(order[decided].all())
-    out.append(tx.Verdict(
-        f"circuit formation, cleanup and the validation jump came in that order in "
-        f"{tx.frac(order)} x_plus_y seeds ({int(decided.sum())} had all three events)",
-        spec.get("ordering", "Nanda et al. order them circuit formation, cleanup, jump"),
-        agrees, "our key frequencies are chosen online from the embedding (docs/mechanism.md)"
-                " while Nanda et al. fix the final model's"))
+    if "circuit_step" in rows and rows["circuit_step"].notna().all():
+        order = nanda_order(rows)
+        decided = (tx.as_bool(rows["circuit_reached"]) & tx.as_bool(rows["cleanup_reached"])
+                   & tx.as_bool(rows["grokked"])).to_numpy()
+        agrees = None if not decided.any() else bool(order[decided].all())
+        out.append(tx.Verdict(
+            f"circuit formation, cleanup and the validation jump came in that order in "
+            f"{tx.frac(order)} x_plus_y seeds ({int(decided.sum())} had all three events)",
+            spec.get("ordering", "Nanda et al. order them circuit formation, cleanup, jump"),
+            agrees, "our key frequencies are chosen online from the embedding "
+                    "(docs/mechanism.md) while Nanda et al. fix the final model's"))
     for col, key, what in (("steps_to_99_train", "train_100_by", "training accuracy"),
                            ("steps_to_99", "val_100_around", "validation accuracy")):
         claim = spec.get(key)
