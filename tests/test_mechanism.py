@@ -74,3 +74,36 @@ def test_compare_cells_on_an_event_time_column():
     assert out.p_value.iloc[0] == pytest.approx(0.1)
     assert out["median"].iloc[0] == 200 and out["median_reference"].iloc[0] == 2000
     assert compare_cells(runs, "value", "base").p_value.iloc[0] == pytest.approx(1.0)
+
+
+def test_evaluate_reads_events_from_a_real_measured_cell(tmp_path):
+    """A real (tiny) run saved as the stage saves it: `evaluate`'s per-seed rows carry the
+    events, equal to a plain-Python scan of its measures.csv and history.csv."""
+    from groklab.cells import BASELINE, Cell
+    from groklab.config import RunConfig
+    from groklab.metrics import Analysis
+    from groklab.stages.evaluate import read_cell
+    from groklab.stages.outputs import save_run
+    from groklab.train import train
+
+    cfg = RunConfig().replace(data={"p": 13}, model={"width": 32, "heads": 2},
+                              train={"steps": 60, "batch_size": 64, "eval_every": 10,
+                                     "measures_every": 1, "device": "cpu"})
+    cell = Cell(BASELINE, "x_plus_y")
+    save_run(train(cfg, [0, 1], engine="loop"), cell.path(tmp_path))
+    # Thresholds the tiny run crosses: restricted loss below its own median, excluded above 0.
+    measures = pd.read_csv(cell.path(tmp_path) / "measures.csv")
+    history = pd.read_csv(cell.path(tmp_path) / "history.csv")
+    th = Thresholds(circuit_below=float(measures.restricted_loss.median()), cleanup_above=0.0)
+    _, _, _, rows = read_cell(tmp_path, cell, Analysis(), th)
+    for seed in (0, 1):
+        m = measures[measures.seed == seed].to_dict("records")
+        h = history[history.seed == seed].to_dict("records")
+        circuit = next((r["step"] for r in m if r["restricted_loss"] <= th.circuit_below), 60)
+        memorised = next((r["step"] for r in h if r["train_acc"] >= 0.99), None)
+        cleanup = 60 if memorised is None else next(
+            (r["step"] for r in m if r["step"] >= memorised and r["excluded_loss"] >= 0), 60)
+        row = rows[rows.seed == seed].iloc[0]
+        assert row["circuit_step"] == circuit and row["cleanup_step"] == cleanup
+        assert bool(row["circuit_reached"]) == any(
+            r["restricted_loss"] <= th.circuit_below for r in m)
