@@ -164,6 +164,14 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
     lines += ["", "### Events", ""]
     if tables.runs is not None:
         lines += [events_table(tables.runs, "arch")]
+        if "circuit_step" in tables.runs and tables.runs["circuit_step"].notna().any():
+            for event, name in EVENTS:
+                title = f"Mechanism study: fraction of seeds past {name} (Kaplan-Meier)"
+                fig = plots.fraction_reached(tables.runs, hue="arch", title=title,
+                                             time_col=f"{event}_step",
+                                             reached_col=f"{event}_reached",
+                                             ylabel=f"fraction past {name}")
+                lines += ["", ctx.figure(f"mechanism_{event}_km", fig, title)]
     for name, t in ctx.studies.items():
         if name == "mechanism" or t is None or t.runs is None:
             continue
