@@ -1,6 +1,8 @@
 """Mechanism events as censored times, on hand-made curves with known answers."""
 
+import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -107,3 +109,48 @@ def test_evaluate_reads_events_from_a_real_measured_cell(tmp_path):
         assert row["circuit_step"] == circuit and row["cleanup_step"] == cleanup
         assert bool(row["circuit_reached"]) == any(
             r["restricted_loss"] <= th.circuit_below for r in m)
+
+
+def test_report_section_on_a_real_measured_mechanism_cell(tmp_path):
+    """The mechanism section on a real (tiny) transformer1 cell: its measures figure, the
+    events table (seed counts as in the runs table), the Kaplan-Meier figures and a verdict
+    for each claim."""
+    from groklab.cells import Cell
+    from groklab.config import RunConfig
+    from groklab.metrics import Analysis
+    from groklab.params import load_params
+    from groklab.report import mechanism
+    from groklab.report.context import Context, StudyTables
+    from groklab.stages.evaluate import read_cell
+    from groklab.stages.outputs import save_run
+    from groklab.summary import cell_summary
+    from groklab.train import train
+
+    cfg = RunConfig().replace(data={"p": 13, "encoding": "compact"},
+                              model={"arch": "transformer1", "width": 32, "mlp_hidden": 64},
+                              train={"steps": 40, "batch_size": None, "eval_every": 10,
+                                     "measures_every": 1, "device": "cpu"})
+    cell = Cell("mechanism", "x_plus_y", "transformer1")
+    save_run(train(cfg, [0, 1], engine="loop"), cell.path(tmp_path))
+    _, _, _, runs = read_cell(tmp_path, cell, Analysis(), Thresholds(3.0, 0.0))
+    runs = runs.assign(task="x_plus_y", arch="transformer1", cell=cell.name,
+                       path="mechanism/x_plus_y-transformer1")
+    cells = pd.DataFrame([{"task": "x_plus_y", "arch": "transformer1", "cell": cell.name,
+                           "path": "mechanism/x_plus_y-transformer1", **cell_summary(runs)}])
+    params = load_params("params.yaml")
+    refs = {"mechanism_claims": json.loads(Path("references/mechanism_claims.json").read_text())}
+    ctx = Context(params=params, studies={"mechanism": None}, references=refs,
+                  tables_dir=tmp_path, models_dir=tmp_path)
+    text = "\n".join(mechanism.body(ctx, StudyTables(cells, runs, None)))
+    assert {"mechanism_mechanism_x_plus_y-transformer1", "mechanism_circuit_km",
+            "mechanism_cleanup_km"} <= set(ctx.figures)
+    (row,) = [line for line in text.splitlines() if line.startswith("| x_plus_y")]
+    circuit = int(tx_bool(runs["circuit_reached"]).sum())
+    assert f"| {circuit}/2, " in row
+    assert text.count("our runs") == 3  # the ordering and the two Exploring Grokking figures
+
+
+def tx_bool(s):
+    from groklab.report.text import as_bool
+
+    return as_bool(s)
