@@ -17,10 +17,11 @@ def history(train, val, every=100):
     return pd.DataFrame({"seed": 0, "step": steps, "train_acc": train, "val_acc": val})
 
 
-def measures(restricted, excluded, every=100):
+def measures(restricted, excluded, n_key=None, every=100):
     steps = [every * i for i in range(len(restricted))]
     return pd.DataFrame({"seed": 0, "step": steps, "restricted_loss": restricted,
-                         "excluded_loss": excluded})
+                         "excluded_loss": excluded,
+                         "n_key": n_key if n_key is not None else [2] * len(steps)})
 
 
 def test_nanda_ordering_circuit_then_cleanup_then_validation():
@@ -29,8 +30,18 @@ def test_nanda_ordering_circuit_then_cleanup_then_validation():
     m = measures(restricted=[4, 4, 3, 0.4, 0.2, 0.1, 0.1], excluded=[4, 0.1, 0.2, 0.5, 1.5, 3, 4])
     e = events(m, h, budget=600, thresholds=TH)
     assert (e["circuit_step"], e["circuit_reached"]) == (300, True)
-    assert (e["cleanup_step"], e["cleanup_reached"]) == (400, True)  # not step 0: before memorising
+    assert (e["cleanup_step"], e["cleanup_reached"]) == (400, True)  # not step 0: not fitting
     assert e["circuit_lag"] == -200 and e["cleanup_lag"] == -100  # validation at 500
+
+
+def test_a_loss_spike_or_no_key_frequency_is_not_cleanup():
+    """Excluded loss >= 1 counts only while training accuracy is >= 99% and some frequency
+    is key: at 200 training accuracy fell (a spike), at 300 there is no key frequency."""
+    h = history(train=[0.1, 1, 0.6, 1, 1], val=[0, 0.2, 0.2, 0.3, 0.4])
+    m = measures(restricted=[4, 4, 4, 4, 4], excluded=[4, 0.1, 2.5, 2.0, 1.2],
+                 n_key=[0, 0, 2, 0, 1])
+    e = events(m, h, budget=400, thresholds=TH)
+    assert (e["cleanup_step"], e["cleanup_reached"]) == (400, True)
 
 
 def test_events_never_reached_are_censored_at_the_budget():
@@ -102,9 +113,9 @@ def test_evaluate_reads_events_from_a_real_measured_cell(tmp_path):
         m = measures[measures.seed == seed].to_dict("records")
         h = history[history.seed == seed].to_dict("records")
         circuit = next((r["step"] for r in m if r["restricted_loss"] <= th.circuit_below), 60)
-        memorised = next((r["step"] for r in h if r["train_acc"] >= 0.99), None)
-        cleanup = 60 if memorised is None else next(
-            (r["step"] for r in m if r["step"] >= memorised and r["excluded_loss"] >= 0), 60)
+        train_acc = {r["step"]: r["train_acc"] for r in h}
+        cleanup = next((r["step"] for r in m if train_acc[r["step"]] >= 0.99
+                        and r["n_key"] > 0 and r["excluded_loss"] >= 0), 60)
         row = rows[rows.seed == seed].iloc[0]
         assert row["circuit_step"] == circuit and row["cleanup_step"] == cleanup
         assert bool(row["circuit_reached"]) == any(

@@ -4,11 +4,13 @@ From a seed's progress measures (``measures.csv``, :mod:`groklab.fourier`) and h
 
 * **circuit formation**: the first measured step whose restricted loss is at most
   ``circuit_below`` nats: the key frequencies alone then predict the answer well;
-* **cleanup**: the first measured step, at or after training accuracy first reached 99%
-  (memorisation), whose excluded loss is at least ``cleanup_above`` nats: the training
-  data are then fit through the key frequencies, no longer by memorised components
-  (at initialisation the excluded loss is high too, which is why it counts only after
-  memorisation).
+* **cleanup**: the first measured step whose excluded loss is at least ``cleanup_above``
+  nats while the model itself still fits its training split (training-curve accuracy at
+  that step >= 99%) and has at least one key frequency: the training data are then fit
+  through the key frequencies, no longer by memorised components. Both conditions matter:
+  an untrained model's excluded loss is about log p, and without key frequencies the
+  excluded loss *is* the training loss, so a loss spike (training accuracy falling for a
+  few evaluations, common at weight decay 1) would otherwise count as cleanup.
 
 A seed without the event by its last update is censored at the budget (``*_reached``
 False), as steps to 99% are, so the survival machinery (log-rank, Kaplan–Meier,
@@ -63,10 +65,10 @@ def events(measures: pd.DataFrame, history: pd.DataFrame, budget: int,
     m = measures.sort_values("step")
     h = history.sort_values("step")
     circuit = first_at_most(m.step, m.restricted_loss, thresholds.circuit_below, budget)
-    memorised = steps_to_threshold(h.step, h.train_acc, val_threshold, budget)
-    after = m[m.step >= memorised.step] if memorised.reached else m.iloc[:0]
-    cleanup = (steps_to_threshold(after.step, after.excluded_loss, thresholds.cleanup_above,
-                                  budget) if len(after) else Crossing(budget, False))
+    fitted = m.merge(h[["step", "train_acc"]], on="step", how="left")
+    ok = (fitted.train_acc >= val_threshold) & (fitted.n_key > 0)
+    cleanup = steps_to_threshold(fitted.step, fitted.excluded_loss.where(ok),
+                                 thresholds.cleanup_above, budget)
     val = steps_to_threshold(h.step, h.val_acc, val_threshold, budget)
 
     def lag(event: Crossing) -> float:
