@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The mechanism study on one GPU (about 5 minutes on an H200): the CUDA test of measures on
-# the captured engine, then both cells of the `mechanism` study at params.yaml's settings
-# (Nanda et al.'s: p = 113, 30%, transformer1, full batch, 50,000 updates, 3 seeds) through
-# the stage code, tracking off, and their mechanism events per seed.
+# The mechanism study on one GPU (not yet run; 200 s allowed per cell): the CUDA test of
+# measures on the captured engine, then every cell of the `mechanism` study at params.yaml's
+# settings (Nanda et al.'s: p = 113, 30%, transformer1, full batch, 50,000 updates, 3 seeds)
+# through the stage code, tracking off, and their mechanism events per seed.
 #
 #     PYTHONPATH=src OUT=/some/dir bash scripts/gpu_mechanism.sh      # from the repo root
 #
@@ -15,7 +15,9 @@ MODELS=$(mktemp -d /tmp/gpu-mechanism-models-XXXXXX)
 export PYTHONPATH="$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}" GROKLAB_TRACKING=off PYTHONUNBUFFERED=1
 PY=${PYTHON:-$(command -v python3 || command -v python)}
 timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py -k measures 2>&1 | tail -5
-for task in x_plus_y x_minus_y; do
+tasks=$("$PY" -c 'from groklab.params import load_params as l
+print(" ".join(l("params.yaml")["studies"]["mechanism"]["tasks"]))')
+for task in $tasks; do
   start=$SECONDS
   timeout 200 "$PY" -m groklab.stages.train mechanism "$task" transformer1 --models "$MODELS" \
     2>&1 | tail -2

@@ -605,7 +605,7 @@ def test_pooled_fit_counts_each_distinct_run_once(report):
             for p in (root / "models").glob("*/*/config.json")
             if json.loads(p.read_text())["config"].get("data", {}).get("task")
             not in (None, "parity"))
-    assert n == 3 * (4 + 16 + 20 + 4 + 6 + 6 + 2 + 2 + 2)  # ... multivariate, mechanism
+    assert n == 3 * (4 + 16 + 20 + 4 + 6 + 6 + 2 + 2 + 1)  # ... multivariate, mechanism
     (row,) = md_rows(modular, "relative sharpness")
     assert int(row[1]) == n  # N (distinct runs)
     frames = [tables(root, f"{f}_runs") for f in ("experiment", "augmentation", "curriculum",
