@@ -114,6 +114,8 @@ def _set(path: str, value):
     (_set("studies.data_fraction.value_settings", {0.7: {"data": {"p": 113}}}),
      ["value_settings names [0.7]"]),
     (_set("analysis.grok_delay", -1), ["analysis.grok_delay = -1", ">= 0"]),
+    (_set("analysis.circuit_below", 0), ["analysis.circuit_below = 0", "nats > 0"]),
+    (_set("train.measures_every", -1), ["measures_every=-1", "integer >= 0"]),
     (_set("studies.architecture.values", ["mlp", "bit_mlp"]),
      ["studies.architecture (x_div_y, model.arch = 'bit_mlp')", "binary vectors"]),
 ])

@@ -337,6 +337,10 @@ def _check_analysis(analysis: Any) -> list[str]:
         v = analysis[key]
         if not (isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < 1):
             problems.append(f"analysis.{key} = {shown(v)}: must be a number in (0, 1)")
+    for key in ("circuit_below", "cleanup_above"):  # nats (groklab.mechanism)
+        v = analysis[key]
+        if not (isinstance(v, int | float) and not isinstance(v, bool) and v > 0):
+            problems.append(f"analysis.{key} = {shown(v)}: must be a number of nats > 0")
     return problems
 
 
