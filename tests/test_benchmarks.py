@@ -162,3 +162,14 @@ def test_gpu_profile_ranks_kernels_by_growth_and_sums_per_update():
     table = summarise(many, updates=2, top=2)
     assert table["kernels_per_update"] == 2.0 and table["kernel_us_per_update"] == 8.0
     assert table["top"] == [["gemm", 4.0], ["copy", 2.5]]
+
+
+def test_measures_cost_times_both_runs_and_both_parts():
+    """At a tiny size: both runs timed, and the per-update share is the arithmetic of the
+    two timed parts at the cadence (measure / (N · eval_every · update))."""
+    out = last_json_line("measures_cost.py", "--p", "11", "--width", "16", "--batch-size",
+                         "32", "--steps", "20", "--eval-every", "5", "--measures-every", "2",
+                         "--repeats", "1", "--threads", "1")
+    assert out["run_without_s"] > 0 and out["run_with_s"] > 0
+    assert out["measure_per_update"] == pytest.approx(
+        out["measure_s"] / (2 * 5 * out["update_s"]))

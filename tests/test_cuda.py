@@ -152,3 +152,32 @@ def test_gpu_profile_counts_the_kernels_of_an_update():
     assert table["kernels_per_update"] > 20 and table["kernel_us_per_update"] > 0
     assert len(table["top"]) == 5
     assert replay_ms(GPU, [0, 1, 2], updates=20) > 0
+
+
+def test_graphed_run_measures_outside_the_graphs_as_the_eager_step_does(caplog):
+    """The captured engine measures at the due steps (every 2nd evaluation and the last
+    update), between replays; the values equal the eager graph step's (same draws), and
+    the last row equals the measures recomputed from the seed's checkpoint on the CPU."""
+    from groklab.checkpoint import checkpoint, load_model
+    from groklab.fourier import progress_measures
+
+    cfg = GPU.replace(data={"p": 23}, train={"measures_every": 2, "steps": 95})
+    with caplog.at_level(logging.WARNING):
+        captured = train(cfg, [0, 1], engine="graph")
+    no_fallback(caplog)
+    eager = train(cfg, [0, 1], engine="graph_eager")
+    m = captured.measures
+    assert m[m.seed == 0].step.tolist() == [0, 20, 40, 60, 80, 95]
+    cols = ["restricted_loss", "excluded_loss", "grid_loss", "gini", "weight_norm_sq"]
+    assert_frame_equal(m[cols], eager.measures[cols], check_exact=False, atol=1e-4, rtol=1e-3)
+    task = build_task(cfg.data, [0, 1])
+    ckpt = checkpoint(captured.model, captured.config, [0, 1], 1, captured.steps_done)
+    ckpt["config"]["train"]["device"] = "cpu"
+    model = load_model(ckpt)
+    split = task.split(cfg.data.train_fraction, 1)
+    mask = torch.zeros(1, len(task), dtype=torch.bool)
+    mask[0, split.train] = True
+    again = progress_measures(model, task.tokens, task.labels, mask, 23)
+    last = m[(m.seed == 1) & (m.step == 95)].iloc[0]
+    for col in cols:
+        assert last[col] == pytest.approx(float(again.values[col][0]), rel=1e-3, abs=1e-4), col

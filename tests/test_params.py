@@ -45,7 +45,7 @@ def test_at_paper_defaults_the_experiment_is_the_base_run():
 
 def test_each_distinct_run_is_trained_once():
     keys = [cell_config(PARAMS, c) for c in trained_cells(PARAMS)]
-    assert len(keys) == len({repr(k) for k in keys}) == 74
+    assert len(keys) == len({repr(k) for k in keys}) == 75  # 74 + mechanism@x_plus_y
 
 
 def test_study_rows_read_the_base_run_for_the_default_value():
@@ -114,6 +114,8 @@ def _set(path: str, value):
     (_set("studies.data_fraction.value_settings", {0.7: {"data": {"p": 113}}}),
      ["value_settings names [0.7]"]),
     (_set("analysis.grok_delay", -1), ["analysis.grok_delay = -1", ">= 0"]),
+    (_set("analysis.circuit_below", 0), ["analysis.circuit_below = 0", "nats > 0"]),
+    (_set("train.measures_every", -1), ["measures_every=-1", "integer >= 0"]),
     (_set("studies.architecture.values", ["mlp", "bit_mlp"]),
      ["studies.architecture (x_div_y, model.arch = 'bit_mlp')", "binary vectors"]),
 ])

@@ -654,7 +654,7 @@ def test_modular_sharpness_draws_each_run_once_and_lists_only_families_with_poin
                  if line.get_linestyle() == "None")
     frames = [tables(root, f"{f}_runs") for f in ("experiment", "augmentation", "curriculum",
                                                   "architecture", "optimizer", "data_fraction",
-                                                  "batch_size", "multivariate")]
+                                                  "batch_size", "multivariate", "mechanism")]
     runs = pd.concat(frames).drop_duplicates(["path", "seed"])
     positive = (runs["relative_gap"] > 0) & (runs["relative_sharpness"] > 0)
     assert points == int(positive.sum())
@@ -675,12 +675,12 @@ def test_pooled_fit_counts_each_distinct_run_once(report):
             for p in (root / "models").glob("*/*/config.json")
             if json.loads(p.read_text())["config"].get("data", {}).get("task")
             not in (None, "parity"))
-    assert n == 3 * (4 + 16 + 20 + 4 + 6 + 6 + 2 + 2)
+    assert n == 3 * (4 + 16 + 20 + 4 + 6 + 6 + 2 + 2 + 1)  # ... multivariate, mechanism
     (row,) = md_rows(modular, "relative sharpness")
     assert int(row[1]) == n  # N (distinct runs)
     frames = [tables(root, f"{f}_runs") for f in ("experiment", "augmentation", "curriculum",
                                                   "architecture", "optimizer", "data_fraction",
-                                                  "batch_size", "multivariate")]
+                                                  "batch_size", "multivariate", "mechanism")]
     runs = pd.concat(frames).drop_duplicates(["path", "seed"])  # by folder, not run_key
     assert len(runs) == n
     keep = (runs["relative_gap"] > 0) & (runs["relative_sharpness"] > 0)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 TINY = {"seeds": [0, 1], "data": {"p": 11, "train_fraction": 0.5, "encoding": "full"},
         "model": {"width": 32, "heads": 2},
-        "train": {"steps": 30, "batch_size": 32, "eval_every": 10}}
+        "train": {"steps": 30, "batch_size": 32, "eval_every": 10, "measures_every": 2}}
 
 
 @pytest.fixture
@@ -56,11 +56,19 @@ def test_train_stage_logs_runs_seeds_curves_tags_and_artifacts(workdir, mlflow_s
     history = api(mlflow_server, "metrics/get-history", run_id=children[0]["info"]["run_id"],
                   metric_key="val_acc")["metrics"]
     assert sorted(m["step"] for m in history) == [0, 10, 20, 30]
+    restricted = api(mlflow_server, "metrics/get-history", run_id=children[0]["info"]["run_id"],
+                     metric_key="measures/restricted_loss")["metrics"]
+    assert sorted(m["step"] for m in restricted) == [0, 20, 30]  # every 2nd evaluation, last
+    measures = pd.read_csv(workdir / "models/augmentation/x_plus_y-combined30/measures.csv")
+    assert measures.step.tolist() == [0, 20, 30] * 2
+    by_step = {m["step"]: m["value"] for m in restricted}
+    mine = measures[measures.seed == int(tags_of(children[0])["seed"])]
+    assert [by_step[s] for s in mine.step] == pytest.approx(mine.restricted_loss.tolist())
     reached = {m["key"]: m["value"] for m in children[0]["data"]["metrics"]}
     assert 0.5 < reached["val_reachable"] < 1
     files = {f["path"] for f in api(mlflow_server, "artifacts/list",
                                     run_id=parent["info"]["run_id"])["files"]}
-    assert {"history.csv", "summary.json", "config.json"} <= files
+    assert {"history.csv", "summary.json", "config.json", "measures.csv"} <= files
     seed_files = {f["path"] for f in api(mlflow_server, "artifacts/list",
                                          run_id=children[0]["info"]["run_id"])["files"]}
     assert any(f.startswith("seed") and f.endswith(".pt") for f in seed_files)

@@ -18,7 +18,8 @@ OPTIMIZER_KINDS = ("adamw", "adam", "sgd")
 PACINGS = ("none", "linear", "sqrt", "step")
 ORDERS = ("easiest_first", "hardest_first", "random")
 DEVICES = ("auto", "cpu", "cuda")
-ARCHITECTURES = ("transformer", "mlp", "lstm", "bit_mlp")  # groklab.models.BUILDERS builds each
+# groklab.models.BUILDERS builds each
+ARCHITECTURES = ("transformer", "mlp", "lstm", "bit_mlp", "transformer1")
 # float32 matrix products on a GPU (torch.set_float32_matmul_precision's names): highest is
 # full float32, high lets the tensor cores round inputs to TF32 (10-bit mantissa). No effect
 # on a CPU.
@@ -304,6 +305,7 @@ class TrainConfig:
     stop_after_grok: int | None = None  # updates to continue once val acc first reaches 0.99
     device: str = "auto"
     matmul_precision: str = "highest"  # see MATMUL_PRECISIONS
+    measures_every: int = 10  # evaluations between Fourier progress measures; 0: none
 
     def __post_init__(self) -> None:
         for key, cls in (("aug", AugmentConfig), ("curriculum", CurriculumConfig)):
@@ -316,6 +318,11 @@ class TrainConfig:
         _positive("curve_examples", self.curve_examples)
         _choice("device", self.device, DEVICES)
         _choice("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
+        if isinstance(self.measures_every, bool) or not isinstance(self.measures_every, int) or (
+            self.measures_every < 0
+        ):
+            raise ConfigError(f"measures_every={self.measures_every!r} must be an integer >= 0 "
+                              "(0: no progress measures)")
         if self.stop_after_grok is not None and (
             not isinstance(self.stop_after_grok, int) or self.stop_after_grok < 0
         ):

@@ -42,6 +42,7 @@ from groklab.augment import Augmentation
 from groklab.config import RunConfig, TrainConfig
 from groklab.counter_rng import CounterRNG, below, bernoulli
 from groklab.curriculum import PoolSampler
+from groklab.fourier import Recorder
 from groklab.optim import build_optimizer, warmup_table
 from groklab.tasks import Task
 from groklab.train import (
@@ -264,13 +265,19 @@ class GraphedLoop:
         else:
             self.eval_step()
 
-    def run(self, progress: Callable[[Progress], None] | None = None
+    def run(self, progress: Callable[[Progress], None] | None = None,
+            measure: Recorder | None = None
             ) -> tuple[list[Tensor], int]:
-        """Train; returns the history rows (S, 9) per evaluation and the updates done."""
+        """Train; returns the history rows (S, 9) per evaluation and the updates done.
+
+        ``measure(model, step)`` (Fourier progress measures) runs eagerly between replays,
+        outside the graphs, after each evaluation's replay; it skips steps not due."""
         tc = self.cfg.train
         rows: list[Tensor] = []
         try:
             self._eval()
+            if measure is not None:
+                measure(self.model, 0)
             self._collect(rows, progress)
             launched, pending = 0, 0
             while launched < tc.steps:
@@ -280,6 +287,9 @@ class GraphedLoop:
                     if launched == 1:
                         note_first_update(self.counter.device)
                 self._eval()
+                if (measure is not None and measure.due(launched, launched == tc.steps)
+                        and bool(self.active.item())):  # a sync, only when one is due
+                    measure(self.model, launched, final=launched == tc.steps)
                 pending += 1
                 if pending >= self.sync_every or launched == tc.steps:
                     pending = 0

@@ -56,7 +56,7 @@ SECTION_KEYS = {
     "data": tuple(f.name for f in dataclasses.fields(DataConfig) if f.name != "task"),
     "model": tuple(f.name for f in dataclasses.fields(ModelConfig)),
     "train": ("steps", "batch_size", "eval_every", "curve_examples", "stop_after_grok",
-              "matmul_precision", "aug", "curriculum", "optimizer"),
+              "matmul_precision", "measures_every", "aug", "curriculum", "optimizer"),
 }
 AUGMENTATION_KEYS = ("reverse", "negate")
 # Keys of an optimizer variant: per kind, plus the two settings a variant may override.
@@ -64,7 +64,7 @@ OPTIMIZER_KEYS = {"adamw": ("kind", "lr", "betas", "weight_decay", "warmup"),
                   "adam": ("kind", "lr", "betas", "weight_decay", "warmup"),
                   "sgd": ("kind", "lr", "momentum", "nesterov", "weight_decay", "warmup")}
 VARIANT_OVERRIDES = {"batch_size": "train.batch_size", "dropout": "model.dropout"}
-ANALYSIS_KEYS = ("grok_delay", "collapse_below", "min_fit_r2")
+ANALYSIS_KEYS = ("grok_delay", "collapse_below", "min_fit_r2", "circuit_below", "cleanup_above")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -337,6 +337,10 @@ def _check_analysis(analysis: Any) -> list[str]:
         v = analysis[key]
         if not (isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < 1):
             problems.append(f"analysis.{key} = {shown(v)}: must be a number in (0, 1)")
+    for key in ("circuit_below", "cleanup_above"):  # nats (groklab.mechanism)
+        v = analysis[key]
+        if not (isinstance(v, int | float) and not isinstance(v, bool) and v > 0):
+            problems.append(f"analysis.{key} = {shown(v)}: must be a number of nats > 0")
     return problems
 
 

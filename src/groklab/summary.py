@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from groklab.config import chance_accuracy
+from groklab.mechanism import EVENT_CENSORING
 from groklab.metrics import (
     Analysis,
     aggregate,
@@ -31,11 +32,11 @@ CELL_METRICS = (
     "final_train_acc", "final_val_acc", "final_train_loss", "final_val_loss", "clean_val_acc",
     "val_reachable", "val_in_train", "relative_gap", "relative_gap_clean", "relative_sharpness",
     "absolute_sharpness", "val_fit_tau", "train_fit_tau", "post_grok_val_sd", "train_mid_step",
-    "val_mid_step",
+    "val_mid_step", "circuit_step", "cleanup_step", "circuit_lag", "cleanup_lag",
 )
 # Which flag says a seed's value is observed rather than censored at the budget.
 CENSORING = {"steps_to_99": "grokked", "steps_to_99_train": "train_reached",
-             "grok_delay_steps": "~grok_delay_censored"}
+             "grok_delay_steps": "~grok_delay_censored", **EVENT_CENSORING}
 ALPHA = 0.05  # a comparison is "faster"/"slower" only when its deciding test's p is below it
 
 
@@ -183,6 +184,7 @@ def compare_cells(runs: pd.DataFrame, factor: str, reference: Any, alpha: float 
     ``p_floor``).
     """
     rows = []
+    runs = runs[runs[metric].notna()]  # e.g. a mechanism event of an unmeasured task
     for task, group in runs.groupby("task", sort=False):
         keyed = group[factor].astype(str)
         ref = group[keyed == str(reference)]

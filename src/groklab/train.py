@@ -32,6 +32,7 @@ from groklab.augment import Augmentation, augment, get_augmentation, reachable
 from groklab.config import ConfigError, RunConfig
 from groklab.curriculum import PoolSampler
 from groklab.errors import Interrupted, TrainingDiverged
+from groklab.fourier import Recorder
 from groklab.models import build_model
 from groklab.optim import build_optimizer, build_schedule
 from groklab.tasks import Task, build_task, val_in_train
@@ -66,6 +67,8 @@ class TrainResult:
     final: pd.DataFrame  # one row per seed: final metrics on the whole splits, val_reachable
     model: nn.Module
     steps_done: int
+    # per (seed, measured step): Fourier progress measures (groklab.fourier); None: not measured
+    measures: pd.DataFrame | None = None
 
 
 def diverged(cfg: RunConfig, step: int, which: list[int]) -> TrainingDiverged:
@@ -223,6 +226,9 @@ def _train(cfg: RunConfig, seeds: Sequence[int],
                 ).to(device)
 
     model = new_model()
+    measure = None
+    if Recorder.applies(cfg.data.task, model, tc.measures_every):
+        measure = Recorder(task, data.train_idx, seeds, tc.measures_every, tc.eval_every, device)
     if engine != "loop":
         from groklab.graphed import CaptureError, GraphedLoop
 
@@ -235,10 +241,10 @@ def _train(cfg: RunConfig, seeds: Sequence[int],
             model = new_model()
         else:
             try:
-                graph_rows, steps_done = graphed.run(progress)
+                graph_rows, steps_done = graphed.run(progress, measure)
             except KeyboardInterrupt:
                 raise Interrupted(int(graphed.counter.item())) from None
-            return _result(cfg, seeds, graph_rows, model, data, steps_done)
+            return _result(cfg, seeds, graph_rows, model, data, steps_done, measure)
     opt = build_optimizer(cfg.optim, model.parameters())
     schedule = build_schedule(cfg.optim, opt)
     gens = [rng.generator(s, "data", device) for s in seeds]
@@ -278,6 +284,8 @@ def _train(cfg: RunConfig, seeds: Sequence[int],
         for i, acc in enumerate(val_acc):
             if grokked_at[i] is None and acc >= GROK_THRESHOLD:
                 grokked_at[i] = step
+        if measure is not None:
+            measure(model, step, final=step == tc.steps)
         if progress is not None:
             progress(Progress(step, tc.steps, val_acc))
         return val_acc
@@ -315,14 +323,18 @@ def _train(cfg: RunConfig, seeds: Sequence[int],
     except KeyboardInterrupt:
         raise Interrupted(step) from None
 
-    return _result(cfg, seeds, rows, model, data, step)
+    return _result(cfg, seeds, rows, model, data, step, measure)
 
 
 def _result(cfg: RunConfig, seeds: list[int], rows: list[Tensor], model: nn.Module,
-            data: TrainData, steps_done: int) -> TrainResult:
+            data: TrainData, steps_done: int, measure: Recorder | None = None) -> TrainResult:
     history = _history_frame(rows, seeds)
     final = _final_frame(model, data, seeds, history)
-    return TrainResult(cfg, seeds, history, final, model, steps_done)
+    measures = None
+    if measure is not None:
+        measure(model, steps_done, final=True)  # the checkpoint's weights (early stop too)
+        measures = measure.frame()
+    return TrainResult(cfg, seeds, history, final, model, steps_done, measures)
 
 
 def _done_after_grok(grokked_at: list[int | None], step: int, extra: int | None) -> bool:

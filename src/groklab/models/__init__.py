@@ -15,10 +15,12 @@ from groklab.config import ModelConfig
 from groklab.models.layers import init_members
 from groklab.models.lstm import LSTM
 from groklab.models.mlp import MLP, BitMLP
+from groklab.models.one_layer import OneLayerTransformer
 from groklab.models.transformer import Transformer
 from groklab.tasks import Task
 
-__all__ = ["BUILDERS", "build_model", "Transformer", "MLP", "BitMLP", "LSTM"]
+__all__ = ["BUILDERS", "build_model", "Transformer", "MLP", "BitMLP", "LSTM",
+           "OneLayerTransformer"]
 
 
 def _transformer(n: int, cfg: ModelConfig, task: Task) -> nn.Module:
@@ -41,9 +43,15 @@ def _bit_mlp(n: int, cfg: ModelConfig, task: Task) -> nn.Module:
                   dropout=cfg.dropout)
 
 
+def _transformer1(n: int, cfg: ModelConfig, task: Task) -> nn.Module:
+    return OneLayerTransformer(n, task.vocab_size, task.seq_len, task.n_classes,
+                               width=cfg.width, heads=cfg.heads, mlp=cfg.mlp_hidden)
+
+
 # How each architecture `model.arch` can name (config.ARCHITECTURES) is built for a task.
 BUILDERS: dict[str, Callable[[int, ModelConfig, Task], nn.Module]] = {
     "transformer": _transformer, "mlp": _mlp, "lstm": _lstm, "bit_mlp": _bit_mlp,
+    "transformer1": _transformer1,
 }
 
 

@@ -39,6 +39,7 @@ class Context:
     references: dict[str, dict[str, Any]]  # file stem under references/ -> its JSON
     tables_dir: Path
     link: str = "figures"  # the figures folder relative to the report, for image links
+    models_dir: Path | None = None  # cells' folders (measures.csv); None: not available
     figures: dict[str, Figure] = field(default_factory=dict)
 
     @property

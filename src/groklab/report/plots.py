@@ -375,10 +375,13 @@ def metric_vs_factor(cells: pd.DataFrame, x: str, names: Sequence[str], *,
 
 
 def fraction_reached(runs: pd.DataFrame, *, hue: str, col: str = "task",
-                     title: str | None = None) -> Figure:
+                     title: str | None = None, time_col: str = "steps_to_99",
+                     reached_col: str = "grokked",
+                     ylabel: str = "fraction of seeds at 99%") -> Figure:
     """Kaplan-Meier estimate of the fraction of seeds whose validation accuracy reached 99%
-    by each update (:func:`groklab.metrics.kaplan_meier`), a step line per ``hue`` value and
-    a panel per ``col`` value; each line ends at its cell's budget."""
+    (or another event: ``time_col``, observed where ``reached_col``) by each update
+    (:func:`groklab.metrics.kaplan_meier`), a step line per ``hue`` value and a panel per
+    ``col`` value; each line ends at its cell's budget."""
     tiles, (values, colours) = levels(runs, col), hues(runs, hue)
     with style():
         fig, axes = _tiled(len(tiles), 3.0)
@@ -387,13 +390,12 @@ def fraction_reached(runs: pd.DataFrame, *, hue: str, col: str = "task",
                 r = select(runs, **{col: tile, hue: value})
                 if r.empty:
                     continue
-                km = kaplan_meier(r["steps_to_99"].astype(float), as_bool(r["grokked"]))
+                km = kaplan_meier(r[time_col].astype(float), as_bool(r[reached_col]))
                 end = float(r["budget"].max())
                 t = np.concatenate([[0.0], km.times, [end]])
                 y = np.concatenate([[0.0], km.fraction, [km.at(end)]])
                 ax.step(t, y, where="post", color=colours[value], lw=1.6)
-            ax.set(title=str(tile), ylim=(-0.03, 1.05), xlabel="updates",
-                   ylabel="fraction of seeds at 99%")
+            ax.set(title=str(tile), ylim=(-0.03, 1.05), xlabel="updates", ylabel=ylabel)
             ax.label_outer()
         legend(fig, [Line2D([], [], color=colours[v], label=label(hue, v)) for v in values],
                title or "Fraction of seeds whose validation accuracy reached 99% (Kaplan-Meier)")

@@ -40,6 +40,7 @@ from groklab.cells import (
     studies,
 )
 from groklab.config import LinearTeacherConfig, RunConfig, chance_accuracy
+from groklab.mechanism import MECHANISM_COLUMNS, Thresholds, seed_events
 from groklab.metrics import Analysis
 from groklab.params import PARAMS_FILE, load_params
 from groklab.stages.common import fail_cleanly, tracker_for
@@ -89,9 +90,11 @@ def load_config(path: Path) -> tuple[CellConfig, list[int]]:
     return RunConfig.from_dict(meta["config"]), meta["seeds"]
 
 
-def read_cell(models: Path, source: Cell, analysis: Analysis
+def read_cell(models: Path, source: Cell, analysis: Analysis,
+              thresholds: Thresholds | None = None
               ) -> tuple[Path, CellConfig, pd.DataFrame, pd.DataFrame]:
-    """The source folder, configuration, history and per-seed summary rows of one cell."""
+    """The source folder, configuration, history and per-seed summary rows of one cell;
+    with its mechanism events (groklab.mechanism) when it has measures.csv."""
     path = source_dir(models, source)
     if not (path / "history.csv").exists():
         raise FileNotFoundError(f"{path}/history.csv is missing; run `dvc repro "
@@ -114,6 +117,11 @@ def read_cell(models: Path, source: Cell, analysis: Analysis
         rows = pd.DataFrame(seed_summaries_from(history, final, budget=config.train.steps,
                                                 chance=chance_accuracy(config.data),
                                                 analysis=analysis))
+        if (path / "measures.csv").exists():
+            found = seed_events(pd.read_csv(path / "measures.csv"), history,
+                                config.train.steps, thresholds or Thresholds())
+            for col in MECHANISM_COLUMNS:
+                rows[col] = [found[int(s)][col] for s in rows["seed"]]
     rows["run_key"] = [hashlib.sha1(config_key(config, [int(s)]).encode()).hexdigest()[:12]
                        for s in rows["seed"]]
     return path, config, history, rows
@@ -124,9 +132,10 @@ def evaluate_family(params: dict[str, Any], family: str, models: Path
     """The family's per-seed and per-cell tables and its mean curves (by cell name)."""
     factor, pairs = family_rows(params, family)
     analysis = Analysis.from_params(params)
+    thresholds = Thresholds.from_params(params)
     runs, cells, curves = [], [], {}
     for cell, source in pairs:
-        path, _, history, rows = read_cell(models, source, analysis)
+        path, _, history, rows = read_cell(models, source, analysis, thresholds)
         keys = {"study": family, "cell": cell.name, "task": cell.task,
                 **({factor: cell.value} if factor else {}),
                 "source": resolve(models, source)[0], "path": path.relative_to(models).as_posix()}
@@ -152,6 +161,21 @@ def comparisons(params: dict[str, Any], family: str, runs: pd.DataFrame
     return compare_cells(runs, "value", default), compare_study(runs, "value", default)
 
 
+def event_comparisons(params: dict[str, Any], family: str, runs: pd.DataFrame
+                      ) -> pd.DataFrame | None:
+    """Each measured cell of a study against its default-value cell on the mechanism
+    events' times (column ``event``); None when the study has no measured cell."""
+    factor, _ = family_rows(params, family)
+    if factor is None or "circuit_step" not in runs or runs["circuit_step"].isna().all():
+        return None
+    default = studies(params)[family].default_value(params)
+    keyed = runs.rename(columns={factor: "value"})
+    tables = [compare_cells(keyed, "value", default, metric=f"{event}_step",
+                            event=f"{event}_reached").assign(event=event)
+              for event in ("circuit", "cleanup")]
+    return pd.concat(tables, ignore_index=True)
+
+
 def families(params: dict[str, Any]) -> list[str]:
     """Every family of runs, in report order."""
     return [BASELINE, EXPERIMENT, *studies(params)]
@@ -173,6 +197,11 @@ def evaluate_all(params: dict[str, Any], models: Path, reports: Path) -> list[Pa
                 for name, table in zip(("comparisons", "across_tasks"), versus, strict=True):
                     table.to_csv(reports / "tables" / f"{family}_{name}.csv", index=False)
                     written.append(reports / "tables" / f"{family}_{name}.csv")
+            events = event_comparisons(params, family, runs)
+            if events is not None:
+                events.to_csv(reports / "tables" / f"{family}_event_comparisons.csv",
+                              index=False)
+                written.append(reports / "tables" / f"{family}_event_comparisons.csv")
             write_json(reports / "metrics" / f"{family}.json",
                        headline_tree(cells, ["task", *([factor] if factor else [])]))
             (curves_dir / family).mkdir()

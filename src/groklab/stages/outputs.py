@@ -160,12 +160,15 @@ def _plain(x: Any) -> Any:
 
 def save_run(result: Any, out: Path, summary: dict[str, Any] | None = None,
              card: dict[str, Any] | None = None) -> None:
-    """history.csv, final.csv, config.json (and summary.json, card.json when given); for a
-    trained network (a :class:`~groklab.train.TrainResult`) also one checkpoint per seed."""
+    """history.csv, final.csv, config.json (and summary.json, card.json when given;
+    measures.csv when the run was measured); for a trained network (a
+    :class:`~groklab.train.TrainResult`) also one checkpoint per seed."""
     model = getattr(result, "model", None)
     with atomic_dir(out) as tmp:
         result.history.to_csv(tmp / "history.csv", index=False)
         result.final.to_csv(tmp / "final.csv", index=False)
+        if getattr(result, "measures", None) is not None:  # Fourier progress measures
+            result.measures.to_csv(tmp / "measures.csv", index=False)
         write_json(tmp / "config.json", {
             "kind": "network" if model is not None else "linear_teacher",
             "config": dataclasses.asdict(result.config), "seeds": result.seeds,

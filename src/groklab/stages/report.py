@@ -180,7 +180,7 @@ def build_report(params: dict[str, Any], tables_dir: Path | str, models_dir: Pat
     tables_dir, models_dir = Path(tables_dir), Path(models_dir)
     ctx = Context(params=params, studies=load_all(params, tables_dir, models_dir),
                   references=read_references(Path(references)), tables_dir=tables_dir,
-                  link=figures_link)
+                  link=figures_link, models_dir=models_dir)
     shared = run_config(params, params["baseline"]["tasks"][0])
     banner = scale_banner(ctx)
     parts = [

@@ -130,13 +130,17 @@ def log_run(cell: Cell, config: CellConfig, result: Any, out: Path, rows: list[d
             seed = row["seed"]
             with tracker.seed_run(seed, params={"seed": seed}) as seed_run:
                 seed_run.log_history(result.history[result.history.seed == seed])
+                measures = getattr(result, "measures", None)
+                if measures is not None:  # step metrics measures/restricted_loss, ...
+                    seed_run.log_history(measures[measures.seed == seed], prefix="measures/")
                 seed_run.log_metrics({k: v for k, v in row.items()
                                       if isinstance(v, int | float) and k != "seed"})
                 ckpt = out / f"seed{seed}.pt"
                 if ckpt.exists():
                     seed_run.log_artifacts([ckpt])
         tracker.log_artifacts([out / f for f in ("history.csv", "final.csv", "config.json",
-                                                 "summary.json")])
+                                                 "summary.json", "measures.csv")
+                               if (out / f).exists()])
 
 
 def _config_dict(config: CellConfig) -> dict[str, Any]:
