@@ -316,3 +316,70 @@ def test_dvc_writes_no_usage_report(tmp_path, unused_port):
     run(dvc, "status")
     reports = list(tmp.iterdir())
     assert len(reports) == 1 and "cmd_class" in reports[0].read_text()
+
+
+# --- Names are data, never shell -------------------------------------------------------
+
+INJECTION_PARAMS = {"tasks": ["x_plus_y"], "seeds": [0], "baseline": {"tasks": ["x_plus_y"]},
+                    "data": {"p": 11}, "train": {"steps": 20, "batch_size": 16}}
+
+
+@pytest.fixture(scope="module")
+def dvc_project(tmp_path_factory) -> Path:
+    """This project in a fresh git repo, tiny params and one cell per study (few stages for
+    `--keep-going` to run); each test works on a clone of it."""
+    import yaml
+    from project_copy import ROOT, copy_project
+
+    studies = yaml.safe_load((ROOT / "params.yaml").read_text())["studies"]
+    one_cell = {name: {"tasks": spec["tasks"][:1], "values": spec["values"][:1],
+                       "value_settings": {}} for name, spec in studies.items()}
+    return copy_project(tmp_path_factory.mktemp("names") / "groklab",
+                        {**INJECTION_PARAMS, "studies": one_cell})
+
+
+def dvc_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+               GROKLAB_TRACKING="off", GROKLAB_THREADS="1")
+    return env
+
+
+@pytest.mark.parametrize("edit, overrides", [
+    # An augmentation whose name is a command, in the registry and the study's values.
+    ({"augmentations": {"my aug; touch PWNED": {"reverse": 0.0, "negate": 0.1}},
+      "studies": {"augmentation": {"tasks": ["x_plus_y"], "values": ["my aug; touch PWNED"]}}},
+     []),
+    # A command substitution as a base task: the generate stage's name.
+    ({"baseline": {"tasks": ["x_plus_y", "$(touch PWNED)"]}}, []),
+    # A pasted `-S`, in an experiment.
+    ({}, ["-S", 'tasks=["x_plus_y;touch PWNED"]']),
+])
+def test_no_name_runs_a_shell_command_in_dvc(dvc_project, tmp_path, edit, overrides):
+    """Real `dvc repro` / `dvc exp run -S`: the stage commands hold no name (a stage reads
+    DVC_STAGE), and the params check refuses the name in one line before any training.
+    `--keep-going` runs every stage, the hostile ones too, whatever fails first; each
+    prints the same one line."""
+    import yaml
+    from project_copy import merge
+
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(dvc_project), str(repo)], check=True)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump(merge(params, edit), sort_keys=False))
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam",
+                    "hostile names", "--allow-empty"], cwd=repo, check=True)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    cmd = [dvc, "exp", "run", "-k", *overrides] if overrides else [dvc, "repro", "-k"]
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300,
+                          env=dvc_env())
+    assert proc.returncode != 0
+    assert not list(repo.rglob("PWNED")) and not list(tmp_path.rglob("PWNED"))
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out, out
+    lines = {line for line in out.splitlines() if line.startswith("groklab:")}
+    assert len(lines) == 1, out
+    line = lines.pop()
+    assert line.startswith("groklab: error: params.yaml: ") and "not a safe name" in line
+    trained = [p for p in (repo / "models").rglob("*") if p.is_file()]
+    assert trained == []  # refused before any training (DVC may make empty folders)

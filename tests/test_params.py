@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 from registry import PARAMS, ROOT
@@ -12,11 +13,19 @@ from groklab.cells import (
     Cell,
     cell_config,
     experiment_source,
+    stage_cell,
     studies,
     trained_cells,
 )
 from groklab.config import AugmentConfig, ConfigError, RunConfig
-from groklab.params import check_params, get_key, load_params, read_params, run_config
+from groklab.params import (
+    check_params,
+    get_key,
+    is_safe_name,
+    load_params,
+    read_params,
+    run_config,
+)
 
 
 def test_the_base_run_is_the_papers_base_configuration():
@@ -160,3 +169,66 @@ def test_get_key_reads_dotted_keys():
     assert get_key(PARAMS, "data.p") == 97
     with pytest.raises(KeyError):
         get_key(PARAMS, "data.q")
+
+
+@pytest.mark.parametrize("name, safe", [
+    ("x_plus_y", True), ("wd_0.05", True), (0.05, True), (113, True), (1e-05, True),
+    (None, True), ("my aug; touch X", False), ("$(touch X)", False), ("a/b", False),
+    ("..", False), ("-rf", False), ("", False), ("a" * 65, False), ("tab\there", False),
+    ("x`id`", False), ("quote'", False), (True, False), ([1], False), ("é", False),
+])
+def test_safe_names_are_letters_digits_and_four_marks(name, safe):
+    """The rule, written out: [A-Za-z0-9_] then up to 63 of [A-Za-z0-9_.+-], on str(name)."""
+    assert is_safe_name(name) is safe
+
+
+@pytest.mark.parametrize("edit, where", [
+    (_set("augmentations.my aug; touch X", {"reverse": 0.0, "negate": 0.1}),
+     "augmentations key"),
+    (_set("tasks", ["x_plus_y;touch X"]), "tasks"),
+    (_set("baseline.tasks", ["$(touch X)"]), "baseline.tasks"),
+    (_set("studies.architecture.values", ["a/b"]), "studies.architecture.values"),
+    (_set("studies.x y", {}), "studies key"),
+    (_set("optimizer", "adamw`id`"), "optimizer"),
+])
+def test_an_unsafe_name_is_the_only_problem_reported(edit, where):
+    """Nothing else is checked (or, in a stage, run) once a name is unsafe: one line."""
+    problems = bad(edit)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(where) and "is not a safe name" in problems[0]
+
+
+def test_an_unsafe_name_in_two_places_is_one_line():
+    def edit(p):
+        p["augmentations"]["my aug; touch X"] = {"reverse": 0.0, "negate": 0.1}
+        p["studies"]["augmentation"]["values"] = ["my aug; touch X"]
+    assert bad(edit) == [
+        "augmentations key, studies.augmentation.values = 'my aug; touch X' is not a safe "
+        "name: names become stage names and paths, so use letters, digits and _ . + - only, "
+        "starting with a letter, digit or _, at most 64 characters"]
+
+
+@pytest.mark.parametrize("stage, cell", [
+    ("baseline@x_div_y", Cell("baseline", "x_div_y")),
+    ("augmentation@x_plus_y-negation", Cell("augmentation", "x_plus_y", "negation")),
+    ("data_fraction@x_plus_y-0.05", Cell("data_fraction", "x_plus_y", 0.05)),
+    ("optimizer@x_div_y-wd_0.05", Cell("optimizer", "x_div_y", "wd_0.05")),
+    ("sub/dvc.yaml:concealment@parity-12", Cell("concealment", "parity", 12)),
+    ("linear_teacher@linear_regression-0.85", Cell("linear_teacher", "linear_regression", 0.85)),
+])
+def test_a_stage_reads_its_cell_from_the_dvc_stage_name(stage, cell):
+    got = stage_cell(PARAMS, stage)
+    assert got == cell and type(got.value) is type(cell.value)
+    assert got.stage == stage.rpartition(":")[2]  # the name DVC gave it, read back
+
+
+@pytest.mark.parametrize("stage, words", [
+    ("generate", "not a cell's stage"),
+    ("augmentation@x_plus_y", "starts with none of studies.augmentation.tasks"),
+    ("augmentation@x_plus_y-mirror", "'mirror' is not one of studies.augmentation.values"),
+    ("baseline@multi_add", "baseline.tasks lists"),
+    ("nope@x_plus_y", "'nope' is not a study"),
+])
+def test_a_stage_name_that_is_no_cell_is_one_line(stage, words):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        stage_cell(PARAMS, stage)

@@ -20,6 +20,7 @@ is an error, never a silent default.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,13 @@ OPTIMIZER_KEYS = {"adamw": ("kind", "lr", "betas", "weight_decay", "warmup"),
                   "sgd": ("kind", "lr", "momentum", "nesterov", "weight_decay", "warmup")}
 VARIANT_OVERRIDES = {"batch_size": "train.batch_size", "dropout": "model.dropout"}
 ANALYSIS_KEYS = ("grok_delay", "collapse_below", "min_fit_r2")
+# Names are data: every name that becomes part of a DVC stage name, an output path or a
+# registry key (tasks, registry entries, study names, study values as text) matches this.
+# Letters, digits and `_ . + -` only: no shell metacharacter, no space, no `/`; it starts
+# with a letter, digit or `_`, so it is neither `.`/`..` nor taken for a command-line flag.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
+SAFE_NAME_RULE = ("letters, digits and _ . + - only, starting with a letter, digit or _, "
+                  "at most 64 characters")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -220,6 +228,55 @@ def experiment_changes(params: Mapping[str, Any]) -> dict[str, Any]:
 
 # --- Checking the whole file --------------------------------------------------------------
 
+def is_safe_name(name: Any) -> bool:
+    """Whether ``name`` (as DVC writes it into a stage name: ``str(name)``) matches
+    :data:`SAFE_NAME`. Strings, numbers and null (a study of ``batch_size: null``) can;
+    booleans, lists and mappings cannot."""
+    if isinstance(name, bool) or not isinstance(name, str | int | float | None):
+        return False
+    return SAFE_NAME.fullmatch(str(name)) is not None
+
+
+def check_name(where: str, name: Any) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is safe (:func:`is_safe_name`)."""
+    if not is_safe_name(name):
+        raise ConfigError(f"{where} = {shown(name)} is not a safe name: names become stage "
+                          f"names and paths, so use {SAFE_NAME_RULE}")
+
+
+def name_problems(params: Mapping[str, Any]) -> list[str]:
+    """One line per name of ``params`` that is not safe: the tasks lists, the knobs, the
+    keys of the registries and of ``studies``, and each study's tasks and values. Checked
+    before anything else, so no later check (nor DVC) ever handles such a name."""
+    found: list[tuple[str, Any]] = []
+    for key in ("tasks", "baseline.tasks"):
+        names = _lookup(params, key)
+        found += [(key, v) for v in names] if isinstance(names, list) else []
+    found += [(knob, params[knob]) for knob in KNOBS if isinstance(params.get(knob), str)]
+    for registry in ("augmentations", "curricula", "optimizers", "studies"):
+        entries = params.get(registry)
+        found += [(f"{registry} key", k) for k in entries] if isinstance(entries, Mapping) else []
+    studies = params.get("studies")
+    for name, spec in studies.items() if isinstance(studies, Mapping) else ():
+        for part in ("tasks", "values"):
+            names = spec.get(part) if isinstance(spec, Mapping) else None
+            found += [(f"studies.{name}.{part}", v) for v in names] \
+                if isinstance(names, list) else []
+    places: dict[str, list[str]] = {}  # each unsafe name once, with every place it is in
+    for where, name in found:
+        if not is_safe_name(name):
+            places.setdefault(shown(name), []).append(where)
+    return [f"{', '.join(dict.fromkeys(wheres))} = {name} is not a safe name: names become "
+            f"stage names and paths, so use {SAFE_NAME_RULE}" for name, wheres in places.items()]
+
+
+def _lookup(params: Mapping[str, Any], key: str) -> Any:
+    try:
+        return get_key(params, key)
+    except KeyError:
+        return None
+
+
 def shown(value: Any) -> str:
     """``value`` as one short line for an error message (strings quoted, the rest as flow YAML)."""
     return repr(value) if isinstance(value, str) else yaml.safe_dump(
@@ -261,6 +318,9 @@ def check_params(params: Mapping[str, Any]) -> list[str]:
     base run of each task, the experiment, each study cell — so a value that is out of range
     in any of them is reported here, before anything computes.
     """
+    problems = name_problems(params)  # first: such a name goes no further
+    if problems:
+        return problems
     problems = key_problems("params", params, TOP_KEYS)
     if problems:
         return [p.replace("params.", "", 1) for p in problems]
