@@ -135,6 +135,12 @@ def user_files(tmp_path: Path) -> Path:
     (["--out", "mine"], ["mine is a directory groklab did not write"]),
     (["--out", "result"], ["result holds files groklab did not write (todo.txt)"]),
     (["--out", "link"], ["link is a symbolic link"]),
+    # Bounds: each a refusal, not an allocation or an overflow after training a while.
+    (["--p", "20011"], ["p=20011 is more than 8,192"]),
+    (["--steps", "1000000000000"], ["steps=1000000000000 is more than 100,000,000"]),
+    (["--batch-size", "1000000000"], ["batch_size=1000000000 is more than 16,777,216"]),
+    (["--task", "multi_add", "--p", "7", "--operands", "50"], ["7^50 equations"]),
+    (["--task", "parity", "--concealed-bits", "100000"], ["at most 62 bits"]),
 ])
 def test_bad_input_is_one_line_before_training_and_touches_nothing(user_files, args, words):
     before = snapshot(user_files)
@@ -146,6 +152,21 @@ def test_bad_input_is_one_line_before_training_and_touches_nothing(user_files, a
         assert word in line
     assert proc.stdout == ""
     assert snapshot(user_files) == before  # same names, modes and bytes: nothing moved
+
+
+def test_a_run_larger_than_memory_is_refused_before_training(tmp_path):
+    """The estimate (groklab.budget) against GROKLAB_MEMORY: batch 100,000 of the papers'
+    Transformer needs about 16 GiB of activations; with 1 GiB available it is one line
+    naming the key, and a run that fits the same 1 GiB trains."""
+    proc = groklab(tmp_path, *FOREVER, "--quiet", "--p", "97", "--batch-size", "100000",
+                   timeout=60, GROKLAB_MEMORY="1G")
+    assert proc.returncode == 2
+    line = one_line(proc.stderr)
+    assert line.startswith("groklab: error: this run would need about ")
+    assert "GiB available; lower train.batch_size, or set GROKLAB_MEMORY" in line
+    assert groklab(tmp_path, *TINY, "--quiet", GROKLAB_MEMORY="1G").returncode == 0
+    bad = groklab(tmp_path, *TINY, "--quiet", GROKLAB_MEMORY="lots")
+    assert bad.returncode == 2 and "GROKLAB_MEMORY='lots' is not a size" in one_line(bad.stderr)
 
 
 @pytest.fixture

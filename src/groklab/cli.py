@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from groklab.budget import check_run_memory
 from groklab.config import (
     DEVICES,
     ENCODINGS,
@@ -113,6 +114,7 @@ def run(args: argparse.Namespace) -> dict:
     check_seed(args.seed)
     params = load_params(args.params)
     cfg = config_from_args(args, params)
+    check_run_memory(cfg, 1, "this run")  # before anything is built
     if args.out is not None:
         check_writable(args.out)  # before training: a bad path costs no compute
     label = f"{cfg.data.task} {cfg.train.aug.name} seed {args.seed}"

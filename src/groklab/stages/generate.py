@@ -16,6 +16,7 @@ import argparse
 import os
 from pathlib import Path
 
+from groklab.budget import PART_KEYS, check_memory, table_bytes
 from groklab.cards import dataset_card
 from groklab.config import ConfigError, DataConfig
 from groklab.params import PARAMS_FILE, augmentation, load_params
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     args.task = args.task or _stage_task(params)
     cfg = DataConfig(**{**params["data"], "task": args.task})
+    check_memory({"tables": table_bytes(cfg, len(params["seeds"]))}, f"generate@{args.task}",
+                 PART_KEYS)
     augs = {name: augmentation(params, name) for name in params["augmentations"]}
     seeds = list(params["seeds"])
 

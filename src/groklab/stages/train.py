@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from groklab.budget import check_run_memory
 from groklab.cells import (
     EXPERIMENT,
     Cell,
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
               f"nothing trained, {out}/source.json points there")
         return
     config = cell_config(params, cell)
+    check_run_memory(config, len(seeds), cell.stage)  # before anything is built
     check_writable(out)  # before training: a bad path costs no compute
     try:
         result = run(config, seeds, cell.stage)
