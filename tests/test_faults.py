@@ -7,6 +7,7 @@ runs with bad input are given a budget of a million updates.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -141,6 +142,12 @@ def user_files(tmp_path: Path) -> Path:
     (["--batch-size", "1000000000"], ["batch_size=1000000000 is more than 16,777,216"]),
     (["--task", "multi_add", "--p", "7", "--operands", "50"], ["7^50 equations"]),
     (["--task", "parity", "--concealed-bits", "100000"], ["at most 62 bits"]),
+    # Unreadable --params, argparse's own errors: one line too, never the usage block.
+    (["--params", "mine"], ["mine is a directory, not a params file"]),
+    (["--params", sys.executable], ["is not a text file", "not UTF-8"]),
+    (["--p", "x"], ["argument --p: invalid int value: 'x'", "groklab run --help"]),
+    (["--batch-size", "0"], ["argument --batch-size: 0 must be positive"]),
+    (["--task", "nope"], ["argument --task: invalid choice: 'nope'"]),
 ])
 def test_bad_input_is_one_line_before_training_and_touches_nothing(user_files, args, words):
     before = snapshot(user_files)
@@ -274,6 +281,63 @@ def test_reruns_are_byte_identical_also_beside_another_trainer(tmp_path):
     assert alone == beside
 
 
+def test_out_that_cannot_be_renamed_is_refused_before_training(tmp_path, unwritable):
+    """An empty directory groklab could replace, but that the file system will not let it
+    rename (immutable here; a mount point alike): refused before training, and no
+    temporary folder of groklab's left beside it."""
+    out = unwritable  # empty, and immutable (or, not root, unwritable)
+    before = snapshot(tmp_path)
+    proc = groklab(tmp_path, *FOREVER, "--quiet", "--out", out.name, timeout=60)
+    assert proc.returncode == 2
+    line = one_line(proc.stderr)
+    assert line.startswith(f"groklab: error: {out.name} is immutable") or \
+        line.startswith(f"groklab: error: cannot write {out.name}")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    """A file-size limit (ulimit -f 4 KiB) stands in for a full disk: the first file past
+    it fails to write. One line naming the path, exit 2, no result and no temporary folder:
+    nothing half-written."""
+    def limited() -> None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    proc = subprocess.run([*RUN, *TINY, "--quiet", "--out", "run"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120,
+                          env=groklab_env(tmp_path), preexec_fn=limited)
+    assert proc.returncode == 2, proc.stderr
+    line = one_line(proc.stderr)
+    assert line.startswith("groklab: error: cannot write run: File too large after ")
+    assert "nothing was written" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slots"]
+
+
+def test_ctrl_c_while_importing_is_one_line_exit_130(tmp_path):
+    """SIGINT half a second after start, while torch is still importing."""
+    proc = subprocess.Popen([*RUN, *FOREVER, "--quiet"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=groklab_env(tmp_path))
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert one_line(stderr).startswith("groklab: interrupted")
+
+
+def test_last_line_is_strict_json(tmp_path):
+    """NaN (an erf fit that did not converge in 30 updates) is null: a strict parser reads it."""
+    proc = groklab(tmp_path, *TINY, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{token} in the JSON line")
+
+    summary = json.loads(proc.stdout.splitlines()[-1], parse_constant=refuse)
+    assert None in summary.values()  # the fields that were NaN before
+
+
 STAGE_MAIN = """
 import os, signal, sys, time
 from groklab.stages.common import fail_cleanly
@@ -286,9 +350,13 @@ def denied():
     open("{path}", "w")
 
 def unexpected():
+    raise OSError(104, "Connection reset by peer")
+
+def full():
     raise OSError(28, "No space left on device")
 
-fail_cleanly({{"interrupted": interrupted, "denied": denied, "unexpected": unexpected}}[
+fail_cleanly({{"interrupted": interrupted, "denied": denied, "unexpected": unexpected,
+              "full": full}}[
     sys.argv[1]])
 """
 
@@ -297,6 +365,7 @@ fail_cleanly({{"interrupted": interrupted, "denied": denied, "unexpected": unexp
     ("interrupted", 130, "groklab: interrupted; nothing written; rerun to resume"),
     ("denied", 1, "groklab: error: {path}: "),
     ("unexpected", 1, None),
+    ("full", 1, "groklab: error: No space left on device; free space and rerun"),
 ])
 def test_stage_entry_points_fail_cleanly(tmp_path, unwritable, case, rc, expected):
     path = unwritable / "out.csv"
@@ -305,7 +374,7 @@ def test_stage_entry_points_fail_cleanly(tmp_path, unwritable, case, rc, expecte
                           timeout=60, cwd=tmp_path)
     assert proc.returncode == rc
     if expected is None:  # not about a path: a bug or the machine, so keep the traceback
-        assert "Traceback" in proc.stderr and "No space left" in proc.stderr
+        assert "Traceback" in proc.stderr and "Connection reset" in proc.stderr
     else:
         assert one_line(proc.stderr).startswith(expected.format(path=path))
 

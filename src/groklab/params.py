@@ -44,6 +44,7 @@ from groklab.config import (
 )
 
 PARAMS_FILE = "params.yaml"
+MAX_PARAMS_BYTES = 1 << 20  # params.yaml is 10 KB; a binary or a log passed by mistake is not
 # The experiment's knobs and the base-run keys they set.
 KNOBS = {"aug": "train.aug", "curriculum": "train.curriculum", "arch": "model.arch",
          "optimizer": "train.optimizer"}
@@ -95,10 +96,20 @@ def read_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
     """params.yaml as a dict, with one clear line when it is missing or not YAML."""
     path = Path(path)
     try:
-        text = path.read_text()
+        if path.is_file() and path.stat().st_size > MAX_PARAMS_BYTES:
+            raise ConfigError(f"{path} is {path.stat().st_size:,} bytes, not a params file "
+                              f"(at most {MAX_PARAMS_BYTES:,})")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path} not found: run in the project root (where params.yaml "
                           "is) or pass its path with --params") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a params file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not a text file (byte {err.start} is not UTF-8); "
+                          "pass params.yaml") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
     try:
         params = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as err:
@@ -367,16 +378,25 @@ def _check_registries(params: Mapping[str, Any]) -> list[str]:
                 n, e["reverse"], e["negate"]))
     for name, entry in params["curricula"].items():
         where = f"curricula.{name}"
-        if not isinstance(entry, Mapping) or entry.get("pacing") not in PACING_KEYS:
-            problems.append(f"{where}.pacing = {shown((entry or {}).get('pacing'))}: choose one "
-                            f"of {', '.join(PACING_KEYS)}")
+        if not isinstance(entry, Mapping):
+            problems.append(f"{where} = {shown(entry)}: must be a mapping with a pacing, e.g. "
+                            "{pacing: none}")
+            continue
+        pacing = entry.get("pacing")
+        if not isinstance(pacing, str) or pacing not in PACING_KEYS:
+            problems.append(f"{where}.pacing = {shown(pacing)}: choose one of "
+                            f"{', '.join(PACING_KEYS)}")
             continue
         problems += key_problems(where, entry, ("pacing", *PACING_KEYS[entry["pacing"]]))
         problems += build_problems(where, lambda e=entry, n=name: CurriculumConfig(name=n, **e))
     for name, entry in params["optimizers"].items():
         where = f"optimizers.{name}"
-        kind = entry.get("kind") if isinstance(entry, Mapping) else None
-        if kind not in OPTIMIZER_KINDS:
+        if not isinstance(entry, Mapping):
+            problems.append(f"{where} = {shown(entry)}: must be a mapping with a kind, e.g. "
+                            "{kind: adamw, ...}")
+            continue
+        kind = entry.get("kind")
+        if not isinstance(kind, str) or kind not in OPTIMIZER_KINDS:
             problems.append(f"{where}.kind = {shown(kind)}: choose one of "
                             f"{', '.join(OPTIMIZER_KINDS)}")
             continue
@@ -406,7 +426,7 @@ def build_problems(where: str, build: Any) -> list[str]:
         build()
     except ConfigError as err:
         return [f"{where}: {err}"]
-    except TypeError as err:  # a key the dataclass does not know
+    except (TypeError, AttributeError) as err:  # an unknown key, a value of the wrong type
         return [f"{where}: {err}"]
     return []
 

@@ -12,20 +12,21 @@ Under DVC the command names no task: the stage reads it from its stage name (DVC
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
+import groklab._interrupts  # noqa: F401 - first: a Ctrl-C while importing is one line
 from groklab.budget import PART_KEYS, check_memory, table_bytes
 from groklab.cards import dataset_card
 from groklab.config import ConfigError, DataConfig
+from groklab.errors import OneLineParser
 from groklab.params import PARAMS_FILE, augmentation, load_params
 from groklab.stages.common import fail_cleanly, tracker_for
 from groklab.stages.outputs import atomic_dir, write_json
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = OneLineParser(description=__doc__)
     parser.add_argument("task", nargs="?",
                         help="task name, e.g. x_plus_y (default: DVC_STAGE's, generate@<task>)")
     parser.add_argument("--params", default=PARAMS_FILE, help="parameters file")

@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import groklab._interrupts  # noqa: F401 - first: a Ctrl-C while importing is one line
 from groklab.budget import check_run_memory
 from groklab.cells import (
     EXPERIMENT,
@@ -36,7 +37,7 @@ from groklab.cells import (
     stage_cell,
 )
 from groklab.config import ConfigError, RunConfig
-from groklab.errors import Interrupted
+from groklab.errors import Interrupted, OneLineParser
 from groklab.params import KNOBS, PARAMS_FILE, get_key, load_params
 from groklab.stages.common import fail_cleanly, tracker_for
 from groklab.stages.outputs import atomic_dir, check_writable, save_run, write_json
@@ -167,7 +168,7 @@ def named_cell(params: dict[str, Any], family: str | None, task: str | None,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = OneLineParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("family", nargs="?",
                         help="baseline, experiment, or a study name (default: DVC_STAGE's)")
