@@ -125,6 +125,17 @@ def _set(path: str, value):
     (_set("analysis.grok_delay", -1), ["analysis.grok_delay = -1", ">= 0"]),
     (_set("studies.architecture.values", ["mlp", "bit_mlp"]),
      ["studies.architecture (x_div_y, model.arch = 'bit_mlp')", "binary vectors"]),
+    # Non-finite numbers and wrong types inside the registries: one line, no traceback.
+    (_set("optimizers.adamw.lr", float("nan")), ["optimizers.adamw: lr=nan", "finite"]),
+    (_set("optimizers.adamw.lr", float("inf")), ["optimizers.adamw: lr=inf", "finite"]),
+    (_set("optimizers.adamw.weight_decay", float("nan")), ["weight_decay=nan"]),
+    (_set("curricula.none", [1]), ["curricula.none = [1]: must be a mapping"]),
+    (_set("curricula.none.pacing", ["none"]), ["curricula.none.pacing = [none]: choose"]),
+    (_set("optimizers.adamw", "fast"), ["optimizers.adamw = 'fast': must be a mapping"]),
+    (_set("optimizers.adamw.betas", 0.9), ["betas=0.9 must be two numbers"]),
+    (_set("model.layers", 100000), ["layers=100000 is more than 128"]),
+    (_set("studies.linear_teacher.settings.d_in", 1e9), ["d_in=1000000000.0", "integer"]),
+    (_set("studies.multivariate.values", [6]), ["operands=6 at p=23", "23^6 equations"]),
 ])
 def test_a_bad_value_is_one_line_naming_key_value_and_allowed(edit, words):
     problems = bad(edit)
@@ -152,6 +163,11 @@ def test_unreadable_files_are_one_line(tmp_path):
         read_params(broken)
     with pytest.raises(ConfigError, match="not found"):
         read_params(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="is a directory, not a params file"):
+        read_params(tmp_path)
+    broken.write_bytes(b"tasks: [x_plus_y]\n\x7fELF\xff\xfe")
+    with pytest.raises(ConfigError, match=r"not a text file \(byte 22 is not UTF-8\)"):
+        read_params(broken)
 
 
 def test_load_params_names_the_file_and_every_problem(tmp_path):
