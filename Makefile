@@ -14,6 +14,8 @@ $(BIN)/.installed: pyproject.toml
 
 # DVC runs stages as `python -m ...`: put the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
+# MLflow sends usage telemetry unless told not to (groklab.mlflow_store sets this for stages).
+export MLFLOW_DISABLE_TELEMETRY ?= true
 
 repro: $(BIN)/.installed  ## the whole pipeline at the papers' settings (~15 hours on 2 cores)
 	dvc repro

@@ -411,7 +411,8 @@ def test_dvc_writes_no_usage_report(tmp_path, unused_port):
 # --- Names are data, never shell -------------------------------------------------------
 
 INJECTION_PARAMS = {"tasks": ["x_plus_y"], "seeds": [0], "baseline": {"tasks": ["x_plus_y"]},
-                    "data": {"p": 11}, "train": {"steps": 20, "batch_size": 16}}
+                    "data": {"p": 23}, "model": {"width": 32, "heads": 2},
+                    "train": {"steps": 20, "batch_size": 16}}
 
 
 @pytest.fixture(scope="module")
@@ -473,3 +474,40 @@ def test_no_name_runs_a_shell_command_in_dvc(dvc_project, tmp_path, edit, overri
     assert line.startswith("groklab: error: params.yaml: ") and "not a safe name" in line
     trained = [p for p in (repo / "models").rglob("*") if p.is_file()]
     assert trained == []  # refused before any training (DVC may make empty folders)
+
+
+# --- Telemetry: a stage looks nothing up on the network ---------------------------------
+
+CI_VARIABLES = ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL")
+
+
+def traced_stage(repo: Path, **extra: str) -> str:
+    """strace's record of the network calls of a training stage that logs to MLflow (the
+    project's SQLite store), as a user runs it: none of the variables by which MLflow
+    guesses it runs in CI or a test, where it would send nothing anyway."""
+    env = {k: v for k, v in dvc_env().items()
+           if k not in CI_VARIABLES and k != "GROKLAB_TRACKING" and not k.startswith("MLFLOW_")}
+    env.update(GROKLAB_CPU_SLOTS=str(repo / ".slots"), **extra)
+    trace = repo / "network.trace"
+    proc = subprocess.run(["strace", "-f", "-qq", "-e", "trace=network", "-o", str(trace),
+                           sys.executable, "-m", "groklab.stages.train", "baseline", "x_plus_y"],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (repo / "mlflow.db").exists()  # it did log, to the local store
+    return trace.read_text()
+
+
+def lookups(trace: str) -> list[str]:
+    """connect() calls to a name service or an internet address: a lookup or a request."""
+    return [line for line in trace.splitlines() if "connect(" in line and (
+        "AF_INET" in line or "nscd" in line)]
+
+
+def test_a_stage_makes_no_network_lookup(dvc_project, tmp_path):
+    """The control, MLflow's default (MLFLOW_DISABLE_TELEMETRY=false), resolves its
+    telemetry host; groklab's default resolves nothing and connects nowhere."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(dvc_project), str(repo)], check=True)
+    assert lookups(traced_stage(repo)) == []
+    shutil.rmtree(repo / "models")
+    assert lookups(traced_stage(repo, MLFLOW_DISABLE_TELEMETRY="false")) != []

@@ -28,6 +28,14 @@ import numpy as np
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+# MLflow 3 looks up its telemetry host (config.mlflow-telemetry.io) and sends usage events
+# unless told not to; a research tool sends nothing anywhere the user did not ask for. Set
+# before MLflow is imported (it reads the variable when it would send); a user who sets
+# MLFLOW_DISABLE_TELEMETRY=false keeps MLflow's default. DVC's analytics: .dvc/config.
+TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+for _name, _value in TELEMETRY_OFF.items():
+    os.environ.setdefault(_name, _value)
+
 PROBE_TIMEOUT_S = 3.0
 # MLflow's HTTP client retries a dead server for minutes by default; a stage should not wait.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
