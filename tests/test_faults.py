@@ -476,6 +476,20 @@ def test_no_name_runs_a_shell_command_in_dvc(dvc_project, tmp_path, edit, overri
     assert trained == []  # refused before any training (DVC may make empty folders)
 
 
+def test_out_inside_a_dvc_output_is_refused(dvc_project, tmp_path):
+    """`groklab run --out models/baseline/x_plus_y` would replace what `dvc repro` made."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(dvc_project), str(repo)], check=True)
+    for out in ("models/baseline/x_plus_y", "data/x_plus_y/mine"):
+        proc = subprocess.run([*RUN, *FOREVER, "--quiet", "--out", out], cwd=repo,
+                              capture_output=True, text=True, timeout=120,
+                              env=groklab_env(tmp_path))
+        assert proc.returncode == 2
+        line = one_line(proc.stderr)
+        assert f"{repo / out} is" in line and "the output of DVC stage" in line
+    assert not (repo / "models").exists() and not (repo / "data").exists()
+
+
 # --- Telemetry: a stage looks nothing up on the network ---------------------------------
 
 CI_VARIABLES = ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL")

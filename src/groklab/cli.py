@@ -31,7 +31,7 @@ from groklab.errors import OneLineParser, TrainingDiverged
 from groklab.metrics import Analysis
 from groklab.params import PARAMS_FILE, load_params, read_params, run_config
 from groklab.progress import ProgressBar
-from groklab.stages.outputs import check_writable, save_run
+from groklab.stages.outputs import check_not_dvc_output, check_writable, save_run
 from groklab.summary import seed_summaries
 from groklab.train import train
 
@@ -142,6 +142,7 @@ def run(args: argparse.Namespace) -> dict:
     check_run_memory(cfg, 1, "this run")  # before anything is built
     if args.out is not None:
         check_writable(args.out)  # before training: a bad path costs no compute
+        check_not_dvc_output(args.out)
     label = f"{cfg.data.task} {cfg.train.aug.name} seed {args.seed}"
     with (CpuShare(cfg.train.device),
           ProgressBar(label, cfg.train.steps, disable=args.quiet) as bar):

@@ -57,6 +57,30 @@ def check_writable(out: Path) -> None:
                           f"{err.strerror or err}") from None
 
 
+def check_not_dvc_output(out: Path) -> None:
+    """Raise :class:`OutputError` when ``out`` is, or lies inside, an output of a DVC
+    pipeline (a stage's or a ``dvc add``'s): a result written there by hand would replace
+    what ``dvc repro`` made, and ``dvc status`` would call it changed. For ``groklab run``;
+    stages write their own outputs. Outside a DVC project this costs nothing."""
+    out = Path(out).absolute()
+    root = next((d for d in (out, *out.parents) if (d / ".dvc").is_dir()), None)
+    if root is None:
+        return
+    try:
+        from dvc.repo import Repo
+
+        with Repo(str(root)) as repo:
+            outs = [(Path(o.fs_path), o.stage.addressing) for o in repo.index.outs]
+    except Exception:  # noqa: BLE001 - a project DVC cannot read: `dvc` itself will say so
+        return
+    for path, stage in outs:
+        if out == path or path in out.parents:
+            where = "is" if out == path else "is inside"
+            raise OutputError(f"{out} {where} {path.relative_to(root)}, the output of DVC "
+                              f"stage {stage}: `dvc repro` owns it; choose a path outside "
+                              "the pipeline's outputs (e.g. runs/<name>)")
+
+
 def _check_replaceable(out: Path) -> None:
     if out.is_symlink():
         raise OutputError(f"{out} is a symbolic link; groklab replaces only a directory it "
