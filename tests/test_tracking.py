@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -351,6 +352,33 @@ def test_ghost_runs_of_the_stage_are_killed_and_live_ones_left_alone(mlflow_serv
     assert {final[i] for i in ghost_ids} == {"KILLED"}
     assert [s for i, s in final.items() if before.get(i, ("",))[0] == str(live.pid)] == [
         "FINISHED", "FINISHED"]
+
+
+@pytest.mark.slow
+def test_evaluate_marks_ghosts_of_every_stage(mlflow_server, tmp_path, monkeypatch, capsys):
+    """A stage DVC restores from its run cache runs nothing, so its killed execution's run
+    would stay RUNNING: `evaluate` marks the dead runs of every stage and experiment on
+    this host, and leaves a live one alone."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.chdir(tmp_path)
+    live = hold_runs(tmp_path, "study-restored-b", "live", "curriculum@x_plus_y-b")
+    ghosts = [hold_runs(tmp_path, exp, f"ghost{i}", stage) for i, (exp, stage) in enumerate(
+        [("study-restored-a", "augmentation@x_plus_y-a"),
+         ("study-restored-b", "curriculum@x_plus_y-b")])]
+    for ghost in ghosts:
+        ghost.send_signal(signal.SIGKILL)
+        ghost.wait(timeout=10)
+    with stage_tracker("report", "evaluate"):
+        pass
+    marked = re.search(r"groklab: marked (\d+) MLflow run\(s\) of any stage KILLED",
+                       capsys.readouterr().err)
+    assert marked and int(marked[1]) >= 4  # two each; the session's server may hold others
+    status = {tags_of(r)["groklab.pid"]: r["info"]["status"]
+              for exp in ("study-restored-a", "study-restored-b")
+              for r in runs_of(mlflow_server, exp)}
+    assert status == {str(ghosts[0].pid): "KILLED", str(ghosts[1].pid): "KILLED",
+                      str(live.pid): "RUNNING"}
+    live.communicate("go\n", timeout=60)
 
 
 def malformed(db: Path) -> None:

@@ -235,27 +235,39 @@ def connect(uri: str, experiment: str, root: Path) -> tuple[MlflowClient, str]:
     return client, exp.experiment_id
 
 
-def sweep_ghosts(client: MlflowClient, experiment_id: str, stage: str) -> list[str]:
-    """Mark KILLED the RUNNING runs of ``stage`` started on this host by a process that is gone.
+def sweep_ghosts(client: MlflowClient, experiment_id: str | list[str],
+                 stage: str | None) -> list[str]:
+    """Mark KILLED the RUNNING runs of ``stage`` (None: of any stage) in the experiment(s)
+    started on this host by a process that is gone.
 
     Runs without host and pid tags (or from another host) are left alone: nothing proves
     their process dead. Returns the ids of the runs marked.
     """
     host = socket.gethostname()
+    ids = [experiment_id] if isinstance(experiment_id, str) else experiment_id
     marked, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+    while ids:
+        page = client.search_runs(ids, filter_string="attributes.status = 'RUNNING'",
                                   max_results=1000, page_token=token)
         for run in page:
             tags = run.data.tags
             pid = tags.get(PID_TAG, "")
-            if (tags.get("dvc.stage") != stage or tags.get(HOST_TAG) != host
+            if (stage not in (None, tags.get("dvc.stage")) or tags.get(HOST_TAG) != host
                     or not pid.isdigit() or process_alive(int(pid), tags.get(PID_START_TAG))):
                 continue
             client.set_terminated(run.info.run_id, "KILLED")
             marked.append(run.info.run_id)
         if not (token := page.token):
             return marked
+    return marked
+
+
+def sweep_all_ghosts(client: MlflowClient) -> list[str]:
+    """:func:`sweep_ghosts` of every stage in every experiment. A stage that DVC restores
+    from its run cache runs no code, so no tracker of its own would ever mark the run its
+    killed execution left RUNNING; `evaluate`, which reads every stage's outputs, does."""
+    ids = [e.experiment_id for e in client.search_experiments(max_results=1000)]
+    return sweep_ghosts(client, ids, None)
 
 
 def card_dataset(card: Mapping[str, Any], source: str) -> Any:
