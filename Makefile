@@ -14,6 +14,8 @@ $(BIN)/.installed: pyproject.toml
 
 # DVC runs stages as `python -m ...`: put the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
+# MLflow sends usage telemetry unless told not to (groklab.mlflow_store sets this for stages).
+export MLFLOW_DISABLE_TELEMETRY ?= true
 
 # `make repro JOBS=N`: the training cells N at a time (python -m groklab.repro, which runs
 # them as `dvc repro` processes side by side; see README "Cells side by side").

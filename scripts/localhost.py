@@ -49,7 +49,8 @@ def mlflow_on_localhost(command: str, options: list[str], cwd: Path, log: Path
            "--workers", "1"]
     # No job runner (its huey consumers add processes and seconds of start-up); unbuffered
     # so the log has each request line by the time the client has its answer.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PYTHONUNBUFFERED": "1"}
+    env = {"MLFLOW_DISABLE_TELEMETRY": "true", **os.environ,  # no usage report, as stages
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,

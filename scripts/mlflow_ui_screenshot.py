@@ -22,7 +22,6 @@ import base64
 import contextlib
 import json
 import os
-import re
 import select
 import shutil
 import subprocess
@@ -111,15 +110,15 @@ def chromium() -> str | None:
 
 
 def stage_commands(cells: tuple[str, ...] = CELLS) -> list[list[str]]:
-    """dvc.yaml's commands for generate@x_plus_y and augmentation@x_plus_y-<cell>."""
+    """dvc.yaml's commands for generate@x_plus_y and augmentation@x_plus_y-<cell>, with the
+    cell named on the command line (under DVC the stage reads it from DVC_STAGE)."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
-    def command(stage: str, **item: str) -> list[str]:
-        return re.sub(r"\$\{item\.(\w+)\}", lambda m: item[m.group(1)],
-                      stages[stage]["cmd"]).split()
+    def command(stage: str, *names: str) -> list[str]:
+        return [*stages[stage]["cmd"].split(), *names]
 
-    return [command("generate", task="x_plus_y"),
-            *(command("augmentation", task="x_plus_y", value=aug) for aug in cells)]
+    return [command("generate", "x_plus_y"),
+            *(command("augmentation", "augmentation", "x_plus_y", aug) for aug in cells)]
 
 
 def build_store(workdir: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 from registry import PARAMS, ROOT
@@ -12,11 +13,19 @@ from groklab.cells import (
     Cell,
     cell_config,
     experiment_source,
+    stage_cell,
     studies,
     trained_cells,
 )
 from groklab.config import AugmentConfig, ConfigError, RunConfig
-from groklab.params import check_params, get_key, load_params, read_params, run_config
+from groklab.params import (
+    check_params,
+    get_key,
+    is_safe_name,
+    load_params,
+    read_params,
+    run_config,
+)
 
 
 def test_the_base_run_is_the_papers_base_configuration():
@@ -118,6 +127,17 @@ def _set(path: str, value):
     (_set("train.measures_every", -1), ["measures_every=-1", "integer >= 0"]),
     (_set("studies.architecture.values", ["mlp", "bit_mlp"]),
      ["studies.architecture (x_div_y, model.arch = 'bit_mlp')", "binary vectors"]),
+    # Non-finite numbers and wrong types inside the registries: one line, no traceback.
+    (_set("optimizers.adamw.lr", float("nan")), ["optimizers.adamw: lr=nan", "finite"]),
+    (_set("optimizers.adamw.lr", float("inf")), ["optimizers.adamw: lr=inf", "finite"]),
+    (_set("optimizers.adamw.weight_decay", float("nan")), ["weight_decay=nan"]),
+    (_set("curricula.none", [1]), ["curricula.none = [1]: must be a mapping"]),
+    (_set("curricula.none.pacing", ["none"]), ["curricula.none.pacing = [none]: choose"]),
+    (_set("optimizers.adamw", "fast"), ["optimizers.adamw = 'fast': must be a mapping"]),
+    (_set("optimizers.adamw.betas", 0.9), ["betas=0.9 must be two numbers"]),
+    (_set("model.layers", 100000), ["layers=100000 is more than 128"]),
+    (_set("studies.linear_teacher.settings.d_in", 1e9), ["d_in=1000000000.0", "integer"]),
+    (_set("studies.multivariate.values", [6]), ["operands=6 at p=23", "23^6 equations"]),
 ])
 def test_a_bad_value_is_one_line_naming_key_value_and_allowed(edit, words):
     problems = bad(edit)
@@ -145,6 +165,11 @@ def test_unreadable_files_are_one_line(tmp_path):
         read_params(broken)
     with pytest.raises(ConfigError, match="not found"):
         read_params(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="is a directory, not a params file"):
+        read_params(tmp_path)
+    broken.write_bytes(b"tasks: [x_plus_y]\n\x7fELF\xff\xfe")
+    with pytest.raises(ConfigError, match=r"not a text file \(byte 22 is not UTF-8\)"):
+        read_params(broken)
 
 
 def test_load_params_names_the_file_and_every_problem(tmp_path):
@@ -162,3 +187,77 @@ def test_get_key_reads_dotted_keys():
     assert get_key(PARAMS, "data.p") == 97
     with pytest.raises(KeyError):
         get_key(PARAMS, "data.q")
+
+
+@pytest.mark.parametrize("name, safe", [
+    ("x_plus_y", True), ("wd_0.05", True), (0.05, True), (113, True), (1e-05, True),
+    (None, True), ("my aug; touch X", False), ("$(touch X)", False), ("a/b", False),
+    ("..", False), ("-rf", False), ("", False), ("a" * 65, False), ("tab\there", False),
+    ("x`id`", False), ("quote'", False), (True, False), ([1], False), ("é", False),
+])
+def test_safe_names_are_letters_digits_and_four_marks(name, safe):
+    """The rule, written out: [A-Za-z0-9_] then up to 63 of [A-Za-z0-9_.+-], on str(name)."""
+    assert is_safe_name(name) is safe
+
+
+@pytest.mark.parametrize("edit, where", [
+    (_set("augmentations.my aug; touch X", {"reverse": 0.0, "negate": 0.1}),
+     "augmentations key"),
+    (_set("tasks", ["x_plus_y;touch X"]), "tasks"),
+    (_set("baseline.tasks", ["$(touch X)"]), "baseline.tasks"),
+    (_set("studies.architecture.values", ["a/b"]), "studies.architecture.values"),
+    (_set("studies.x y", {}), "studies key"),
+    (_set("optimizer", "adamw`id`"), "optimizer"),
+])
+def test_an_unsafe_name_is_the_only_problem_reported(edit, where):
+    """Nothing else is checked (or, in a stage, run) once a name is unsafe: one line."""
+    problems = bad(edit)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(where) and "is not a safe name" in problems[0]
+
+
+def test_a_registry_key_with_a_dot_is_refused_as_dvc_cannot_find_it():
+    """DVC splits params keys at dots (the bug behind wd_0.05 on main before the rename):
+    a registry entry named with a dot is one line, before DVC or any stage meets it."""
+    def edit(p):
+        p["optimizers"]["wd_0.05"] = dict(p["optimizers"]["adamw"], weight_decay=0.05)
+    problems = bad(edit)
+    assert problems == ["optimizers key = 'wd_0.05' has a dot: DVC reads "
+                        "`optimizers.wd_0.05` as a nested key; use another character "
+                        "(e.g. wd_0p05)"]
+
+
+def test_an_unsafe_name_in_two_places_is_one_line():
+    def edit(p):
+        p["augmentations"]["my aug; touch X"] = {"reverse": 0.0, "negate": 0.1}
+        p["studies"]["augmentation"]["values"] = ["my aug; touch X"]
+    assert bad(edit) == [
+        "augmentations key, studies.augmentation.values = 'my aug; touch X' is not a safe "
+        "name: names become stage names and paths, so use letters, digits and _ . + - only, "
+        "starting with a letter, digit or _, at most 64 characters"]
+
+
+@pytest.mark.parametrize("stage, cell", [
+    ("baseline@x_div_y", Cell("baseline", "x_div_y")),
+    ("augmentation@x_plus_y-negation", Cell("augmentation", "x_plus_y", "negation")),
+    ("data_fraction@x_plus_y-0.05", Cell("data_fraction", "x_plus_y", 0.05)),
+    ("optimizer@x_div_y-wd_0p05", Cell("optimizer", "x_div_y", "wd_0p05")),
+    ("sub/dvc.yaml:concealment@parity-12", Cell("concealment", "parity", 12)),
+    ("linear_teacher@linear_regression-0.85", Cell("linear_teacher", "linear_regression", 0.85)),
+])
+def test_a_stage_reads_its_cell_from_the_dvc_stage_name(stage, cell):
+    got = stage_cell(PARAMS, stage)
+    assert got == cell and type(got.value) is type(cell.value)
+    assert got.stage == stage.rpartition(":")[2]  # the name DVC gave it, read back
+
+
+@pytest.mark.parametrize("stage, words", [
+    ("generate", "not a cell's stage"),
+    ("augmentation@x_plus_y", "starts with none of studies.augmentation.tasks"),
+    ("augmentation@x_plus_y-mirror", "'mirror' is not one of studies.augmentation.values"),
+    ("baseline@multi_add", "baseline.tasks lists"),
+    ("nope@x_plus_y", "'nope' is not a study"),
+])
+def test_a_stage_name_that_is_no_cell_is_one_line(stage, words):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        stage_cell(PARAMS, stage)

@@ -31,7 +31,7 @@ def declaration_problems(root: Path, sectioned: set[str | None] | None = None) -
         if stage is None:
             problems.append(f"study {name!r} has no stage block `{name}:` in dvc.yaml")
             continue
-        want = {"cmd": f"python -m groklab.stages.train {name} ${{item.task}} ${{item.value}}",
+        want = {"cmd": "python -m groklab.stages.train",  # the cell: DVC_STAGE
                 "matrix": {"task": f"${{studies.{name}.tasks}}",
                            "value": f"${{studies.{name}.values}}"},
                 "outs": [f"models/{name}/${{item.task}}-${{item.value}}"]}
@@ -41,6 +41,9 @@ def declaration_problems(root: Path, sectioned: set[str | None] | None = None) -
         for key in ("factor", "settings", "value_settings"):
             if f"studies.{name}.{key}" not in stage.get("params", []):
                 problems.append(f"dvc.yaml stage `{name}` must list param studies.{name}.{key}")
+    problems += [f"dvc.yaml stage `{name}`: its cmd interpolates {stage['cmd']!r}; a shell "
+                 "would read the value (names are data: the stage reads DVC_STAGE)"
+                 for name, stage in dvc.items() if "$" in stage.get("cmd", "")]
     for name in set(dvc) - FIXED_STAGES - set(declared):
         problems.append(f"dvc.yaml stage `{name}` is not a study in params.yaml")
     evaluated = set(families(params)) - {"baseline", EXPERIMENT}

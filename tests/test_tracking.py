@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -353,6 +354,33 @@ def test_ghost_runs_of_the_stage_are_killed_and_live_ones_left_alone(mlflow_serv
         "FINISHED", "FINISHED"]
 
 
+@pytest.mark.slow
+def test_evaluate_marks_ghosts_of_every_stage(mlflow_server, tmp_path, monkeypatch, capsys):
+    """A stage DVC restores from its run cache runs nothing, so its killed execution's run
+    would stay RUNNING: `evaluate` marks the dead runs of every stage and experiment on
+    this host, and leaves a live one alone."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.chdir(tmp_path)
+    live = hold_runs(tmp_path, "study-restored-b", "live", "curriculum@x_plus_y-b")
+    ghosts = [hold_runs(tmp_path, exp, f"ghost{i}", stage) for i, (exp, stage) in enumerate(
+        [("study-restored-a", "augmentation@x_plus_y-a"),
+         ("study-restored-b", "curriculum@x_plus_y-b")])]
+    for ghost in ghosts:
+        ghost.send_signal(signal.SIGKILL)
+        ghost.wait(timeout=10)
+    with stage_tracker("report", "evaluate"):
+        pass
+    marked = re.search(r"groklab: marked (\d+) MLflow run\(s\) of any stage KILLED",
+                       capsys.readouterr().err)
+    assert marked and int(marked[1]) >= 4  # two each; the session's server may hold others
+    status = {tags_of(r)["groklab.pid"]: r["info"]["status"]
+              for exp in ("study-restored-a", "study-restored-b")
+              for r in runs_of(mlflow_server, exp)}
+    assert status == {str(ghosts[0].pid): "KILLED", str(ghosts[1].pid): "KILLED",
+                      str(live.pid): "RUNNING"}
+    live.communicate("go\n", timeout=60)
+
+
 def malformed(db: Path) -> None:
     """Garble every page of a real MLflow store but the first: "database disk image is
     malformed" (the first page, with the header, still reads as a database)."""
@@ -362,7 +390,17 @@ def malformed(db: Path) -> None:
     db.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damage", ["garbage", "malformed"])
+def garbled_middle(db: Path) -> None:
+    """8 KiB of garbage in the middle of a real MLflow store: pages MLflow's own queries at
+    connect may never read, so only a check of the whole file finds them."""
+    data = bytearray(db.read_bytes())
+    middle = len(data) // 2 // 4096 * 4096
+    data[middle:middle + 8192] = np.random.default_rng(2).integers(0, 256, 8192,
+                                                                     np.uint8).tobytes()
+    db.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "malformed", "middle"])
 def test_corrupted_store_says_how_to_recover(damage, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     db = tmp_path / "mlflow.db"
@@ -373,7 +411,7 @@ def test_corrupted_store_says_how_to_recover(damage, tmp_path, monkeypatch, caps
         with stage_tracker("study-x", "train@x_plus_y", root=tmp_path) as tracker:
             assert tracker.enabled  # a real store, whose schema spans many pages
         capsys.readouterr()
-        malformed(db)
+        (malformed if damage == "malformed" else garbled_middle)(db)
         phrase = "database disk image is malformed"
     before = db.read_bytes()
     with stage_tracker("study-x", "train@x_plus_y", task="x_plus_y", root=tmp_path) as tracker:

@@ -206,6 +206,28 @@ def parse_cell(params: Mapping[str, Any], family: str, task: str,
     return Cell(family, task, study.value_of(value))
 
 
+def stage_cell(params: Mapping[str, Any], stage: str) -> Cell:
+    """The cell of the DVC stage named ``stage`` (``DVC_STAGE``, e.g.
+    ``augmentation@x_plus_y-negation``), checked against params.yaml.
+
+    dvc.yaml's commands name no cell: a stage reads its own name from DVC instead, so no
+    name from params.yaml is ever part of a line a shell runs. Tasks hold no ``-``, so the
+    first ``-`` after a study's task starts the value. DVC prefixes the name of a stage of a
+    dvc.yaml outside the repo root with that file's path and a colon.
+    """
+    family, at, name = stage.rpartition("dvc.yaml:")[2].partition("@")
+    if not at:
+        raise ConfigError(f"DVC_STAGE={stage!r} is not a cell's stage (<family>@<name>)")
+    if family in (BASELINE, EXPERIMENT) or family not in params["studies"]:
+        return parse_cell(params, family, name)
+    study = Study.from_params(params, family)
+    for task in study.tasks:
+        if name.startswith(f"{task}-"):
+            return parse_cell(params, family, task, name[len(task) + 1:])
+    raise ConfigError(f"DVC_STAGE={stage!r}: {name!r} starts with none of "
+                      f"studies.{family}.tasks: {', '.join(study.tasks)}")
+
+
 def config_key(config: CellConfig, seeds: list[int]) -> str:
     """A run's identity: its whole configuration and seeds, as canonical JSON."""
     return json.dumps({"kind": type(config).__name__, "config": dataclasses.asdict(config),

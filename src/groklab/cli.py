@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
+import groklab._interrupts  # noqa: F401 - first: a Ctrl-C while importing is one line
+from groklab.budget import check_run_memory
 from groklab.config import (
     DEVICES,
     ENCODINGS,
@@ -24,11 +27,11 @@ from groklab.config import (
     check_seed,
 )
 from groklab.cpu import CpuShare
-from groklab.errors import TrainingDiverged
+from groklab.errors import OneLineParser, TrainingDiverged
 from groklab.metrics import Analysis
-from groklab.params import PARAMS_FILE, load_params, run_config
+from groklab.params import PARAMS_FILE, load_params, read_params, run_config
 from groklab.progress import ProgressBar
-from groklab.stages.outputs import check_writable, save_run
+from groklab.stages.outputs import check_not_dvc_output, check_writable, save_run
 from groklab.summary import seed_summaries
 from groklab.train import train
 
@@ -47,8 +50,28 @@ def _batch_size(text: str) -> int | object:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="groklab", description=__doc__)
+def registry_names(argv: list[str] | None) -> dict[str, str]:
+    """Per registry, its names in the params file ``--params`` names (for the help), or
+    "" when that file cannot be read (the run itself then says why, in one line)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--params", default=PARAMS_FILE)
+    path = pre.parse_known_args(argv)[0].params
+    try:
+        params = read_params(path)
+        return {r: ", ".join(map(str, params[r])) for r in ("augmentations", "curricula",
+                                                             "optimizers")}
+    except (ConfigError, KeyError, TypeError):
+        return dict.fromkeys(("augmentations", "curricula", "optimizers"), "")
+
+
+def build_parser(names: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``groklab``; ``names``: each registry's names, listed in the help."""
+    names = names or {}
+
+    def listed(registry: str) -> str:
+        return f" ({names[registry]})" if names.get(registry) else ""
+
+    parser = OneLineParser(prog="groklab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train one configuration for one seed",
                          description="Train one configuration for one seed. Every setting "
@@ -57,10 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--params", default=PARAMS_FILE,
                      help="params.yaml whose base run and named variants to use")
     run.add_argument("--task", default="x_plus_y", choices=TASKS, help="the equations")
-    run.add_argument("--aug", help="augmentation: a name from `augmentations` in params.yaml")
-    run.add_argument("--curriculum", help="a name from `curricula` in params.yaml")
+    run.add_argument("--aug", help="augmentation: a name from `augmentations` in params.yaml"
+                     + listed("augmentations"))
+    run.add_argument("--curriculum", help="a name from `curricula` in params.yaml"
+                     + listed("curricula"))
     run.add_argument("--arch", help="model architecture (transformer, mlp, lstm, bit_mlp)")
-    run.add_argument("--optimizer", help="a name from `optimizers` in params.yaml")
+    run.add_argument("--optimizer", help="a name from `optimizers` in params.yaml"
+                     + listed("optimizers"))
     run.add_argument("--p", type=int, help="modulus of the modular tasks")
     run.add_argument("--train-fraction", type=float,
                      help="fraction of all equations used for training, in (0, 1)")
@@ -113,8 +139,10 @@ def run(args: argparse.Namespace) -> dict:
     check_seed(args.seed)
     params = load_params(args.params)
     cfg = config_from_args(args, params)
+    check_run_memory(cfg, 1, "this run")  # before anything is built
     if args.out is not None:
         check_writable(args.out)  # before training: a bad path costs no compute
+        check_not_dvc_output(args.out)
     label = f"{cfg.data.task} {cfg.train.aug.name} seed {args.seed}"
     with (CpuShare(cfg.train.device),
           ProgressBar(label, cfg.train.steps, disable=args.quiet) as bar):
@@ -129,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 1 when training diverged, 2 for bad input (a flag's value or
     ``--out``), 130 on Ctrl-C; each failure is one line on stderr."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    args = build_parser(registry_names(argv)).parse_args(argv)
     try:
         summary = run(args)
     except KeyboardInterrupt as err:  # train's Interrupted says "interrupted at update N"
@@ -142,8 +170,19 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as err:
         print(f"groklab: error: {err}", file=sys.stderr)
         return 1
-    print(json.dumps(summary))
+    print(json.dumps(json_safe(summary), allow_nan=False))  # strict JSON: null, never NaN
     return 0
+
+
+def json_safe(value: object) -> object:
+    """``value`` with every non-finite float (NaN, inf) replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 if __name__ == "__main__":

@@ -28,6 +28,18 @@ MATMUL_PRECISIONS = ("highest", "high")
 # and "99% validation accuracy" is a handful of examples: the grokking metrics mean nothing.
 MIN_SPLIT = 8
 MAX_SEED = 2**32 - 1
+# Upper bounds on every count, each an order of magnitude or more past what the papers use
+# (the memory estimate, groklab.budget, then decides what fits this machine). They keep
+# sizes finite before any arithmetic on them: 7^50 equations or 2^100000 parity vectors
+# must be a refusal, not an overflow or an allocation minutes later.
+MAX_EQUATIONS = 2**26  # rows of a task's table (the papers: 12,769 at p = 113); int64 tables
+MAX_P = 8192  # p^2 <= MAX_EQUATIONS for the binary tasks
+MAX_BITS = 62  # parity_bits + concealed_bits: each vector is one int64 code
+MAX_STEPS = 10**8  # updates (the papers: <= 1e5; 1e8 is over a day at 1 ms per update)
+MAX_BATCH = 2**24  # examples per update (the papers: <= 512 or the whole split)
+MAX_LAYERS = 128  # blocks or hidden layers (the papers: 1 or 2)
+MAX_WIDTH = 2**16  # width, heads and hidden sizes (the papers: <= 1000)
+MAX_LINEAR_DIM = 2**15  # d_in, d_out of the linear model (d_in^2 float64 matrices)
 
 
 class ConfigError(ValueError):
@@ -39,11 +51,20 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{key}={value!r} is not known; choose one of: {', '.join(allowed)}")
 
 
-def _positive(key: str, value: Any, *, integer: bool = True) -> None:
+def _positive(key: str, value: Any, *, integer: bool = True, most: int | None = None,
+              why: str = "") -> None:
     kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
-        noun = "a positive integer" if integer else "a positive number"
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0 \
+            or not math.isfinite(value):
+        noun = "a positive integer" if integer else "a positive finite number"
         raise ConfigError(f"{key}={value!r} must be {noun}")
+    if most is not None and value > most:
+        raise ConfigError(f"{key}={value!r} is more than {most:,}{f' ({why})' if why else ''}")
+
+
+def _finite(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r} must be a finite number")
 
 
 def check_seed(value: Any, key: str = "seed") -> None:
@@ -81,7 +102,7 @@ class DataConfig:
                 f"train_fraction={frac!r} must lie strictly between 0 and 1 "
                 "(the rest of the equations form the validation split)"
             )
-        _positive("p", self.p)
+        _positive("p", self.p, most=MAX_P, why="p^2 equations stay within the table bound")
         if self.task in ("x_plus_y", "x_minus_y", "x_div_y", "multi_add") and self.p < 2:
             raise ConfigError(f"p={self.p} must be at least 2")
         if self.task == "x_div_y" and not is_prime(self.p):
@@ -92,12 +113,23 @@ class DataConfig:
         _positive("operands", self.operands)
         if self.task == "multi_add" and self.operands < 2:
             raise ConfigError(f"operands={self.operands} must be at least 2 for multi_add")
-        _positive("parity_bits", self.parity_bits)
+        _positive("parity_bits", self.parity_bits, most=MAX_BITS)
         if isinstance(self.concealed_bits, bool) or not isinstance(self.concealed_bits, int) or (
             self.concealed_bits < 0
         ):
             raise ConfigError(f"concealed_bits={self.concealed_bits!r} must be an integer >= 0")
-        _positive("parity_examples", self.parity_examples)
+        if self.parity_bits + self.concealed_bits > MAX_BITS:
+            raise ConfigError(f"concealed_bits={self.concealed_bits} with parity_bits="
+                              f"{self.parity_bits}: at most {MAX_BITS} bits in all (each "
+                              "parity vector is one int64 code)")
+        _positive("parity_examples", self.parity_examples, most=MAX_EQUATIONS,
+                  why="rows of the task's table")
+        # in logarithms: p ** operands itself could take minutes to compute
+        if self.task == "multi_add" and self.operands * math.log(self.p) > math.log(
+                MAX_EQUATIONS) + 1e-9:
+            raise ConfigError(f"operands={self.operands} at p={self.p}: {self.p}^"
+                              f"{self.operands} equations, more than {MAX_EQUATIONS:,} (the "
+                              "bound on a task's table)")
         _check_split_sizes(self)
 
 
@@ -190,11 +222,13 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _choice("arch", self.arch, ARCHITECTURES)
-        for key in ("layers", "width", "heads", "mlp_hidden", "mlp_layers", "lstm_hidden",
-                    "bit_mlp_hidden"):
-            _positive(key, getattr(self, key))
+        for key in ("layers", "mlp_layers"):
+            _positive(key, getattr(self, key), most=MAX_LAYERS, why="the papers use 1 or 2")
+        for key in ("width", "heads", "mlp_hidden", "lstm_hidden", "bit_mlp_hidden"):
+            _positive(key, getattr(self, key), most=MAX_WIDTH, why="the papers use <= 1000")
         if self.width % self.heads:
             raise ConfigError(f"width={self.width} must be divisible by heads={self.heads}")
+        _finite("dropout", self.dropout)
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout={self.dropout!r} must lie in [0, 1)")
 
@@ -215,11 +249,19 @@ class OptimConfig:
     def __post_init__(self) -> None:
         _choice("optimizer kind", self.kind, OPTIMIZER_KINDS)
         _positive("lr", self.lr, integer=False)
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+        if not isinstance(self.betas, list | tuple) or len(self.betas) != 2 or not all(
+                isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1
+                for b in self.betas):
             raise ConfigError(f"betas={self.betas!r} must be two numbers in [0, 1)")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        _finite("weight_decay", self.weight_decay)
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay={self.weight_decay!r} must be >= 0")
+        _finite("momentum", self.momentum)
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum={self.momentum!r} must lie in [0, 1)")
+        if not isinstance(self.nesterov, bool):
+            raise ConfigError(f"nesterov={self.nesterov!r} must be true or false")
         if self.kind != "adamw" and self.kind != "sgd" and self.weight_decay:
             raise ConfigError(
                 f"weight_decay={self.weight_decay} with kind={self.kind!r}: Adam adds L2 to the "
@@ -229,6 +271,8 @@ class OptimConfig:
             raise ConfigError("nesterov=true needs kind 'sgd' and momentum > 0")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             raise ConfigError(f"warmup={self.warmup!r} must be an integer >= 0")
+        if self.warmup > MAX_STEPS:
+            raise ConfigError(f"warmup={self.warmup} is more than {MAX_STEPS:,} updates")
 
 
 def _fraction(key: str, value: Any, low_open: bool = True) -> None:
@@ -311,11 +355,13 @@ class TrainConfig:
         for key, cls in (("aug", AugmentConfig), ("curriculum", CurriculumConfig)):
             if not isinstance(getattr(self, key), cls):  # a mapping from JSON
                 object.__setattr__(self, key, _build(cls, getattr(self, key), key))
-        _positive("steps", self.steps)
+        _positive("steps", self.steps, most=MAX_STEPS,
+                  why="the papers use <= 1e5; 1e8 is over a day at 1 ms per update")
         if self.batch_size is not None:
-            _positive("batch_size", self.batch_size)
-        _positive("eval_every", self.eval_every)
-        _positive("curve_examples", self.curve_examples)
+            _positive("batch_size", self.batch_size, most=MAX_BATCH,
+                      why="examples per update; the papers use <= 512 or the whole split")
+        _positive("eval_every", self.eval_every, most=MAX_STEPS)
+        _positive("curve_examples", self.curve_examples, most=MAX_EQUATIONS)
         _choice("device", self.device, DEVICES)
         _choice("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
         if isinstance(self.measures_every, bool) or not isinstance(self.measures_every, int) or (
@@ -324,10 +370,12 @@ class TrainConfig:
             raise ConfigError(f"measures_every={self.measures_every!r} must be an integer >= 0 "
                               "(0: no progress measures)")
         if self.stop_after_grok is not None and (
-            not isinstance(self.stop_after_grok, int) or self.stop_after_grok < 0
+            isinstance(self.stop_after_grok, bool) or not isinstance(self.stop_after_grok, int)
+            or not 0 <= self.stop_after_grok <= MAX_STEPS
         ):
             raise ConfigError(
-                f"stop_after_grok={self.stop_after_grok!r} must be null or an integer >= 0"
+                f"stop_after_grok={self.stop_after_grok!r} must be null or an integer from 0 "
+                f"to {MAX_STEPS:,}"
             )
 
 
@@ -410,6 +458,18 @@ class LinearTeacherConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for key in ("d_in", "d_out", "steps", "n_points", "seed"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{key}={value!r} is invalid; must be an integer")
+        for key in ("lam", "lr", "init_scale", "threshold"):
+            _finite(key, getattr(self, key))
+        for key, most in (("d_in", MAX_LINEAR_DIM), ("d_out", MAX_LINEAR_DIM),
+                          ("steps", 10**15), ("n_points", 10**6)):
+            if getattr(self, key) > most:
+                raise ConfigError(f"{key}={getattr(self, key)!r} is more than {most:,} "
+                                  "(the closed form holds d_in x d_in float64 matrices and "
+                                  "n_train x n_points curves)")
         checks = {
             "d_in": (self.d_in >= 1, "an integer >= 1"),
             "lam": (0.0 < self.lam < 1.0, "in the open interval (0, 1)"),

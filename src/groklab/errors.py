@@ -7,6 +7,9 @@ torch's import to do so. Configuration errors are :class:`groklab.config.ConfigE
 
 from __future__ import annotations
 
+import argparse
+from typing import NoReturn
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
@@ -18,3 +21,11 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, step: int):
         super().__init__(f"interrupted at update {step}")
         self.step = step
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose own errors (a flag's type, a missing argument) are one line and exit 2,
+    like groklab's: not the usage block first."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"groklab: error: {message} (see {self.prog} --help)\n")

@@ -28,6 +28,14 @@ import numpy as np
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+# MLflow 3 looks up its telemetry host (config.mlflow-telemetry.io) and sends usage events
+# unless told not to; a research tool sends nothing anywhere the user did not ask for. Set
+# before MLflow is imported (it reads the variable when it would send); a user who sets
+# MLFLOW_DISABLE_TELEMETRY=false keeps MLflow's default. DVC's analytics: .dvc/config.
+TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+for _name, _value in TELEMETRY_OFF.items():
+    os.environ.setdefault(_name, _value)
+
 PROBE_TIMEOUT_S = 3.0
 # MLflow's HTTP client retries a dead server for minutes by default; a stage should not wait.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -124,6 +132,29 @@ def corruption(err: BaseException) -> str | None:
     return None
 
 
+def quick_check(uri: str) -> None:
+    """Raise ``sqlite3.DatabaseError`` (whose words :func:`corruption` knows) when the SQLite
+    store at ``uri`` fails ``PRAGMA quick_check``: a damaged page that MLflow's own queries
+    may never read, so a stage would log into it unaware. Read-only; a store that does not
+    exist yet passes. quick_check skips integrity_check's index-content cross-checks, so it
+    costs a read of the file (benchmarks/mlflow_quick_check.py measures it)."""
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    if not db.is_file() or db.stat().st_size == 0:
+        return
+    import sqlite3
+
+    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = con.execute("PRAGMA quick_check(3)").fetchall()
+    finally:
+        con.close()
+    if rows != [("ok",)]:
+        raise sqlite3.DatabaseError(f"database disk image is malformed (PRAGMA quick_check: "
+                                    f"{rows[0][0]})")
+
+
 def _probe(uri: str) -> None:
     """Fail fast on a dead http(s) server; 4xx means something answered (auth, a proxy)."""
     try:
@@ -174,6 +205,7 @@ def connect(uri: str, experiment: str, root: Path) -> tuple[MlflowClient, str]:
         for name, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
         _probe(uri)
+    quick_check(uri)  # before MLflow writes a row into a damaged file
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -203,27 +235,39 @@ def connect(uri: str, experiment: str, root: Path) -> tuple[MlflowClient, str]:
     return client, exp.experiment_id
 
 
-def sweep_ghosts(client: MlflowClient, experiment_id: str, stage: str) -> list[str]:
-    """Mark KILLED the RUNNING runs of ``stage`` started on this host by a process that is gone.
+def sweep_ghosts(client: MlflowClient, experiment_id: str | list[str],
+                 stage: str | None) -> list[str]:
+    """Mark KILLED the RUNNING runs of ``stage`` (None: of any stage) in the experiment(s)
+    started on this host by a process that is gone.
 
     Runs without host and pid tags (or from another host) are left alone: nothing proves
     their process dead. Returns the ids of the runs marked.
     """
     host = socket.gethostname()
+    ids = [experiment_id] if isinstance(experiment_id, str) else experiment_id
     marked, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+    while ids:
+        page = client.search_runs(ids, filter_string="attributes.status = 'RUNNING'",
                                   max_results=1000, page_token=token)
         for run in page:
             tags = run.data.tags
             pid = tags.get(PID_TAG, "")
-            if (tags.get("dvc.stage") != stage or tags.get(HOST_TAG) != host
+            if (stage not in (None, tags.get("dvc.stage")) or tags.get(HOST_TAG) != host
                     or not pid.isdigit() or process_alive(int(pid), tags.get(PID_START_TAG))):
                 continue
             client.set_terminated(run.info.run_id, "KILLED")
             marked.append(run.info.run_id)
         if not (token := page.token):
             return marked
+    return marked
+
+
+def sweep_all_ghosts(client: MlflowClient) -> list[str]:
+    """:func:`sweep_ghosts` of every stage in every experiment. A stage that DVC restores
+    from its run cache runs no code, so no tracker of its own would ever mark the run its
+    killed execution left RUNNING; `evaluate`, which reads every stage's outputs, does."""
+    ids = [e.experiment_id for e in client.search_experiments(max_results=1000)]
+    return sweep_ghosts(client, ids, None)
 
 
 def card_dataset(card: Mapping[str, Any], source: str) -> Any:

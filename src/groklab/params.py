@@ -20,6 +20,7 @@ is an error, never a silent default.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from groklab.config import (
 )
 
 PARAMS_FILE = "params.yaml"
+MAX_PARAMS_BYTES = 1 << 20  # params.yaml is 10 KB; a binary or a log passed by mistake is not
 # The experiment's knobs and the base-run keys they set.
 KNOBS = {"aug": "train.aug", "curriculum": "train.curriculum", "arch": "model.arch",
          "optimizer": "train.optimizer"}
@@ -65,6 +67,13 @@ OPTIMIZER_KEYS = {"adamw": ("kind", "lr", "betas", "weight_decay", "warmup"),
                   "sgd": ("kind", "lr", "momentum", "nesterov", "weight_decay", "warmup")}
 VARIANT_OVERRIDES = {"batch_size": "train.batch_size", "dropout": "model.dropout"}
 ANALYSIS_KEYS = ("grok_delay", "collapse_below", "min_fit_r2", "circuit_below", "cleanup_above")
+# Names are data: every name that becomes part of a DVC stage name, an output path or a
+# registry key (tasks, registry entries, study names, study values as text) matches this.
+# Letters, digits and `_ . + -` only: no shell metacharacter, no space, no `/`; it starts
+# with a letter, digit or `_`, so it is neither `.`/`..` nor taken for a command-line flag.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
+SAFE_NAME_RULE = ("letters, digits and _ . + - only, starting with a letter, digit or _, "
+                  "at most 64 characters")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -87,10 +96,20 @@ def read_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
     """params.yaml as a dict, with one clear line when it is missing or not YAML."""
     path = Path(path)
     try:
-        text = path.read_text()
+        if path.is_file() and path.stat().st_size > MAX_PARAMS_BYTES:
+            raise ConfigError(f"{path} is {path.stat().st_size:,} bytes, not a params file "
+                              f"(at most {MAX_PARAMS_BYTES:,})")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path} not found: run in the project root (where params.yaml "
                           "is) or pass its path with --params") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a params file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not a text file (byte {err.start} is not UTF-8); "
+                          "pass params.yaml") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
     try:
         params = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as err:
@@ -220,6 +239,62 @@ def experiment_changes(params: Mapping[str, Any]) -> dict[str, Any]:
 
 # --- Checking the whole file --------------------------------------------------------------
 
+def is_safe_name(name: Any) -> bool:
+    """Whether ``name`` (as DVC writes it into a stage name: ``str(name)``) matches
+    :data:`SAFE_NAME`. Strings, numbers and null (a study of ``batch_size: null``) can;
+    booleans, lists and mappings cannot."""
+    if isinstance(name, bool) or not isinstance(name, str | int | float | None):
+        return False
+    return SAFE_NAME.fullmatch(str(name)) is not None
+
+
+def check_name(where: str, name: Any) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is safe (:func:`is_safe_name`)."""
+    if not is_safe_name(name):
+        raise ConfigError(f"{where} = {shown(name)} is not a safe name: names become stage "
+                          f"names and paths, so use {SAFE_NAME_RULE}")
+
+
+def name_problems(params: Mapping[str, Any]) -> list[str]:
+    """One line per name of ``params`` that is not safe: the tasks lists, the knobs, the
+    keys of the registries and of ``studies``, and each study's tasks and values. Checked
+    before anything else, so no later check (nor DVC) ever handles such a name."""
+    found: list[tuple[str, Any]] = []
+    for key in ("tasks", "baseline.tasks"):
+        names = _lookup(params, key)
+        found += [(key, v) for v in names] if isinstance(names, list) else []
+    found += [(knob, params[knob]) for knob in KNOBS if isinstance(params.get(knob), str)]
+    for registry in ("augmentations", "curricula", "optimizers", "studies"):
+        entries = params.get(registry)
+        found += [(f"{registry} key", k) for k in entries] if isinstance(entries, Mapping) else []
+    studies = params.get("studies")
+    for name, spec in studies.items() if isinstance(studies, Mapping) else ():
+        for part in ("tasks", "values"):
+            names = spec.get(part) if isinstance(spec, Mapping) else None
+            found += [(f"studies.{name}.{part}", v) for v in names] \
+                if isinstance(names, list) else []
+    places: dict[str, list[str]] = {}  # each unsafe name once, with every place it is in
+    for where, name in found:
+        if not is_safe_name(name):
+            places.setdefault(shown(name), []).append(where)
+    problems = [f"{', '.join(dict.fromkeys(wheres))} = {name} is not a safe name: names "
+                f"become stage names and paths, so use {SAFE_NAME_RULE}"
+                for name, wheres in places.items()]
+    # dvc.yaml lists a registry entry as the params key `<registry>.<name>`, and DVC splits
+    # params keys at every dot: `optimizers.wd_0.05` would be a param DVC cannot find.
+    return problems + [f"{where} = {shown(name)} has a dot: DVC reads `{where[:-4]}.{name}` "
+                       f"as a nested key; use another character (e.g. wd_0p05)"
+                       for where, name in found
+                       if where.endswith(" key") and is_safe_name(name) and "." in str(name)]
+
+
+def _lookup(params: Mapping[str, Any], key: str) -> Any:
+    try:
+        return get_key(params, key)
+    except KeyError:
+        return None
+
+
 def shown(value: Any) -> str:
     """``value`` as one short line for an error message (strings quoted, the rest as flow YAML)."""
     return repr(value) if isinstance(value, str) else yaml.safe_dump(
@@ -261,6 +336,9 @@ def check_params(params: Mapping[str, Any]) -> list[str]:
     base run of each task, the experiment, each study cell — so a value that is out of range
     in any of them is reported here, before anything computes.
     """
+    problems = name_problems(params)  # first: such a name goes no further
+    if problems:
+        return problems
     problems = key_problems("params", params, TOP_KEYS)
     if problems:
         return [p.replace("params.", "", 1) for p in problems]
@@ -307,16 +385,25 @@ def _check_registries(params: Mapping[str, Any]) -> list[str]:
                 n, e["reverse"], e["negate"]))
     for name, entry in params["curricula"].items():
         where = f"curricula.{name}"
-        if not isinstance(entry, Mapping) or entry.get("pacing") not in PACING_KEYS:
-            problems.append(f"{where}.pacing = {shown((entry or {}).get('pacing'))}: choose one "
-                            f"of {', '.join(PACING_KEYS)}")
+        if not isinstance(entry, Mapping):
+            problems.append(f"{where} = {shown(entry)}: must be a mapping with a pacing, e.g. "
+                            "{pacing: none}")
+            continue
+        pacing = entry.get("pacing")
+        if not isinstance(pacing, str) or pacing not in PACING_KEYS:
+            problems.append(f"{where}.pacing = {shown(pacing)}: choose one of "
+                            f"{', '.join(PACING_KEYS)}")
             continue
         problems += key_problems(where, entry, ("pacing", *PACING_KEYS[entry["pacing"]]))
         problems += build_problems(where, lambda e=entry, n=name: CurriculumConfig(name=n, **e))
     for name, entry in params["optimizers"].items():
         where = f"optimizers.{name}"
-        kind = entry.get("kind") if isinstance(entry, Mapping) else None
-        if kind not in OPTIMIZER_KINDS:
+        if not isinstance(entry, Mapping):
+            problems.append(f"{where} = {shown(entry)}: must be a mapping with a kind, e.g. "
+                            "{kind: adamw, ...}")
+            continue
+        kind = entry.get("kind")
+        if not isinstance(kind, str) or kind not in OPTIMIZER_KINDS:
             problems.append(f"{where}.kind = {shown(kind)}: choose one of "
                             f"{', '.join(OPTIMIZER_KINDS)}")
             continue
@@ -350,7 +437,7 @@ def build_problems(where: str, build: Any) -> list[str]:
         build()
     except ConfigError as err:
         return [f"{where}: {err}"]
-    except TypeError as err:  # a key the dataclass does not know
+    except (TypeError, AttributeError) as err:  # an unknown key, a value of the wrong type
         return [f"{where}: {err}"]
     return []
 

@@ -61,6 +61,7 @@ from groklab.mlflow_store import (
     connect,
     corruption,
     process_tags,
+    sweep_all_ghosts,
     sweep_ghosts,
     ui_url,
 )
@@ -77,6 +78,8 @@ PARAMS_PER_BATCH = 100
 MAX_PARAM_LEN = 6000
 INTERRUPT_TIMEOUT_S = 10.0  # importing MLflow alone takes about 3 s on a 2-core laptop
 _EXP_COPY = (".dvc", "tmp", "exps")
+# Stages whose tracker marks the ghost runs of every stage (see sweep_all_ghosts).
+SWEEPS_ALL = ("evaluate",)
 
 RUN_NAME_SEP = " · "
 INTERRUPTED_TAG = "groklab.interrupted_at_update"
@@ -358,9 +361,11 @@ class StageTracker(_Run):
             return
         if stage := self.tags.get("dvc.stage"):
             with self._guard():
-                self.ghosts = sweep_ghosts(self._client, self._experiment_id, stage)
+                self.ghosts = (sweep_all_ghosts(self._client) if stage in SWEEPS_ALL else
+                               sweep_ghosts(self._client, self._experiment_id, stage))
             if self.ghosts:
-                print(f"groklab: marked {len(self.ghosts)} MLflow run(s) of {stage} KILLED: "
+                of = "any stage" if stage in SWEEPS_ALL else stage
+                print(f"groklab: marked {len(self.ghosts)} MLflow run(s) of {of} KILLED: "
                       f"the process that ran them on {socket.gethostname()} is gone.",
                       file=sys.stderr, flush=True)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from groklab.config import ConfigError
 from groklab.errors import TrainingDiverged
+from groklab.stages.outputs import FULL
 from groklab.tracking import StageTracker, stage_tracker
 
 
@@ -28,6 +29,8 @@ def fail_cleanly(main: Callable[[], Any]) -> None:
             print(f"groklab: error: {err.filename}: {err.strerror}", file=sys.stderr)
         elif err.errno is None and err.args:
             print(f"groklab: error: {err}", file=sys.stderr)
+        elif err.errno in FULL:  # a write without a path: the disk, quota or ulimit -f
+            print(f"groklab: error: {err.strerror}; free space and rerun", file=sys.stderr)
         else:  # not about a path (a socket, ...): unexpected, keep the traceback
             raise
         sys.exit(1)

@@ -40,6 +40,7 @@ from groklab.cells import (
     studies,
 )
 from groklab.config import LinearTeacherConfig, RunConfig, chance_accuracy
+from groklab.errors import OneLineParser
 from groklab.mechanism import MECHANISM_COLUMNS, Thresholds, seed_events
 from groklab.metrics import Analysis
 from groklab.params import PARAMS_FILE, load_params
@@ -213,7 +214,7 @@ def evaluate_all(params: dict[str, Any], models: Path, reports: Path) -> list[Pa
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = OneLineParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default=PARAMS_FILE, help="parameters file")
     parser.add_argument("--models", type=Path, default=Path("models"), help="trained cells")

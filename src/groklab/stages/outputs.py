@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -25,6 +26,8 @@ from typing import Any
 from groklab.config import ConfigError
 
 MANIFEST = ".groklab"
+# A write that failed because the disk (or the quota, or the file-size limit) is full.
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _MANIFEST_HEAD = "# written by groklab; a rerun may replace this directory and the files below\n"
 
 
@@ -54,6 +57,30 @@ def check_writable(out: Path) -> None:
                           f"{err.strerror or err}") from None
 
 
+def check_not_dvc_output(out: Path) -> None:
+    """Raise :class:`OutputError` when ``out`` is, or lies inside, an output of a DVC
+    pipeline (a stage's or a ``dvc add``'s): a result written there by hand would replace
+    what ``dvc repro`` made, and ``dvc status`` would call it changed. For ``groklab run``;
+    stages write their own outputs. Outside a DVC project this costs nothing."""
+    out = Path(out).absolute()
+    root = next((d for d in (out, *out.parents) if (d / ".dvc").is_dir()), None)
+    if root is None:
+        return
+    try:
+        from dvc.repo import Repo
+
+        with Repo(str(root)) as repo:
+            outs = [(Path(o.fs_path), o.stage.addressing) for o in repo.index.outs]
+    except Exception:  # noqa: BLE001 - a project DVC cannot read: `dvc` itself will say so
+        return
+    for path, stage in outs:
+        if out == path or path in out.parents:
+            where = "is" if out == path else "is inside"
+            raise OutputError(f"{out} {where} {path.relative_to(root)}, the output of DVC "
+                              f"stage {stage}: `dvc repro` owns it; choose a path outside "
+                              "the pipeline's outputs (e.g. runs/<name>)")
+
+
 def _check_replaceable(out: Path) -> None:
     if out.is_symlink():
         raise OutputError(f"{out} is a symbolic link; groklab replaces only a directory it "
@@ -61,6 +88,10 @@ def _check_replaceable(out: Path) -> None:
     if not out.is_dir():
         raise OutputError(f"{out} is a file, not a results directory; groklab never "
                           "overwrites a file: choose another path or remove the file")
+    if os.path.ismount(out) or _immutable(out):
+        why = "a mount point" if os.path.ismount(out) else "immutable (chattr +i or +a)"
+        raise OutputError(f"{out} is {why}, so it cannot be replaced: groklab renames a "
+                          "finished result into place; choose a path inside it or elsewhere")
     found = {p.relative_to(out).as_posix(): p.is_dir() and not p.is_symlink()
              for p in out.rglob("*")}
     if not found:
@@ -76,6 +107,24 @@ def _check_replaceable(out: Path) -> None:
         shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
         raise OutputError(f"{out} holds files groklab did not write ({shown}); move them "
                           "out or choose another path")
+
+
+def _immutable(path: Path) -> bool:
+    """Whether the file system forbids renaming ``path`` (Linux inode flags immutable or
+    append-only, FS_IOC_GETFLAGS); False where the flags cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        import fcntl
+
+        flags = fcntl.ioctl(fd, 0x80086601, b"\0" * 8)  # FS_IOC_GETFLAGS
+    except (OSError, ImportError):
+        return False
+    finally:
+        os.close(fd)
+    return bool(int.from_bytes(flags[:4], "little") & (0x10 | 0x20))  # IMMUTABLE | APPEND
 
 
 def _read_manifest(path: Path) -> set[str]:
@@ -131,6 +180,7 @@ def atomic_dir(out: Path) -> Iterator[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out), dir=out.parent))
+    old = None
     try:
         yield tmp
         _write_manifest(tmp)
@@ -143,9 +193,36 @@ def atomic_dir(out: Path) -> Iterator[Path]:
             shutil.rmtree(old)
         else:
             tmp.rename(out)
-    except BaseException:
+    except BaseException as err:
+        written = _bytes_under(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.is_dir() and not any(old.iterdir()):
+            old.rmdir()  # made above, and out was never moved onto it
+        if isinstance(err, OSError) and err.errno in FULL:
+            free = shutil.disk_usage(out.parent).free
+            raise OutputError(f"cannot write {out}: {os.strerror(err.errno)} after {written:,} "
+                              f"bytes ({free:,} bytes free on its device); the result needs "
+                              "more: free space and rerun (nothing was written)") from None
         raise
+
+
+def _full_errno(directory: Path) -> int | None:
+    """ENOSPC when ``directory``'s device has under 1 MiB free, EFBIG under a file-size
+    limit (ulimit -f), else None: why a write there may have failed without saying."""
+    import resource
+
+    if shutil.disk_usage(directory).free < 2**20:
+        return errno.ENOSPC
+    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+        return errno.EFBIG
+    return None
+
+
+def _bytes_under(directory: Path) -> int:
+    try:
+        return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+    except OSError:
+        return 0
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -180,7 +257,13 @@ def save_run(result: Any, out: Path, summary: dict[str, Any] | None = None,
 
             for i, seed in enumerate(result.seeds):
                 ckpt = checkpoint(model, result.config, result.seeds, i, result.steps_done)
-                torch.save(ckpt, tmp / f"seed{seed}.pt")
+                try:
+                    torch.save(ckpt, tmp / f"seed{seed}.pt")
+                except RuntimeError as err:  # torch's writer reports ENOSPC, EFBIG so
+                    code = _full_errno(tmp)
+                    if code is None:
+                        raise
+                    raise OSError(code, os.strerror(code), str(tmp / f"seed{seed}.pt")) from err
         if summary is not None:
             write_json(tmp / "summary.json", summary)
         if card is not None:

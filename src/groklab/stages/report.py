@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from groklab.cells import EXPERIMENT, studies
+from groklab.errors import OneLineParser
 from groklab.params import load_params, run_config
 from groklab.report.context import Context, StudyTables, describe_config
 from groklab.report.sections import render_sections
@@ -208,7 +209,7 @@ def write_report(text: str, figures: dict[str, Figure], out_figures: Path,
 
 def main(argv: list[str] | None = None) -> list[Path]:
     """Build and write the report; returns the written paths (for artifact logging)."""
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = OneLineParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters")
     parser.add_argument("--tables", type=Path, default=Path("reports/tables"),

@@ -2,6 +2,10 @@
 
     python -m groklab.stages.train baseline x_plus_y
     python -m groklab.stages.train augmentation x_plus_y negation
+    python -m groklab.stages.train      # under DVC: the cell is DVC_STAGE's
+
+dvc.yaml's commands carry no name from params.yaml (a shell would read it): the stage
+takes its cell from the stage name DVC sets in DVC_STAGE.
 
 Trains every seed of the cell (a network: one batched model; the linear student-teacher
 model: its closed-form curves) and writes models/<family>/<name>/ only when that succeeded:
@@ -17,9 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
+import groklab._interrupts  # noqa: F401 - first: a Ctrl-C while importing is one line
+from groklab.budget import check_run_memory
 from groklab.cells import (
     EXPERIMENT,
     Cell,
@@ -27,9 +34,10 @@ from groklab.cells import (
     cell_config,
     experiment_source,
     parse_cell,
+    stage_cell,
 )
-from groklab.config import RunConfig
-from groklab.errors import Interrupted
+from groklab.config import ConfigError, RunConfig
+from groklab.errors import Interrupted, OneLineParser
 from groklab.params import KNOBS, PARAMS_FILE, get_key, load_params
 from groklab.stages.common import fail_cleanly, tracker_for
 from groklab.stages.outputs import atomic_dir, check_writable, save_run, write_json
@@ -149,11 +157,26 @@ def _config_dict(config: CellConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def named_cell(params: dict[str, Any], family: str | None, task: str | None,
+               value: str | None) -> Cell:
+    """The cell the command line names, or, with no names, the DVC stage being run."""
+    if family is None:
+        stage = os.environ.get("DVC_STAGE")
+        if not stage:
+            raise ConfigError("name the cell (family, task and, for a study, value), or run "
+                              "it as a stage of dvc.yaml (DVC sets DVC_STAGE)")
+        return stage_cell(params, stage)
+    if task is None:
+        raise ConfigError(f"{family}: the task is missing (e.g. x_plus_y)")
+    return parse_cell(params, family, task, value)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = OneLineParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("family", help="baseline, experiment, or a study name")
-    parser.add_argument("task", help="the task, e.g. x_plus_y")
+    parser.add_argument("family", nargs="?",
+                        help="baseline, experiment, or a study name (default: DVC_STAGE's)")
+    parser.add_argument("task", nargs="?", help="the task, e.g. x_plus_y")
     parser.add_argument("value", nargs="?", help="the study factor's value (studies only)")
     parser.add_argument("--params", default=PARAMS_FILE, help="parameters file")
     parser.add_argument("--models", type=Path, default=Path("models"), help="output root")
@@ -161,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
 
     check_tracking_env()  # a typo in GROKLAB_TRACKING fails now, not after training
     params = load_params(args.params)
-    cell = parse_cell(params, args.family, args.task, args.value)
+    cell = named_cell(params, args.family, args.task, args.value)
     out = cell.path(args.models)
     seeds = list(params["seeds"])
     if cell.family == EXPERIMENT and (source := experiment_source(params, cell.task)):
@@ -172,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
               f"nothing trained, {out}/source.json points there")
         return
     config = cell_config(params, cell)
+    check_run_memory(config, len(seeds), cell.stage)  # before anything is built
     check_writable(out)  # before training: a bad path costs no compute
     try:
         result = run(config, seeds, cell.stage)
