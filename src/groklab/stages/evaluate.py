@@ -8,7 +8,8 @@ defaults and each study's default value read a base run — and writes:
 - reports/tables/<family>_cells.csv: one row per cell: means, intervals, fractions;
 - reports/tables/<study>_comparisons.csv: each cell against the study's default-value cell
   of its task on steps to 99% (log-rank test, difference in medians; groklab.summary);
-- reports/metrics/<family>.json: the headline numbers per cell, for `dvc metrics`;
+- reports/metrics/<family>/<cell>.json: the cell's headline numbers (groklab.summary.HEADLINE),
+  one file per cell so that `dvc metrics show` prints one row per cell;
 - reports/curves/<family>/<cell>.csv: mean curves over seeds, for `dvc plots`.
 
 Every row carries ``source`` (the stage that trained it), ``path`` (its folder) and
@@ -41,7 +42,7 @@ from groklab.metrics import Analysis
 from groklab.params import PARAMS_FILE, load_params
 from groklab.stages.common import fail_cleanly, tracker_for
 from groklab.stages.outputs import atomic_dir, write_json
-from groklab.summary import cell_summary, compare_cells, headline_tree, seed_summaries_from
+from groklab.summary import cell_summary, compare_cells, headline, seed_summaries_from
 
 CURVE_COLUMNS = ("train_acc", "val_acc", "clean_val_acc", "batch_acc")
 
@@ -153,15 +154,15 @@ def evaluate_all(params: dict[str, Any], models: Path, reports: Path) -> list[Pa
         (reports / sub).mkdir(parents=True, exist_ok=True)
     with atomic_dir(reports / "curves") as curves_dir:
         for family, (runs, cells, curves) in results.items():
-            factor, _ = family_rows(params, family)
             runs.to_csv(reports / "tables" / f"{family}_runs.csv", index=False)
             cells.to_csv(reports / "tables" / f"{family}_cells.csv", index=False)
             versus = comparisons(params, family, runs)
             if versus is not None:
                 versus.to_csv(reports / "tables" / f"{family}_comparisons.csv", index=False)
                 written.append(reports / "tables" / f"{family}_comparisons.csv")
-            write_json(reports / "metrics" / f"{family}.json",
-                       headline_tree(cells, ["task", *([factor] if factor else [])]))
+            (reports / "metrics" / family).mkdir(exist_ok=True)
+            for _, cell in cells.iterrows():
+                write_json(reports / "metrics" / family / f"{cell['cell']}.json", headline(cell))
             (curves_dir / family).mkdir()
             for name, curve in curves.items():
                 curve.to_csv(curves_dir / family / f"{name}.csv", index=False)
