@@ -15,8 +15,10 @@ $(BIN)/.installed: pyproject.toml
 # DVC runs stages as `python -m ...`: put the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
+# --allow-missing: a clone has the results (git) but not the checkpoints (DVC's cache); a
+# cell whose only change is its missing checkpoints is not trained again.
 repro: $(BIN)/.installed  ## the whole pipeline at the papers' settings (~15 hours on 2 cores)
-	dvc repro
+	dvc repro --allow-missing
 
 # The first look: every study at small scale, as explicit overrides of params.yaml. It
 # runs in a temporary copy of the repo (`dvc exp run --temp`), so params.yaml and the

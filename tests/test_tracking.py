@@ -25,6 +25,7 @@ from groklab.tracking import (
     record_interrupted,
     repo_root,
     run_tags,
+    running_ui,
     stage_tracker,
     tracking_uri,
 )
@@ -411,8 +412,8 @@ def test_experiment_kind_saved_view_and_run_names(mlflow_server, tmp_path, monke
         assert view["name"] == "groklab: headline metrics"
         state = json.loads(view["state"])
         assert state["selectedColumns"][:4] == [
-            "metrics.`steps_to_99_mean`", "metrics.`frac_groks`", "metrics.`final_val_acc_mean`",
-            "metrics.`clean_val_acc_mean`"]
+            "metrics.`steps_to_99_mean`", "metrics.`clean_val_acc_mean`",
+            "metrics.`final_val_acc_mean`", "metrics.`frac_groks`"]
         assert state["columnOrder"][1:5] == state["selectedColumns"][:4]
         (run,) = runs_of(mlflow_server, experiment)
         assert run["info"]["run_name"] == "x_plus_y · combined30"
@@ -593,3 +594,27 @@ def test_links_to_each_experiments_runs_table(tmp_path):
     assert out.stdout.splitlines() == [
         f"{name}: http://127.0.0.1:5001/#/experiments/{ids[name]}/{query}"
         for name in ("augmentation", "report")]
+
+
+def test_running_ui_is_found_by_its_store_and_port(tmp_path):
+    """`python -m groklab.tracking` links to the `mlflow ui` that serves this store, at the
+    port its command line gives (a fake /proc: each process's cmdline and cwd)."""
+    repo, proc = tmp_path / "repo", tmp_path / "proc"
+    repo.mkdir()
+
+    def process(pid: int, args: list[str], cwd: Path) -> None:
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "cmdline").write_bytes(b"\0".join(a.encode() for a in args) + b"\0")
+        (proc / str(pid) / "cwd").symlink_to(cwd)
+
+    process(10, ["python", "/v/bin/mlflow", "ui", "--backend-store-uri", "sqlite:///other.db",
+                 "--port", "5002"], repo)
+    process(11, ["python", "/v/bin/mlflow", "ui", "--backend-store-uri", "sqlite:///mlflow.db",
+                 "-p", "5001"], repo)
+    process(12, ["bash", "-c", "mlflow ui"], repo)
+    assert running_ui(f"sqlite:///{repo}/mlflow.db", proc) == "http://127.0.0.1:5001"
+    other = f"sqlite:///{tmp_path}/elsewhere.db"
+    assert running_ui(other, proc) is None
+    process(13, ["/v/bin/mlflow", "server", f"--backend-store-uri={other}", "--host",
+                 "0.0.0.0"], tmp_path)
+    assert running_ui(other, proc) == "http://127.0.0.1:5000"  # mlflow's default port
