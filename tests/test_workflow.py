@@ -189,8 +189,8 @@ def test_first_look_report_is_the_experiments_own(flow):
     assert links, "the report links no figure"
     for link in links:
         assert (repo / "first-look" / link).is_file(), link
-    metrics = json.loads((repo / "first-look/metrics/experiment.json").read_text())
-    assert "x_plus_y" in metrics
+    metrics = json.loads((repo / "first-look/metrics/experiment/x_plus_y.json").read_text())
+    assert "steps_to_99" in metrics
 
 
 @pytest.mark.slow
