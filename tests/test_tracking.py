@@ -618,3 +618,23 @@ def test_running_ui_is_found_by_its_store_and_port(tmp_path):
     process(13, ["/v/bin/mlflow", "server", f"--backend-store-uri={other}", "--host",
                  "0.0.0.0"], tmp_path)
     assert running_ui(other, proc) == "http://127.0.0.1:5000"  # mlflow's default port
+
+
+@pytest.mark.slow
+def test_screenshot_script_refuses_an_unknown_experiment_in_one_line(mlflow_server, tmp_path,
+                                                                     monkeypatch):
+    """scripts/mlflow_ui_screenshot.py --experiment NAME: a name the store lacks ends in one
+    line listing the experiments it has (it was an HTTP 404 traceback)."""
+    from mlflow_ui_screenshot import experiment_id
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    with stage_tracker("shot-known", "baseline@x_plus_y", task="x_plus_y", root=tmp_path):
+        pass
+    known = api(mlflow_server, "experiments/get-by-name", experiment_name="shot-known")
+    assert experiment_id(mlflow_server, "shot-known") == known["experiment"]["experiment_id"]
+    with pytest.raises(SystemExit) as stop:
+        experiment_id(mlflow_server, "train")
+    line = str(stop.value.code)
+    assert "\n" not in line and line.startswith("mlflow_ui_screenshot: --experiment 'train' "
+                                                "is not in the store; it has: ")
+    assert "shot-known" in line.split("it has: ")[1].split(", ")
