@@ -18,11 +18,12 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
 # `make repro JOBS=N`: the training cells N at a time (python -m groklab.repro, which runs
-# them as `dvc repro` processes side by side; see README "Cells side by side").
+# them as `dvc repro` processes side by side; docs/side_by_side.md). --allow-missing: a
+# clone has the results (git) but not the checkpoints (DVC's cache); a cell whose only
+# change is its missing checkpoints is not trained again.
 JOBS ?= 1
 repro: $(BIN)/.installed  ## the whole pipeline at the papers' settings (~15 hours on 2 cores)
-	python -m groklab.repro --jobs '$(JOBS)'
-
+	python -m groklab.repro --allow-missing --jobs '$(JOBS)'
 
 # The first look: every study at small scale, as explicit overrides of params.yaml. It
 # runs in a temporary copy of the repo (`dvc exp run --temp`), so params.yaml and the

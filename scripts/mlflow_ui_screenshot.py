@@ -1,11 +1,14 @@
 """Look at the MLflow UI as a researcher does: a screenshot of an experiment's runs table.
 
     python scripts/mlflow_ui_screenshot.py --out /tmp/ui            # a tiny real store
-    python scripts/mlflow_ui_screenshot.py --out /tmp/ui --store mlflow.db --experiment train
+    python scripts/mlflow_ui_screenshot.py --out /tmp/ui --store mlflow.db --experiment baseline
 
 Without ``--store`` it builds a SQLite store in a temporary directory by running dvc.yaml's
 stage commands (``generate@x_plus_y`` and three ``augmentation`` cells of x_plus_y) at a tiny
-configuration. It starts ``mlflow ui`` on the store and opens the experiment's page (the link
+configuration. ``--experiment`` names an MLflow experiment of the store: a stage family
+(``baseline``, ``experiment``, a study such as ``augmentation``) or ``data``, ``report``; a
+name the store lacks is refused in one line that lists those it has. It starts
+``mlflow ui`` on the store and opens the experiment's page (the link
 :func:`groklab.tracking.ui_url` gives) in headless Chromium, driven over the DevTools protocol
 so that it waits until the runs table has settled. It writes ``<out>/mlflow_ui.png``, the
 rendered DOM (``<out>/mlflow_ui.html``) and what the page shows (``<out>/mlflow_ui.json``):
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -257,6 +261,21 @@ def capture(binary: str, page: str, n_runs: int, out: Path) -> dict[str, Any]:
     return report
 
 
+def experiment_id(base: str, name: str) -> str:
+    """The id of experiment ``name``; exits with one line listing the store's experiments
+    when it has no such experiment."""
+    try:
+        return rest(base, "experiments/get-by-name", experiment_name=name)["experiment"][
+            "experiment_id"]
+    except urllib.error.HTTPError as err:
+        if err.code != 404:
+            raise
+    found = rest(base, "experiments/search", {"max_results": 1000}).get("experiments", [])
+    names = sorted(e["name"] for e in found if e["name"] != "Default")
+    sys.exit(f"mlflow_ui_screenshot: --experiment {name!r} is not in the store; it has: "
+             f"{', '.join(names) or 'no experiment'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -280,8 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="groklab-ui-") as tmp:
         store = args.store or build_store(Path(tmp))
         with mlflow_ui(store, args.out / "mlflow_ui_server.log") as base:
-            exp = rest(base, "experiments/get-by-name", experiment_name=args.experiment)
-            exp_id = exp["experiment"]["experiment_id"]
+            exp_id = experiment_id(base, args.experiment)
             runs = rest(base, "runs/search", {"experiment_ids": [exp_id],
                                               "max_results": 1000}).get("runs", [])
             top = [r for r in runs if not any(t["key"] == "mlflow.parentRunId"

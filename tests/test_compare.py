@@ -88,3 +88,14 @@ def test_a_commit_without_experiments_says_how_to_run_one():
     alone = [{**SHOWN[1], "experiments": []}]
     assert compare(alone) == ("main has no experiments yet: `dvc exp run -S aug=combined30` "
                               "runs one.")
+
+
+def test_metric_files_are_named_by_family_and_cell():
+    from groklab.compare import metric_file
+
+    assert metric_file("reports/metrics/experiment/x_plus_y.json") == "experiment/x_plus_y"
+    assert metric_file("reports/metrics/augmentation/x_plus_y-combined30.json") == \
+        "augmentation/x_plus_y-combined30"
+    assert metric_file("reports/metrics/experiment.json") == "experiment"
+    assert metric_file("metrics/metrics.json") == "metrics"
+    assert metric_file("scores.json") == "scores"

@@ -82,15 +82,17 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 def test_repro_produces_every_declared_output(repo):
     for path in ["data/x_plus_y/card.json", "data/x_div_y/equations.csv",
-                 "models/baseline/x_plus_y/history.csv", "models/baseline/x_plus_y/seed0.pt",
+                 "models/baseline/x_plus_y/history.csv", "checkpoints/baseline/x_plus_y/seed0.pt",
                  "models/experiment/x_plus_y/source.json",
                  "models/augmentation/x_plus_y-combined30/final.csv",
-                 "reports/metrics/experiment.json", "reports/metrics/augmentation.json",
+                 "reports/metrics/experiment/x_plus_y.json",
+                 "reports/metrics/augmentation/x_plus_y-combined30.json",
                  "reports/tables/augmentation_cells.csv", "reports/curves/experiment/x_plus_y.csv",
                  "reports/report.md", "reports/figures/augmentation_leakage.png",
                  "models/concealment/parity-4/history.csv",
                  "models/linear_teacher/linear_regression-0.8/history.csv",
-                 "reports/metrics/linear_teacher.json", "reports/tables/multivariate_cells.csv"]:
+                 "reports/metrics/linear_teacher/linear_regression-0.8.json",
+                 "reports/tables/multivariate_cells.csv"]:
         assert (repo / path).exists(), path
     status = dvc(repo, "status").stdout
     assert "up to date" in status.lower(), status
@@ -208,9 +210,9 @@ def test_knob_trains_only_the_experiment_and_metrics_diff(repo):
     ran = set(re.findall(r"Running stage '([^']+)'", log))
     assert ran == {"experiment@x_plus_y", "evaluate", "report"}, log  # no study retrains
     diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
-    changed = diff["reports/metrics/experiment.json"]
-    assert changed["x_plus_y.clean_val_acc_mean"]["old"] is None
-    assert changed["x_plus_y.clean_val_acc_mean"]["new"] is not None
+    assert set(diff) == {"reports/metrics/experiment/x_plus_y.json"}, diff  # one row per cell
+    changed = diff["reports/metrics/experiment/x_plus_y.json"]
+    assert changed["val_reachable"]["old"] == 0 and changed["val_reachable"]["new"] > 0
     shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
     assert '"c30"' in json.dumps(shown)
     db = sqlite3.connect(repo / "mlflow.db")
@@ -283,5 +285,5 @@ def test_adding_a_study_takes_the_three_readme_steps(repo):
     assert ran == {"encoding@x_plus_y-compact", "evaluate", "report"}
     report = (repo / "reports/report.md").read_text()
     assert "## Encoding study" in report and "| x_plus_y | compact |" in report
-    metrics = json.loads((repo / "reports/metrics/encoding.json").read_text())
-    assert set(metrics["x_plus_y"]) == {"full", "compact"}  # full: the base run, read
+    metrics = {p.stem for p in (repo / "reports/metrics/encoding").glob("*.json")}
+    assert metrics == {"x_plus_y-full", "x_plus_y-compact"}  # full: the base run, read

@@ -56,7 +56,7 @@ from groklab.report import text as tx
 from groklab.stages.evaluate import evaluate_all
 from groklab.stages.outputs import write_json
 from groklab.stages.report import DPI, build_report, main
-from groklab.summary import cell_summary
+from groklab.summary import HEADLINE, cell_summary
 from groklab.train import HISTORY_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -392,8 +392,11 @@ def test_censored_cells_have_no_interval_anywhere(report):
         assert censored.any() and (~censored).any()
         assert cells.loc[censored, ["steps_to_99_ci_low", "steps_to_99_ci_high"]].isna().all().all()
         assert cells.loc[~censored, "steps_to_99_ci_low"].notna().all()
-        metrics = json.loads((root / "reports" / "metrics" / f"{family}.json").read_text())
-        assert "ci_low" not in json.dumps(metrics)
+        files = sorted((root / "reports" / "metrics" / family).glob("*.json"))
+        assert sorted(p.stem for p in files) == sorted(cells["cell"])  # one file per cell
+        for path in files:
+            metrics = json.loads(path.read_text())
+            assert set(metrics) <= set(HEADLINE) and "ci_low" not in json.dumps(metrics)
     assert f"≥ {BUDGET} (0/3 reached)" in text
     assert f"≥ {BUDGET} (0/3 reached) ±" not in text
 
@@ -409,6 +412,19 @@ def test_missing_clean_accuracy_stays_missing(report):
     some = cells.loc["x_plus_y-combined30", "clean_val_acc_mean"]
     assert some == pytest.approx(runs[runs["cell"] == "x_plus_y-combined30"][
         "clean_val_acc"].mean())
+    # The DVC metrics: no clean accuracy where no pair is clean, with val_reachable beside
+    # it; elsewhere the mean over seeds, steps to 99% counting a censored seed at the budget.
+    def metrics(cell: str) -> dict:
+        return json.loads((root / f"reports/metrics/augmentation/{cell}.json").read_text())
+
+    assert "clean_val_acc" not in metrics("permutation-combined30")
+    assert metrics("permutation-combined30")["val_reachable"] == 1.0
+    mine = runs[runs["cell"] == "x_plus_y-combined30"]
+    shown = metrics("x_plus_y-combined30")
+    assert shown["clean_val_acc"] == pytest.approx(mine["clean_val_acc"].mean(), abs=1e-6)
+    steps = [s if g else BUDGET for s, g in zip(mine["steps_to_99"], mine["grokked"],
+                                                strict=True)]
+    assert shown["steps_to_99"] == pytest.approx(sum(steps) / len(steps), abs=1e-6)
     leak = section(section(text, "## Augmentation study"), "### Final accuracy and leakage")
     (row,) = [r for r in md_rows(leak, "permutation") if r[1] == "combined30"]
     assert row[2] == "1.000" and row[4] == tx.DASH and row[5] == tx.DASH

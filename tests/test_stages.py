@@ -48,6 +48,18 @@ def test_train_stage_logs_runs_seeds_curves_tags_and_artifacts(workdir, mlflow_s
     tags = tags_of(parent)
     assert tags["dvc.stage"] == "augmentation@x_plus_y-combined30"
     assert tags["dvc.exp_name"] == "e1" and tags["variant"] == "combined30"
+    assert parent["info"]["run_name"] == "x_plus_y · combined30 · e1"  # the experiment's
+    import torch  # the machine it ran on, in the tags (and summary.json), not in config.json
+
+    assert tags["machine.torch"] == torch.__version__ and tags["machine.device"] == "cpu"
+    from groklab.cpu import thread_count  # GROKLAB_THREADS, else the cores: the stage's
+
+    assert tags["machine.threads"] == str(thread_count())
+    summary = json.loads((workdir / "models/augmentation/x_plus_y-combined30/summary.json")
+                         .read_text())
+    assert summary["machine"]["torch"] == torch.__version__ and summary["machine"]["cpu"]
+    config = (workdir / "models/augmentation/x_plus_y-combined30/config.json").read_text()
+    assert "machine" not in config and torch.__version__ not in config
     assert parent["info"]["status"] == "FINISHED"
     params = {p["key"]: p["value"] for p in parent["data"]["params"]}
     assert params["data.p"] == "11" and params["train.aug.name"] == "combined30"

@@ -34,7 +34,10 @@ def declaration_problems(root: Path, sectioned: set[str | None] | None = None) -
         want = {"cmd": "python -m groklab.stages.train",  # the cell: DVC_STAGE
                 "matrix": {"task": f"${{studies.{name}.tasks}}",
                            "value": f"${{studies.{name}.values}}"},
-                "outs": [f"models/{name}/${{item.task}}-${{item.value}}"]}
+                # results committed to git; a network's checkpoints in DVC's cache
+                "outs": [{f"models/{name}/${{item.task}}-${{item.value}}": {"cache": False}},
+                         *([] if studies(params)[name].linear else
+                           [f"checkpoints/{name}/${{item.task}}-${{item.value}}"])]}
         for key, value in want.items():
             if stage.get(key) != value:
                 problems.append(f"dvc.yaml stage `{name}`: {key} must be {value!r}")

@@ -26,6 +26,7 @@ from groklab.tracking import (
     record_interrupted,
     repo_root,
     run_tags,
+    running_ui,
     stage_tracker,
     tracking_uri,
 )
@@ -449,8 +450,8 @@ def test_experiment_kind_saved_view_and_run_names(mlflow_server, tmp_path, monke
         assert view["name"] == "groklab: headline metrics"
         state = json.loads(view["state"])
         assert state["selectedColumns"][:4] == [
-            "metrics.`steps_to_99_mean`", "metrics.`frac_groks`", "metrics.`final_val_acc_mean`",
-            "metrics.`clean_val_acc_mean`"]
+            "metrics.`steps_to_99_mean`", "metrics.`clean_val_acc_mean`",
+            "metrics.`final_val_acc_mean`", "metrics.`frac_groks`"]
         assert state["columnOrder"][1:5] == state["selectedColumns"][:4]
         (run,) = runs_of(mlflow_server, experiment)
         assert run["info"]["run_name"] == "x_plus_y · combined30"
@@ -631,3 +632,47 @@ def test_links_to_each_experiments_runs_table(tmp_path):
     assert out.stdout.splitlines() == [
         f"{name}: http://127.0.0.1:5001/#/experiments/{ids[name]}/{query}"
         for name in ("augmentation", "report")]
+
+
+def test_running_ui_is_found_by_its_store_and_port(tmp_path):
+    """`python -m groklab.tracking` links to the `mlflow ui` that serves this store, at the
+    port its command line gives (a fake /proc: each process's cmdline and cwd)."""
+    repo, proc = tmp_path / "repo", tmp_path / "proc"
+    repo.mkdir()
+
+    def process(pid: int, args: list[str], cwd: Path) -> None:
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "cmdline").write_bytes(b"\0".join(a.encode() for a in args) + b"\0")
+        (proc / str(pid) / "cwd").symlink_to(cwd)
+
+    process(10, ["python", "/v/bin/mlflow", "ui", "--backend-store-uri", "sqlite:///other.db",
+                 "--port", "5002"], repo)
+    process(11, ["python", "/v/bin/mlflow", "ui", "--backend-store-uri", "sqlite:///mlflow.db",
+                 "-p", "5001"], repo)
+    process(12, ["bash", "-c", "mlflow ui"], repo)
+    assert running_ui(f"sqlite:///{repo}/mlflow.db", proc) == "http://127.0.0.1:5001"
+    other = f"sqlite:///{tmp_path}/elsewhere.db"
+    assert running_ui(other, proc) is None
+    process(13, ["/v/bin/mlflow", "server", f"--backend-store-uri={other}", "--host",
+                 "0.0.0.0"], tmp_path)
+    assert running_ui(other, proc) == "http://127.0.0.1:5000"  # mlflow's default port
+
+
+@pytest.mark.slow
+def test_screenshot_script_refuses_an_unknown_experiment_in_one_line(mlflow_server, tmp_path,
+                                                                     monkeypatch):
+    """scripts/mlflow_ui_screenshot.py --experiment NAME: a name the store lacks ends in one
+    line listing the experiments it has (it was an HTTP 404 traceback)."""
+    from mlflow_ui_screenshot import experiment_id
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    with stage_tracker("shot-known", "baseline@x_plus_y", task="x_plus_y", root=tmp_path):
+        pass
+    known = api(mlflow_server, "experiments/get-by-name", experiment_name="shot-known")
+    assert experiment_id(mlflow_server, "shot-known") == known["experiment"]["experiment_id"]
+    with pytest.raises(SystemExit) as stop:
+        experiment_id(mlflow_server, "train")
+    line = str(stop.value.code)
+    assert "\n" not in line and line.startswith("mlflow_ui_screenshot: --experiment 'train' "
+                                                "is not in the store; it has: ")
+    assert "shot-known" in line.split("it has: ")[1].split(", ")

@@ -2,10 +2,11 @@
 differs between them.
 
 ``dvc exp show`` gives every param and metric a column, and prefixes a metric key that two
-files share (``x_plus_y.steps_to_99_mean`` is in baseline.json and experiment.json) with
-the file's path, so one experiment over four tasks is a table several hundred characters
-wide. Here the table is turned around: a column per experiment, a row per param or metric
-whose value is not the same in all of them (metrics named ``<file stem>: <key>``).
+files share (``steps_to_99`` is in every cell's file) with the file's path, so one
+experiment over four tasks is a table several hundred characters wide. Here the table is
+turned around: a column per experiment, a row per param or metric whose value is not the
+same in all of them (metrics named ``<family>/<cell>: <key>``, the file's path under
+``reports/metrics`` without ``.json``).
 """
 
 from __future__ import annotations
@@ -35,16 +36,27 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def values_of(data: Mapping[str, Any]) -> dict[str, Any]:
-    """One revision's params (by dotted key) and metrics (``<file stem>: <dotted key>``),
-    from the ``data`` of an entry of ``dvc exp show --json``."""
+    """One revision's params (by dotted key) and metrics (``<file>: <dotted key>``, the file
+    named by :func:`metric_file`), from the ``data`` of an entry of ``dvc exp show --json``."""
     out: dict[str, Any] = {}
     for path, content in (data.get("params") or {}).items():
         prefix = "" if path == "params.yaml" else f"{path}:"
         out.update(flatten((content or {}).get("data") or {}, prefix))
     for path, content in (data.get("metrics") or {}).items():
         for key, value in flatten((content or {}).get("data") or {}).items():
-            out[f"{PurePosixPath(path).stem}: {key}"] = value
+            out[f"{metric_file(path)}: {key}"] = value
     return out
+
+
+def metric_file(path: str) -> str:
+    """A metrics file's short name: its path under ``reports/metrics/`` without the suffix
+    (``experiment/x_plus_y``); other files by their stem."""
+    parts = PurePosixPath(path).with_suffix("").parts
+    head = parts[:-1]
+    if "metrics" not in head:
+        return parts[-1]
+    at = len(head) - 1 - head[::-1].index("metrics")  # the last folder named metrics
+    return "/".join(parts[at + 1:])
 
 
 def revisions(shown: list[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:

@@ -44,8 +44,10 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BA
                  "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 # What a cell run logs first and the UI shows first: the few numbers a researcher compares.
-HEADLINE_METRICS = ("steps_to_99_mean", "frac_groks", "final_val_acc_mean",
-                    "clean_val_acc_mean")
+# Clean validation accuracy stands beside validation accuracy, left of the columns a side
+# panel (MLflow's Assistant) can cover, so a rise that is leakage is seen as such.
+HEADLINE_METRICS = ("steps_to_99_mean", "clean_val_acc_mean", "final_val_acc_mean",
+                    "frac_groks")
 # An experiment's kind in MLflow 3; custom_model_development is the machine-learning kind
 # (runs, metrics), not GenAI traces. (3.17's UI follows its sidebar switch instead: ui_url.)
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
@@ -96,6 +98,10 @@ def process_tags() -> dict[str, str]:
     return tags
 
 
+# Header widths the UI needs to show a name whole (140 px cuts "clean_val_acc_mean" short).
+WIDER = {"metrics.`clean_val_acc_mean`": 156}
+
+
 def view_state(metrics: Sequence[str] = HEADLINE_METRICS) -> dict[str, Any]:
     """The experiment page's state in the saved view: ``metrics`` as the first columns after
     the run name, then the dataset and duration (the UI hides metric columns by default and
@@ -105,7 +111,7 @@ def view_state(metrics: Sequence[str] = HEADLINE_METRICS) -> dict[str, Any]:
     # The page applies a width only to a column named in columnOrder.
     return {"selectedColumns": [*cols, dataset],
             "columnOrder": [name, *cols, dataset, "duration"],
-            "columnWidths": {name: 250, **dict.fromkeys(cols, 140)}}
+            "columnWidths": {name: 250, **dict.fromkeys(cols, 140), **WIDER}}
 
 
 def ui_url(base_url: str, experiment_id: str) -> str:

@@ -151,12 +151,15 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def run_name(stage: str, task: str | None = None, variant: str | None = None) -> str:
+def run_name(stage: str, task: str | None = None, variant: str | None = None,
+             exp: str | None = None) -> str:
     """What the runs table shows: ``x_plus_y · combined30``, the part that tells cells apart
-    (the stage name is in the ``dvc.stage`` tag); ``stage`` when there is no task."""
+    (the stage name is in the ``dvc.stage`` tag), then the DVC experiment that ran it when
+    there is one (``x_plus_y · combined30 · first-look``), which tells apart the runs of one
+    cell in different experiments; ``stage`` when there is no task."""
     if task is None:
         return stage
-    return f"{task}{RUN_NAME_SEP}{variant}" if variant else task
+    return RUN_NAME_SEP.join(part for part in (task, variant, exp) if part)
 
 
 def run_tags(*, stage: str, study: str, task: str | None = None,
@@ -434,8 +437,8 @@ def stage_tracker(experiment: str, stage: str, *, task: str | None = None,
     DVC stage, study, git commit, host and process. Nothing is imported or connected until
     it is entered."""
     tags = run_tags(stage=stage, study=experiment, task=task, variant=variant)
-    return StageTracker(experiment, run_name(stage, task, variant), tags=tags, params=params,
-                        root=root)
+    name = run_name(stage, task, variant, os.environ.get("DVC_EXP_NAME"))
+    return StageTracker(experiment, name, tags=tags, params=params, root=root)
 
 
 def record_interrupted(experiment: str, stage: str, *, step: int, task: str | None = None,
@@ -470,17 +473,67 @@ def record_interrupted(experiment: str, stage: str, *, step: int, task: str | No
     return done.is_set()
 
 
+DEFAULT_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves unless told otherwise
+_UI_FLAGS = {"--port": "port", "-p": "port", "--host": "host", "-h": "host",
+             "--backend-store-uri": "store"}
+
+
+def _store_path(store: str, cwd: Path) -> Path | None:
+    """The file of a ``sqlite:///`` store (relative paths from ``cwd``); None otherwise."""
+    if not store.startswith("sqlite:///"):
+        return None
+    path = Path(store.removeprefix("sqlite:///"))
+    return (path if path.is_absolute() else cwd / path).resolve()
+
+
+def running_ui(uri: str, proc: Path = Path("/proc")) -> str | None:
+    """The address of a running ``mlflow ui`` or ``mlflow server`` whose store is ``uri``,
+    read from its command line (Linux's /proc); None when there is none."""
+    want = _store_path(uri, Path.cwd())
+    for cmdline in sorted(proc.glob("[0-9]*/cmdline")):
+        try:
+            args = [a.decode(errors="replace") for a in cmdline.read_bytes().split(b"\0") if a]
+            cwd = (cmdline.parent / "cwd").resolve()
+        except OSError:
+            continue
+        at = next((i for i, a in enumerate(args[:-1]) if Path(a).name == "mlflow"
+                   and args[i + 1] in ("ui", "server")), None)
+        if at is None:
+            continue
+        found = {"port": "5000", "host": "127.0.0.1", "store": "sqlite:///mlflow.db"}
+        rest = args[at + 2:]
+        for i, arg in enumerate(rest):
+            flag, eq, value = arg.partition("=")
+            if flag in _UI_FLAGS:
+                found[_UI_FLAGS[flag]] = value if eq else (rest[i + 1] if i + 1 < len(rest)
+                                                           else "")
+        same = (found["store"] == uri if want is None
+                else _store_path(found["store"], cwd) == want)
+        if same:
+            host = "127.0.0.1" if found["host"] in ("0.0.0.0", "::", "") else found["host"]
+            return f"http://{host}:{found['port']}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Print the link to each experiment's runs table for an ``mlflow ui`` on this store."""
+    """Print the link to each experiment's runs table for the ``mlflow ui`` on this store:
+    the one running (its port read from its command line), else ``--ui``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--ui", default="http://127.0.0.1:5000",
-                        help="where `mlflow ui` serves (default: its own default)")
+    parser.add_argument("--ui", help="where `mlflow ui` serves (default: the running one, "
+                        f"else {DEFAULT_UI})")
     args = parser.parse_args(argv)
     uri = tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         sys.exit(f"groklab: no MLflow store at {uri} yet; run a stage first")
+    if args.ui is None:
+        args.ui = running_ui(uri)
+        if args.ui is None:
+            args.ui = DEFAULT_UI
+            print(f"groklab: no running `mlflow ui` serves {uri}; the links assume "
+                  f"{DEFAULT_UI} (start one: mlflow ui --backend-store-uri {uri}; or pass "
+                  "--ui)", file=sys.stderr)
     from mlflow import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)

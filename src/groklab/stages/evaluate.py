@@ -11,7 +11,8 @@ defaults and each study's default value read a base run — and writes:
   groklab.summary);
 - reports/tables/<study>_across_tasks.csv: each value against the default across the
   study's tasks (log-rank stratified by task, time ratio with one intercept per task);
-- reports/metrics/<family>.json: the headline numbers per cell, for `dvc metrics`;
+- reports/metrics/<family>/<cell>.json: the cell's headline numbers (groklab.summary.HEADLINE),
+  one file per cell so that `dvc metrics show` prints one row per cell;
 - reports/curves/<family>/<cell>.csv: mean curves over seeds, for `dvc plots`.
 
 Every row carries ``source`` (the stage that trained it), ``path`` (its folder) and
@@ -50,7 +51,7 @@ from groklab.summary import (
     cell_summary,
     compare_cells,
     compare_study,
-    headline_tree,
+    headline,
     seed_summaries_from,
 )
 
@@ -190,7 +191,6 @@ def evaluate_all(params: dict[str, Any], models: Path, reports: Path) -> list[Pa
         (reports / sub).mkdir(parents=True, exist_ok=True)
     with atomic_dir(reports / "curves") as curves_dir:
         for family, (runs, cells, curves) in results.items():
-            factor, _ = family_rows(params, family)
             runs.to_csv(reports / "tables" / f"{family}_runs.csv", index=False)
             cells.to_csv(reports / "tables" / f"{family}_cells.csv", index=False)
             versus = comparisons(params, family, runs)
@@ -203,8 +203,9 @@ def evaluate_all(params: dict[str, Any], models: Path, reports: Path) -> list[Pa
                 events.to_csv(reports / "tables" / f"{family}_event_comparisons.csv",
                               index=False)
                 written.append(reports / "tables" / f"{family}_event_comparisons.csv")
-            write_json(reports / "metrics" / f"{family}.json",
-                       headline_tree(cells, ["task", *([factor] if factor else [])]))
+            (reports / "metrics" / family).mkdir(exist_ok=True)
+            for _, cell in cells.iterrows():
+                write_json(reports / "metrics" / family / f"{cell['cell']}.json", headline(cell))
             (curves_dir / family).mkdir()
             for name, curve in curves.items():
                 curve.to_csv(curves_dir / family / f"{name}.csv", index=False)

@@ -236,11 +236,16 @@ def _plain(x: Any) -> Any:
 
 
 def save_run(result: Any, out: Path, summary: dict[str, Any] | None = None,
-             card: dict[str, Any] | None = None) -> None:
+             card: dict[str, Any] | None = None, checkpoints: Path | None = None) -> None:
     """history.csv, final.csv, config.json (and summary.json, card.json when given;
     measures.csv when the run was measured); for a trained network (a
-    :class:`~groklab.train.TrainResult`) also one checkpoint per seed."""
+    :class:`~groklab.train.TrainResult`) also one checkpoint per seed, ``seed<k>.pt``, in
+    ``checkpoints`` when given (the pipeline keeps them apart: the results are committed to
+    git, the checkpoints stay in DVC's cache), else in ``out``."""
     model = getattr(result, "model", None)
+    if model is not None and checkpoints is not None:
+        with atomic_dir(checkpoints) as tmp:
+            _write_checkpoints(result, tmp)
     with atomic_dir(out) as tmp:
         result.history.to_csv(tmp / "history.csv", index=False)
         result.final.to_csv(tmp / "final.csv", index=False)
@@ -250,21 +255,25 @@ def save_run(result: Any, out: Path, summary: dict[str, Any] | None = None,
             "kind": "network" if model is not None else "linear_teacher",
             "config": dataclasses.asdict(result.config), "seeds": result.seeds,
             "steps_done": result.steps_done})
-        if model is not None:
-            import torch
-
-            from groklab.checkpoint import checkpoint
-
-            for i, seed in enumerate(result.seeds):
-                ckpt = checkpoint(model, result.config, result.seeds, i, result.steps_done)
-                try:
-                    torch.save(ckpt, tmp / f"seed{seed}.pt")
-                except RuntimeError as err:  # torch's writer reports ENOSPC, EFBIG so
-                    code = _full_errno(tmp)
-                    if code is None:
-                        raise
-                    raise OSError(code, os.strerror(code), str(tmp / f"seed{seed}.pt")) from err
+        if model is not None and checkpoints is None:
+            _write_checkpoints(result, tmp)
         if summary is not None:
             write_json(tmp / "summary.json", summary)
         if card is not None:
             write_json(tmp / "card.json", card)
+
+
+def _write_checkpoints(result: Any, folder: Path) -> None:
+    import torch
+
+    from groklab.checkpoint import checkpoint
+
+    for i, seed in enumerate(result.seeds):
+        ckpt = checkpoint(result.model, result.config, result.seeds, i, result.steps_done)
+        try:
+            torch.save(ckpt, folder / f"seed{seed}.pt")
+        except RuntimeError as err:  # torch's writer reports ENOSPC, EFBIG so
+            code = _full_errno(folder)
+            if code is None:
+                raise
+            raise OSError(code, os.strerror(code), str(folder / f"seed{seed}.pt")) from err

@@ -9,11 +9,14 @@ takes its cell from the stage name DVC sets in DVC_STAGE.
 
 Trains every seed of the cell (a network: one batched model; the linear student-teacher
 model: its closed-form curves) and writes models/<family>/<name>/ only when that succeeded:
-history.csv, final.csv, config.json, summary.json and, for networks, the cell's dataset card
-(card.json) and one checkpoint per seed. Then logs the run to MLflow (after training, so
-start-up never waits for MLflow). `experiment@<task>` trains only when its knobs differ
-from the paper defaults; otherwise it writes `source.json` naming the base run it equals,
-which evaluation reads in its place.
+history.csv, final.csv, config.json, summary.json (per seed, and the machine it ran on) and,
+for networks, the cell's dataset card (card.json); a network's checkpoints, one per seed,
+go to checkpoints/<family>/<name>/. The first folder is committed to git, the second stays
+in DVC's cache, so a clone without the cache has every result (docs: README, "Results").
+Then logs the run to MLflow (after training, so start-up never waits for MLflow).
+`experiment@<task>` trains only when its knobs differ from the paper defaults; otherwise
+it writes `source.json` naming the base run it equals, which evaluation reads in its place
+(and an empty checkpoints folder).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from groklab.cells import (
 )
 from groklab.config import ConfigError, RunConfig
 from groklab.errors import Interrupted, OneLineParser
+from groklab.machine import machine_record, machine_tags
 from groklab.params import KNOBS, PARAMS_FILE, get_key, load_params
 from groklab.stages.common import fail_cleanly, tracker_for
 from groklab.stages.outputs import atomic_dir, check_writable, save_run, write_json
@@ -120,15 +124,24 @@ def variant(cell: Cell, params: dict[str, Any]) -> str | None:
     return None if cell.value is None else str(cell.value)
 
 
+def device_of(result: Any) -> Any:
+    """The device a network trained on; None for the linear model (no torch)."""
+    model = getattr(result, "model", None)
+    return None if model is None else next(model.parameters()).device
+
+
 def log_run(cell: Cell, config: CellConfig, result: Any, out: Path, rows: list[dict],
-            params: dict[str, Any]) -> None:
-    """The stage's MLflow run: headline metrics, the dataset card, the seeds' table and the
-    files; a nested run per seed with its curves and checkpoint."""
+            params: dict[str, Any], machine: dict[str, Any], checkpoints: Path) -> None:
+    """The stage's MLflow run: headline metrics, the dataset card, the seeds' table, the
+    machine (tags ``machine.*``) and the files; a nested run per seed with its curves and
+    checkpoint."""
     import pandas as pd
 
     budget = result.steps_done if not isinstance(config, RunConfig) else config.train.steps
-    with tracker_for(cell.family, cell.stage, task=cell.task, variant=variant(cell, params),
-                     params={**_config_dict(config), "seeds": result.seeds}) as tracker:
+    tracker = tracker_for(cell.family, cell.stage, task=cell.task, variant=variant(cell, params),
+                          params={**_config_dict(config), "seeds": result.seeds})
+    tracker.tags.update(machine_tags(machine))
+    with tracker:
         tracker.log_metrics(headline(result, rows, budget, params["analysis"]["grok_delay"]))
         card = out / "card.json"
         if card.exists():
@@ -143,7 +156,7 @@ def log_run(cell: Cell, config: CellConfig, result: Any, out: Path, rows: list[d
                     seed_run.log_history(measures[measures.seed == seed], prefix="measures/")
                 seed_run.log_metrics({k: v for k, v in row.items()
                                       if isinstance(v, int | float) and k != "seed"})
-                ckpt = out / f"seed{seed}.pt"
+                ckpt = checkpoints / f"seed{seed}.pt"
                 if ckpt.exists():
                     seed_run.log_artifacts([ckpt])
         tracker.log_artifacts([out / f for f in ("history.csv", "final.csv", "config.json",
@@ -179,24 +192,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("task", nargs="?", help="the task, e.g. x_plus_y")
     parser.add_argument("value", nargs="?", help="the study factor's value (studies only)")
     parser.add_argument("--params", default=PARAMS_FILE, help="parameters file")
-    parser.add_argument("--models", type=Path, default=Path("models"), help="output root")
+    parser.add_argument("--models", type=Path, default=Path("models"),
+                        help="output root of the results (committed to git)")
+    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"),
+                        help="output root of the checkpoints (DVC's cache)")
     args = parser.parse_args(argv)
 
     check_tracking_env()  # a typo in GROKLAB_TRACKING fails now, not after training
     params = load_params(args.params)
     cell = named_cell(params, args.family, args.task, args.value)
-    out = cell.path(args.models)
+    out, ckpts = cell.path(args.models), cell.path(args.checkpoints)
     seeds = list(params["seeds"])
     if cell.family == EXPERIMENT and (source := experiment_source(params, cell.task)):
         with atomic_dir(out) as tmp:
             write_json(tmp / "source.json", {"stage": source.stage, "family": source.family,
                                              "name": source.name})
+        with atomic_dir(ckpts):  # the stage's cached output: here, nothing but its manifest
+            pass
         print(f"{cell.stage}: the knobs are the paper defaults, so this is {source.stage}; "
               f"nothing trained, {out}/source.json points there")
         return
     config = cell_config(params, cell)
     check_run_memory(config, len(seeds), cell.stage)  # before anything is built
-    check_writable(out)  # before training: a bad path costs no compute
+    network = isinstance(config, RunConfig)
+    for path in (out, ckpts) if network else (out,):
+        check_writable(path)  # before training: a bad path costs no compute
     try:
         result = run(config, seeds, cell.stage)
     except Interrupted as stop:  # a KILLED run that says where it stopped, then one line
@@ -204,9 +224,10 @@ def main(argv: list[str] | None = None) -> None:
                            variant=variant(cell, params), params=_config_dict(config))
         raise
     rows = seed_rows(result)
-    save_run(result, out, summary={"stage": cell.stage, "seeds": rows},
-             card=card_of(config, seeds))
-    log_run(cell, config, result, out, rows, params)
+    machine = machine_record(device_of(result))
+    save_run(result, out, summary={"stage": cell.stage, "seeds": rows, "machine": machine},
+             card=card_of(config, seeds), checkpoints=ckpts if network else None)
+    log_run(cell, config, result, out, rows, params, machine, ckpts)
     steps = [r["steps_to_99"] for r in rows]
     print(f"{cell.stage}: {sum(s is not None for s in steps)}/{len(seeds)} seeds reached "
           f"99% validation accuracy; steps to 99%: {steps} (None: not within "
