@@ -19,9 +19,15 @@ def merge(base: dict, small: dict) -> dict:
     return out
 
 
+# What the pipeline writes, committed with the repo (the full-scale results): a copy with
+# other params starts without them, as a project before its first `dvc repro`.
+PRODUCED = ("dvc.lock", "data/", "models/", "checkpoints/", "reports/")
+
+
 def copy_project(dest: Path, params: dict) -> Path:
-    """The files git tracks or would track, in ``dest`` as one commit on ``main``, with
-    ``params`` merged into params.yaml; ``dest`` is returned."""
+    """The files git tracks or would track, except the pipeline's results (``PRODUCED``),
+    in ``dest`` as one commit on ``main``, with ``params`` merged into params.yaml; ``dest``
+    is returned."""
     def git(*args: str) -> None:
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=dest,
                        check=True, capture_output=True, text=True)
@@ -29,7 +35,7 @@ def copy_project(dest: Path, params: dict) -> Path:
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     for rel in files:
-        if (ROOT / rel).is_file():
+        if (ROOT / rel).is_file() and not rel.startswith(PRODUCED):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, dest / rel)
     base = yaml.safe_load((dest / "params.yaml").read_text())
