@@ -41,6 +41,9 @@ phase() {  # phase NAME COMMAND...: run it, then one line with its wall time
 }
 
 install() {
+  mkdir -p /tmp/site/bin
+  # dvc.yaml's commands say `python`; an image may have only `python3`
+  command -v python >/dev/null || ln -sf "$(command -v "$PY")" /tmp/site/bin/python
   if "$PY" -c "import dvc, lifelines" 2>/dev/null; then
     echo "dvc and lifelines present: nothing to install"
     return
@@ -49,11 +52,16 @@ install() {
     --target /tmp/site .whl/*.whl
 }
 
-as_git_repo() {
-  if git rev-parse --git-dir >/dev/null 2>&1; then return; fi
-  git init -q -b main
-  git add -A
-  git -c user.name=groklab -c user.email=groklab@localhost commit -qm "device copy"
+as_git_repo() {  # DVC needs a git repository (or core.no_scm)
+  if [ -e .git ]; then echo "a git repository already"; return; fi
+  if command -v git >/dev/null; then
+    git init -q -b main
+    git add -A
+    git -c user.name=groklab -c user.email=groklab@localhost commit -qm "device copy"
+  else
+    echo "no git here: DVC runs without one (core.no_scm)"
+    "$PY" -m dvc config --local core.no_scm true
+  fi
 }
 
 repro() {  # the pipeline, stopped like Ctrl-C once REPRO_LIMIT seconds are spent
