@@ -143,8 +143,9 @@ def synthetic_cell(task: str, factor: str, value, seeds: list[int]
             "train_acc": train, "batch_loss": -np.log(np.clip(train, 1e-3, 1)),
             "batch_acc": train, "val_loss": -np.log(np.clip(val, 1e-3, 1)), "val_acc": val,
             "clean_val_acc": clean, "lr": 1e-3 * np.minimum(1, t / 50),
+            "softmax_collapse": np.zeros(t.size),
         }))
-        n = {"permutation": 14400, "x_div_y": 97 * 96, "parity": 1000,
+        n = {"permutation": 14400, "x_div_y": 97 * 96, "x_mul_y": 97 * 96, "parity": 1000,
              "multi_add": 23 ** (value if factor == "operands" else 2)}.get(task, 97 * 97)
         finals.append({"seed": seed, "final_train_loss": -math.log(train[-1]),
                        "final_train_acc": train[-1], "final_val_loss": -math.log(val[-1]),
