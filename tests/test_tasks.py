@@ -34,7 +34,8 @@ def test_binary_modular_labels_match_python(p):
     }
     for name, oracle in oracles.items():
         task = ModularTask(name, p)
-        pairs = [(a, b) for a in range(p) for b in range(p) if name not in ("x_div_y", "x_mul_y") or b]
+        pairs = [(a, b) for a in range(p) for b in range(p)
+                 if name not in ("x_div_y", "x_mul_y") or b]
         assert sorted(map(tuple, task.operands.tolist())) == sorted(pairs)
         for (a, b), y in zip(task.operands.tolist(), task.labels.tolist(), strict=True):
             assert y == oracle(a, b), (name, a, b)
