@@ -1,6 +1,7 @@
 """Grokfast's filters, ⊥Grad and StableMax against independent implementations on small
 tensors, their registry entries, and a real run where a large λ changes the trajectory."""
 
+import functools
 import math
 from collections import deque
 
@@ -196,14 +197,22 @@ def variant(name: str, base=TINY):
     return base.replace(optim=vars(cfg), train={"loss": loss})
 
 
+SHORT = TINY.replace(train={"steps": 20})
+
+
+@functools.cache
+def plain_run():
+    return train(SHORT, [1]).history
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_each_intervention_trains_batched_seeds_as_each_alone(name):
-    cfg = variant(name)
+    cfg = variant(name, SHORT)
     together = train(cfg, [0, 1]).history
     alone = train(cfg, [1]).history
     mine = together[together.seed == 1].reset_index(drop=True)
     assert_frame_equal(mine, alone, check_exact=False, atol=1e-5, rtol=1e-4)
-    assert not together.equals(train(TINY, [0, 1]).history)  # it did change something
+    assert not alone.val_loss.equals(plain_run().val_loss)  # it did change something
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -31,10 +31,11 @@ CELL_METRICS = (
     "final_train_acc", "final_val_acc", "final_train_loss", "final_val_loss", "clean_val_acc",
     "val_reachable", "val_in_train", "relative_gap", "relative_gap_clean", "relative_sharpness",
     "absolute_sharpness", "val_fit_tau", "train_fit_tau", "post_grok_val_sd", "train_mid_step",
-    "val_mid_step",
+    "val_mid_step", "steps_to_95", "max_softmax_collapse", "final_softmax_collapse",
 )
 # Which flag says a seed's value is observed rather than censored at the budget.
-CENSORING = {"steps_to_99": "grokked", "steps_to_99_train": "train_reached",
+CENSORING = {"steps_to_99": "grokked", "steps_to_95": "reached_95",
+             "steps_to_99_train": "train_reached",
              "grok_delay_steps": "~grok_delay_censored"}
 ALPHA = 0.05  # a comparison is "faster"/"slower" only when the log-rank p-value is below it
 
