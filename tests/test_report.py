@@ -70,7 +70,7 @@ FINAL_COLUMNS = ["seed", "final_train_loss", "final_train_acc", "final_val_loss"
                  "n_train", "n_val"]
 # Synthetic knobs: how late each task and factor value groks, how much validation leaks.
 TASK_DELAY = {"x_plus_y": 0.8, "x_minus_y": 1.2, "x_div_y": 1.0, "permutation": 1.3,
-              "multi_add": 0.9, "parity": 1.0}
+              "multi_add": 0.9, "parity": 1.0, "x_mul_y": 1.0}
 DELAY = {
     "aug": {"baseline": 1.0, "reversal": 0.95, "negation": 0.5, "combined15": 0.45,
             "combined30": 0.4},
@@ -78,7 +78,9 @@ DELAY = {
                    "anti": 1.1},
     "arch": {"transformer": 1.0},
     "optimizer": {"adamw": 1.0, "adamw_fullbatch": 0.9, "sgd_nesterov": 1.15, "dropout": 0.85,
-                  "wd_0.05": 1.2, "wd_1.0": 0.8},
+                  "wd_0.05": 1.2, "wd_1.0": 0.8, "adamw_nowd": 1.4, "grokfast_ema": 0.3,
+                  "grokfast_ema_lr": 0.8, "grokfast_ma": 0.25, "grokfast_ma_lr": 0.7,
+                  "stablemax": 1.2, "orthograd": 0.5},
     "train_fraction": {0.1: 1.2, 0.3: 1.05, 0.45: 0.95, 0.5: 1.0, 0.6: 0.8, 0.8: 0.6},
     "batch_size": {64: 1.2, 128: 1.0, 512: 1.0},
     "operands": {2: 0.7, 3: 1.1},
@@ -98,12 +100,13 @@ FIGURES = [
     "architecture_curves", "optimizer_steps_to_99", "optimizer_curves",
     "data_fraction_trends", "data_fraction_curves", "batch_size_trends", "batch_size_curves",
     "multivariate_curves", "concealment_gap", "concealment_sharpness", "concealment_curves",
+    "accelerators_fraction_reached", "accelerators_curves",
     "linear_teacher_sharpness", "linear_teacher_curves", "modular_sharpness",
 ]
 SECTIONS = ["## Experiment", "## Augmentation study", "## Curriculum study",
             "## Architecture study", "## Optimizer study", "## Data-fraction study",
             "## Batch-size study", "## Multivariate study", "## Concealment study",
-            "## Linear student-teacher study", "## Sharpness across all modular-arithmetic runs"]
+            "## Accelerators study", "## Linear student-teacher study", "## Sharpness across all modular-arithmetic runs"]
 
 
 def _never(factor: str, value, task: str) -> bool:

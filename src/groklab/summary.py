@@ -99,6 +99,8 @@ def cell_summary(runs: pd.DataFrame) -> dict[str, Any]:
     reached = _flag(runs, "grokked")
     out["frac_reached"] = float(reached.mean())
     out["n_censored"] = int((~reached).sum())
+    if "reached_95" in runs:  # Grokfast's 95% measure, censored on its own
+        out["n_censored_95"] = int((~_flag(runs, "reached_95")).sum())
     for flag in ("groks", "collapsed", "grok_delay_censored"):
         if flag in runs:
             out[f"n_{flag}"] = int(_flag(runs, flag).sum())
