@@ -106,7 +106,8 @@ FIGURES = [
 SECTIONS = ["## Experiment", "## Augmentation study", "## Curriculum study",
             "## Architecture study", "## Optimizer study", "## Data-fraction study",
             "## Batch-size study", "## Multivariate study", "## Concealment study",
-            "## Accelerators study", "## Linear student-teacher study", "## Sharpness across all modular-arithmetic runs"]
+            "## Accelerators study", "## Linear student-teacher study",
+            "## Sharpness across all modular-arithmetic runs"]
 
 
 def _never(factor: str, value, task: str) -> bool:
