@@ -5,6 +5,8 @@ import functools
 import math
 from collections import deque
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from pandas.testing import assert_frame_equal
@@ -21,6 +23,7 @@ from groklab.gradients import (
     orthogonal_to_weights,
 )
 from groklab.losses import LOSSES, softmax_collapse, stablemax_cross_entropy
+from groklab.report import accelerators as acc
 from groklab.train import train
 
 EMA = OptimConfig(grad_filter="ema", alpha=0.9, lamb=2.0)
@@ -256,3 +259,37 @@ def test_large_lambda_grokfast_changes_the_trajectory_against_its_lr_matched_con
     assert (gap[0] == 0).all()  # the same start
     later = gap.drop(columns=0)
     assert (later > 0.05).all().all(), later
+
+
+def _runs(cells: dict[str, list[tuple[int, bool]]], budget: int = 1000) -> pd.DataFrame:
+    rows = []
+    for value, seeds in cells.items():
+        for seed, (steps, reached) in enumerate(seeds):
+            rows.append({"task": "x_mul_y", "optimizer": value, "seed": seed,
+                         "budget": budget, "steps_to_95": steps, "reached_95": reached,
+                         "steps_to_99": steps + 10, "grokked": reached})
+    return pd.DataFrame(rows)
+
+
+def test_speedup_and_claim_verdict_follow_the_numbers():
+    """Speed-up = ratio of medians (numpy), a bound where a median is censored; with 4
+    seeds against 4 the exact log-rank test can reach p < 0.05, so the ×44 claim's verdict
+    turns from agree to disagree as the numbers do."""
+    claim = {"value": "gf", "base": "base", "control": "ctrl", "measure": "steps_to_95",
+             "factor": 43.84, "steps": 910, "base_steps": 39890, "source": "Grokfast"}
+    fast = _runs({"gf": [(100, True), (120, True), (90, True), (110, True)],
+                  "ctrl": [(200, True), (260, True), (240, True), (220, True)],
+                  "base": [(900, True), (1000, False), (950, True), (1000, False)]})
+    versus = acc.pair_comparisons(fast, [("gf", "ctrl"), ("gf", "base")], "steps_to_95")
+    by = versus.set_index("reference")
+    assert by.loc["ctrl", "speedup"] == pytest.approx(np.median([200, 260, 240, 220])
+                                                      / np.median([100, 120, 90, 110]))
+    assert by.loc["ctrl", "speedup_bound"] == ""
+    assert by.loc["base", "speedup_bound"] == ">="  # the base's median is censored
+    [verdict] = acc.speedup_verdicts(versus, [claim])
+    assert verdict.agrees is True and "ctrl" in verdict.ours
+    slow = _runs({"gf": [(900, True), (1000, False), (950, True), (1000, False)],
+                  "base": [(100, True), (120, True), (90, True), (110, True)]})
+    [verdict] = acc.speedup_verdicts(
+        acc.pair_comparisons(slow, [("gf", "base")], "steps_to_95"), [claim])
+    assert verdict.agrees is False
