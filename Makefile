@@ -42,7 +42,10 @@ FIRST_LOOK := -S 'seeds=[0]' -S 'tasks=[x_plus_y]' -S 'baseline.tasks=[x_plus_y]
   -S 'studies.concealment.values=[4,8]' -S studies.concealment.settings.train.steps=12000 \
   -S 'studies.mechanism.tasks=[x_plus_y]' -S studies.mechanism.settings.data.p=23 \
   -S studies.mechanism.settings.data.train_fraction=0.7 \
-  -S studies.mechanism.settings.train.steps=3000 -S studies.mechanism.settings.train.eval_every=50
+  -S studies.mechanism.settings.train.steps=3000 -S studies.mechanism.settings.train.eval_every=50 \
+  -S 'studies.accelerators.values=[grokfast_ema,grokfast_ema_lr]' \
+  -S studies.accelerators.settings.train.steps=2000 \
+  -S studies.accelerators.settings.train.stop_after_grok=200
 
 # The first look's experiment ref of this commit (DVC names it refs/exps/<sha:2>/<sha>/<name>).
 THIS_FIRST_LOOK = git for-each-ref --format='%(refname)' 'refs/exps/*/*/first-look' \

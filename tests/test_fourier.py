@@ -185,7 +185,8 @@ def test_measures_cadence_and_checkpoint_recomputes_the_last_row(engine, tmp_pat
     assert m.step.tolist() == [0, 10, 20, 30, 35] * 2
     assert list(res.history.columns) == ["seed", "step", "train_loss", "train_acc",
                                          "batch_loss", "batch_acc", "val_loss", "val_acc",
-                                         "clean_val_acc", "lr"]  # history.csv unchanged
+                                         "clean_val_acc", "lr", "softmax_collapse"]
+    # (history.csv's columns are not the measures': those are measures.csv's)
     assert [c for c in m.columns if c.startswith("freq_")] == [f"freq_{k}" for k in range(1, 7)]
     task = build_task(res.config.data, [0, 1])
     for i, seed in enumerate((0, 1)):

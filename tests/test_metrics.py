@@ -259,6 +259,25 @@ def test_summarize_history_synthetic_grokking_run():
     assert prompt["groks"] is False and prompt["grokked"] is True
 
 
+def test_steps_to_95_beside_99_and_the_collapse_share():
+    """Grokfast's 95% crossing by hand on a step curve; censored at the budget when never
+    reached; the largest softmax-collapse share and the last one, NaN for old histories."""
+    steps = np.arange(0, 1001, 100)
+    val = np.array([0.01, 0.2, 0.5, 0.94, 0.95, 0.97, 0.989, 0.99, 1.0, 1.0, 1.0])
+    history = pd.DataFrame({"step": steps, "train_acc": np.ones(11), "val_acc": val,
+                            "train_loss": 0.0, "val_loss": 0.0, "clean_val_acc": val,
+                            "softmax_collapse": [0, 0, 0, .1, .3, .2, .2, .5, .4, .4, .25]})
+    out = summarize_history(history, budget=5000, chance=1 / 97)
+    assert (out["steps_to_95"], out["reached_95"]) == (400, True)
+    assert (out["steps_to_99"], out["grokked"]) == (700, True)
+    assert out["max_softmax_collapse"] == 0.5 and out["final_softmax_collapse"] == 0.25
+    never = summarize_history(history.assign(val_acc=0.9 * val), budget=5000, chance=1 / 97)
+    assert (never["steps_to_95"], never["reached_95"]) == (5000, False)
+    old = summarize_history(history.drop(columns="softmax_collapse"), budget=5000,
+                            chance=1 / 97)
+    assert math.isnan(old["max_softmax_collapse"]) and math.isnan(old["final_softmax_collapse"])
+
+
 def test_summarize_history_applies_the_fit_floor():
     """A fit is ok exactly when its R^2 reaches ``analysis.min_fit_r2``."""
     chance = 1 / 97

@@ -31,6 +31,17 @@ EXPECTED = {
     "wd_0p05": (torch.optim.AdamW, 1e-3, (0.9, 0.98), 0.05, None, None, 512, 0.0),
     "wd_1p0": (torch.optim.AdamW, 1e-3, (0.9, 0.98), 1.0, None, None, 512, 0.0),
     "sgd_parity": (torch.optim.SGD, 0.01, None, 0.01, 0.0, False, 512, 0.0),
+    # Nanda et al.'s progress-measures setting: full batch, weight decay 1
+    "adamw_nanda": (torch.optim.AdamW, 1e-3, (0.9, 0.98), 1.0, None, None, None, 0.0),
+    # The accelerators (Grokfast's main.py: Adam, L2 in the filtered runs; their controls at
+    # lr x the filter's gain, 2.8342 and 5.1640; docs/accelerators.md)
+    "adamw_nowd": (torch.optim.AdamW, 1e-3, (0.9, 0.98), 0.0, None, None, 512, 0.0),
+    "grokfast_ema": (torch.optim.Adam, 1e-3, (0.9, 0.98), 0.005, None, None, 512, 0.0),
+    "grokfast_ema_lr": (torch.optim.Adam, 2.8342e-3, (0.9, 0.98), 0.005, None, None, 512, 0.0),
+    "grokfast_ma": (torch.optim.Adam, 1e-3, (0.9, 0.98), 0.01, None, None, 512, 0.0),
+    "grokfast_ma_lr": (torch.optim.Adam, 5.164e-3, (0.9, 0.98), 0.01, None, None, 512, 0.0),
+    "stablemax": (torch.optim.AdamW, 1e-3, (0.9, 0.98), 0.0, None, None, 512, 0.0),
+    "orthograd": (torch.optim.AdamW, 1e-3, (0.9, 0.98), 0.0, None, None, 512, 0.0),
 }
 
 

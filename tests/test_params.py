@@ -54,7 +54,7 @@ def test_at_paper_defaults_the_experiment_is_the_base_run():
 
 def test_each_distinct_run_is_trained_once():
     keys = [cell_config(PARAMS, c) for c in trained_cells(PARAMS)]
-    assert len(keys) == len({repr(k) for k in keys}) == 75  # 74 + mechanism@x_plus_y
+    assert len(keys) == len({repr(k) for k in keys}) == 82  # 74 + mechanism + 7 accelerators
 
 
 def test_study_rows_read_the_base_run_for_the_default_value():

@@ -41,6 +41,11 @@ TINY = {
         "concealment": {"values": [4],
                         "settings": {"train": {"steps": 40, "eval_every": 10}}},
         "linear_teacher": {"values": [0.5, 0.8], "settings": {"d_in": 60}},
+        "mechanism": {"settings": {"data": {"p": 11, "train_fraction": 0.5},
+                                   "train": {"steps": 40, "eval_every": 10}}},
+        "accelerators": {"values": ["grokfast_ema", "grokfast_ema_lr"],
+                         "settings": {"data": {"p": 11}, "train": {"steps": 40,
+                                                                   "eval_every": 10}}},
     },
 }
 
@@ -143,6 +148,8 @@ def test_no_trained_cell_repeats_another_run(repo):
      "optimizer@x_div_y-adamw_lr3"),
     (lambda p: p["studies"]["data_fraction"]["values"].append(0.6),
      "data_fraction@x_plus_y-0.6"),
+    (lambda p: p["studies"]["accelerators"]["values"].append("orthograd"),
+     "accelerators@x_mul_y-orthograd"),
 ])
 def test_adding_a_variant_or_value_retrains_no_existing_cell(repo, edit, new_stage):
     path = repo / "params.yaml"

@@ -70,7 +70,7 @@ FINAL_COLUMNS = ["seed", "final_train_loss", "final_train_acc", "final_val_loss"
                  "n_train", "n_val"]
 # Synthetic knobs: how late each task and factor value groks, how much validation leaks.
 TASK_DELAY = {"x_plus_y": 0.8, "x_minus_y": 1.2, "x_div_y": 1.0, "permutation": 1.3,
-              "multi_add": 0.9, "parity": 1.0}
+              "multi_add": 0.9, "parity": 1.0, "x_mul_y": 1.0}
 DELAY = {
     "aug": {"baseline": 1.0, "reversal": 0.95, "negation": 0.5, "combined15": 0.45,
             "combined30": 0.4},
@@ -78,7 +78,9 @@ DELAY = {
                    "anti": 1.1},
     "arch": {"transformer": 1.0},
     "optimizer": {"adamw": 1.0, "adamw_fullbatch": 0.9, "sgd_nesterov": 1.15, "dropout": 0.85,
-                  "wd_0p05": 1.2, "wd_1p0": 0.8},
+                  "wd_0p05": 1.2, "wd_1p0": 0.8, "adamw_nowd": 1.4, "grokfast_ema": 0.3,
+                  "grokfast_ema_lr": 0.8, "grokfast_ma": 0.25, "grokfast_ma_lr": 0.7,
+                  "stablemax": 1.2, "orthograd": 0.5},
     "train_fraction": {0.1: 1.2, 0.3: 1.05, 0.45: 0.95, 0.5: 1.0, 0.6: 0.8, 0.8: 0.6},
     "batch_size": {64: 1.2, 128: 1.0, 512: 1.0},
     "operands": {2: 0.7, 3: 1.1},
@@ -98,12 +100,14 @@ FIGURES = [
     "architecture_curves", "optimizer_steps_to_99", "optimizer_curves",
     "data_fraction_trends", "data_fraction_curves", "batch_size_trends", "batch_size_curves",
     "multivariate_curves", "concealment_gap", "concealment_sharpness", "concealment_curves",
+    "accelerators_fraction_reached", "accelerators_curves",
     "linear_teacher_sharpness", "linear_teacher_curves", "modular_sharpness",
 ]
 SECTIONS = ["## Experiment", "## Augmentation study", "## Curriculum study",
             "## Architecture study", "## Optimizer study", "## Data-fraction study",
             "## Batch-size study", "## Multivariate study", "## Concealment study",
-            "## Linear student-teacher study", "## Sharpness across all modular-arithmetic runs"]
+            "## Accelerators study", "## Linear student-teacher study",
+            "## Sharpness across all modular-arithmetic runs"]
 
 
 def _never(factor: str, value, task: str) -> bool:
@@ -143,8 +147,9 @@ def synthetic_cell(task: str, factor: str, value, seeds: list[int]
             "train_acc": train, "batch_loss": -np.log(np.clip(train, 1e-3, 1)),
             "batch_acc": train, "val_loss": -np.log(np.clip(val, 1e-3, 1)), "val_acc": val,
             "clean_val_acc": clean, "lr": 1e-3 * np.minimum(1, t / 50),
+            "softmax_collapse": np.zeros(t.size),
         }))
-        n = {"permutation": 14400, "x_div_y": 97 * 96, "parity": 1000,
+        n = {"permutation": 14400, "x_div_y": 97 * 96, "x_mul_y": 97 * 96, "parity": 1000,
              "multi_add": 23 ** (value if factor == "operands" else 2)}.get(task, 97 * 97)
         finals.append({"seed": seed, "final_train_loss": -math.log(train[-1]),
                        "final_train_acc": train[-1], "final_val_loss": -math.log(val[-1]),
@@ -670,7 +675,8 @@ def test_modular_sharpness_draws_each_run_once_and_lists_only_families_with_poin
                  if line.get_linestyle() == "None")
     frames = [tables(root, f"{f}_runs") for f in ("experiment", "augmentation", "curriculum",
                                                   "architecture", "optimizer", "data_fraction",
-                                                  "batch_size", "multivariate", "mechanism")]
+                                                  "batch_size", "multivariate", "mechanism",
+                                                  "accelerators")]
     runs = pd.concat(frames).drop_duplicates(["path", "seed"])
     positive = (runs["relative_gap"] > 0) & (runs["relative_sharpness"] > 0)
     assert points == int(positive.sum())
@@ -691,12 +697,13 @@ def test_pooled_fit_counts_each_distinct_run_once(report):
             for p in (root / "models").glob("*/*/config.json")
             if json.loads(p.read_text())["config"].get("data", {}).get("task")
             not in (None, "parity"))
-    assert n == 3 * (4 + 16 + 20 + 4 + 6 + 6 + 2 + 2 + 1)  # ... multivariate, mechanism
+    assert n == 3 * (4 + 16 + 20 + 4 + 6 + 6 + 2 + 2 + 1 + 7)  # ..., mechanism, accelerators
     (row,) = md_rows(modular, "relative sharpness")
     assert int(row[1]) == n  # N (distinct runs)
     frames = [tables(root, f"{f}_runs") for f in ("experiment", "augmentation", "curriculum",
                                                   "architecture", "optimizer", "data_fraction",
-                                                  "batch_size", "multivariate", "mechanism")]
+                                                  "batch_size", "multivariate", "mechanism",
+                                                  "accelerators")]
     runs = pd.concat(frames).drop_duplicates(["path", "seed"])  # by folder, not run_key
     assert len(runs) == n
     keep = (runs["relative_gap"] > 0) & (runs["relative_sharpness"] > 0)

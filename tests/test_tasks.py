@@ -30,13 +30,33 @@ def test_binary_modular_labels_match_python(p):
         "x_plus_y": lambda a, b: (a + b) % p,
         "x_minus_y": lambda a, b: (a - b) % p,
         "x_div_y": lambda a, b: (a * pow(b, -1, p)) % p,
+        "x_mul_y": lambda a, b: (a * b) % p,
     }
     for name, oracle in oracles.items():
         task = ModularTask(name, p)
-        pairs = [(a, b) for a in range(p) for b in range(p) if name != "x_div_y" or b]
+        pairs = [(a, b) for a in range(p) for b in range(p)
+                 if name not in ("x_div_y", "x_mul_y") or b]
         assert sorted(map(tuple, task.operands.tolist())) == sorted(pairs)
         for (a, b), y in zip(task.operands.tolist(), task.labels.tolist(), strict=True):
             assert y == oracle(a, b), (name, a, b)
+
+
+def test_x_mul_y_is_grokfast_table_and_its_augmentations_stay_valid():
+    """Grokfast's code: x in [0, p), y in [1, p) (so p(p - 1) rows, x = 0 kept, y = 0 not);
+    reversal of (0, b) would put 0 second, so the task calls it invalid; negation of the
+    first operand keeps y and relabels as plain arithmetic says."""
+    p = 11
+    task = ModularTask("x_mul_y", p)
+    assert len(task) == p * (p - 1) == n_equations(DataConfig(task="x_mul_y", p=p))
+    assert (0, 3) in set(map(tuple, task.operands.tolist()))
+    ops = torch.tensor([[0, 3], [4, 5]])
+    assert task.valid(task.reverse(ops)).tolist() == [False, True]
+    neg = task.negate(ops)
+    assert neg.tolist() == [[0, 3], [(-4) % p, 5]]
+    assert task.label(neg).tolist() == [0, ((-4) * 5) % p]
+    assert task.index(task.operands).tolist() == list(range(len(task)))
+    with pytest.raises(ConfigError, match="p=12 is not prime, so x_mul_y"):
+        DataConfig(task="x_mul_y", p=12)
 
 
 def test_division_checks_its_own_answer():

@@ -54,7 +54,8 @@ def test_history_layout_and_eval_steps():
     res = train(TINY, [0, 1])
     h = res.history
     assert list(h.columns) == ["seed", "step", "train_loss", "train_acc", "batch_loss",
-                               "batch_acc", "val_loss", "val_acc", "clean_val_acc", "lr"]
+                               "batch_acc", "val_loss", "val_acc", "clean_val_acc", "lr",
+                               "softmax_collapse"]
     assert h[h.seed == 0].step.tolist() == [0, 10, 20, 30]
     assert (h.val_acc == h.clean_val_acc).all()  # no augmentation: nothing leaks
     assert len(res.final) == 2 and (res.final.n_train == int(169 * 0.5)).all()

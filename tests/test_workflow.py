@@ -76,6 +76,11 @@ TINY = {
         "multivariate": {"values": [3], "settings": {"data": {"p": 5}, **SHORT}},
         "concealment": {"values": [4], "settings": {"train": {"steps": 40, "eval_every": 10}}},
         "linear_teacher": {"values": [0.5], "settings": {"d_in": 60}},
+        "mechanism": {"settings": {"data": {"p": 11, "train_fraction": 0.5},
+                                   "train": {"steps": 40, "eval_every": 10}}},
+        "accelerators": {"values": ["grokfast_ema"],
+                         "settings": {"data": {"p": 11}, "train": {"steps": 40,
+                                                                   "eval_every": 10}}},
     },
 }
 

@@ -12,9 +12,17 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-TASKS = ("x_plus_y", "x_minus_y", "x_div_y", "permutation", "multi_add", "parity")
+TASKS = ("x_plus_y", "x_minus_y", "x_div_y", "x_mul_y", "permutation", "multi_add", "parity")
+# Tasks over Z_p whose second operand excludes 0 (Grokfast's x·y, as its code: y in [1, p)).
+NONZERO_DIVISOR = ("x_div_y", "x_mul_y")
 ENCODINGS = ("full", "compact")
-OPTIMIZER_KINDS = ("adamw", "adam", "sgd")
+# adam_l2: torch's Adam with L2 weight decay added to the gradient, as Grokfast's code runs
+# its filtered cells (`torch.optim.Adam(weight_decay=...)`); the other studies vary AdamW's.
+OPTIMIZER_KINDS = ("adamw", "adam", "sgd", "adam_l2")
+# Grokfast's gradient filters (groklab.gradients): none, exponential or moving average, and
+# the settings each reads (the others must be absent).
+GRAD_FILTER_KEYS = {"none": (), "ema": ("alpha", "lamb"), "ma": ("window", "lamb")}
+LOSSES = ("cross_entropy", "stablemax")  # groklab.losses.LOSSES computes each
 PACINGS = ("none", "linear", "sqrt", "step")
 ORDERS = ("easiest_first", "hardest_first", "random")
 DEVICES = ("auto", "cpu", "cuda")
@@ -103,12 +111,13 @@ class DataConfig:
                 "(the rest of the equations form the validation split)"
             )
         _positive("p", self.p, most=MAX_P, why="p^2 equations stay within the table bound")
-        if self.task in ("x_plus_y", "x_minus_y", "x_div_y", "multi_add") and self.p < 2:
+        if self.task in ("x_plus_y", "x_minus_y", *NONZERO_DIVISOR, "multi_add") and self.p < 2:
             raise ConfigError(f"p={self.p} must be at least 2")
-        if self.task == "x_div_y" and not is_prime(self.p):
+        if self.task in NONZERO_DIVISOR and not is_prime(self.p):
             raise ConfigError(
-                f"p={self.p} is not prime, so x_div_y is not defined for every divisor "
-                "(modular inverses need a prime modulus); use a prime such as 97 or 113"
+                f"p={self.p} is not prime, so {self.task} is not defined as the papers use it "
+                "(inverses, and the group Z_p^*, need a prime modulus); use a prime such as "
+                "97 or 113"
             )
         _positive("operands", self.operands)
         if self.task == "multi_add" and self.operands < 2:
@@ -147,7 +156,7 @@ def chance_accuracy(cfg: DataConfig) -> float:
 
 def n_equations(cfg: DataConfig) -> int:
     """Size of the task's equation table without building it (tasks.build_task)."""
-    if cfg.task == "x_div_y":
+    if cfg.task in NONZERO_DIVISOR:
         return cfg.p * (cfg.p - 1)
     if cfg.task == "multi_add":
         return cfg.p**cfg.operands
@@ -186,7 +195,7 @@ def _check_split_sizes(cfg: DataConfig) -> None:
     elif key == "train_fraction":
         allowed = f"a train_fraction from {min(ok)} to {max(ok)}"
     else:
-        allowed = f"{key} >= {ok[0]}" + (" (a prime)" if cfg.task == "x_div_y" else "")
+        allowed = f"{key} >= {ok[0]}" + (" (a prime)" if cfg.task in NONZERO_DIVISOR else "")
     raise ConfigError(
         f"{key}={getattr(cfg, key)!r} leaves {n_train} training and {n_val} validation "
         f"equations (task {cfg.task}, train_fraction {cfg.train_fraction}); each split needs "
@@ -203,7 +212,7 @@ def _candidates(cfg: DataConfig, key: str) -> list[Any]:
     if key == "concealed_bits":
         return list(range(cfg.concealed_bits + 1, 62 - cfg.parity_bits))
     return [q for q in range(max(cfg.p, 2) + 1, 1000)
-            if cfg.task != "x_div_y" or is_prime(q)][:50]
+            if cfg.task not in NONZERO_DIVISOR or is_prime(q)][:50]
 
 
 @dataclass(frozen=True)
@@ -245,9 +254,33 @@ class OptimConfig:
     momentum: float = 0.0  # sgd only
     nesterov: bool = False  # sgd only
     warmup: int = 50  # updates of linear warm-up
+    grad_filter: str = "none"  # Grokfast: none | ema | ma (groklab.gradients)
+    alpha: float | None = None  # ema: the filter's momentum
+    lamb: float | None = None  # ema, ma: the filtered gradient's amplification
+    window: int | None = None  # ma: updates averaged
+    orthogonal: bool = False  # ⊥Grad: drop each weight's gradient component along itself
 
     def __post_init__(self) -> None:
         _choice("optimizer kind", self.kind, OPTIMIZER_KINDS)
+        _choice("grad_filter", self.grad_filter, tuple(GRAD_FILTER_KEYS))
+        wanted = GRAD_FILTER_KEYS[self.grad_filter]
+        for key in ("alpha", "lamb", "window"):
+            value = getattr(self, key)
+            if key in wanted and value is None:
+                raise ConfigError(f"grad_filter {self.grad_filter!r} needs `{key}`")
+            if key not in wanted and value is not None:
+                raise ConfigError(f"grad_filter {self.grad_filter!r} has no setting `{key}` "
+                                  f"(it reads: {', '.join(wanted) or 'nothing'})")
+        if self.alpha is not None and not (
+                isinstance(self.alpha, int | float) and 0 <= self.alpha < 1):
+            raise ConfigError(f"alpha={self.alpha!r} must lie in [0, 1)")
+        if self.lamb is not None and (isinstance(self.lamb, bool) or not isinstance(
+                self.lamb, int | float) or self.lamb < 0):
+            raise ConfigError(f"lamb={self.lamb!r} must be a number >= 0")
+        if self.window is not None:
+            _positive("window", self.window)
+        if not isinstance(self.orthogonal, bool):
+            raise ConfigError(f"orthogonal={self.orthogonal!r} must be true or false")
         _positive("lr", self.lr, integer=False)
         if not isinstance(self.betas, list | tuple) or len(self.betas) != 2 or not all(
                 isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1
@@ -262,10 +295,11 @@ class OptimConfig:
             raise ConfigError(f"momentum={self.momentum!r} must lie in [0, 1)")
         if not isinstance(self.nesterov, bool):
             raise ConfigError(f"nesterov={self.nesterov!r} must be true or false")
-        if self.kind != "adamw" and self.kind != "sgd" and self.weight_decay:
+        if self.kind == "adam" and self.weight_decay:
             raise ConfigError(
                 f"weight_decay={self.weight_decay} with kind={self.kind!r}: Adam adds L2 to the "
-                "gradient, which is not what the papers vary; use kind 'adamw' for decoupled decay"
+                "gradient, which is not what the papers vary; use kind 'adamw' for decoupled decay "
+                "(or 'adam_l2' to mean L2 on purpose)"
             )
         if self.nesterov and (self.kind != "sgd" or self.momentum <= 0):
             raise ConfigError("nesterov=true needs kind 'sgd' and momentum > 0")
@@ -350,6 +384,7 @@ class TrainConfig:
     device: str = "auto"
     matmul_precision: str = "highest"  # see MATMUL_PRECISIONS
     measures_every: int = 10  # evaluations between Fourier progress measures; 0: none
+    loss: str = "cross_entropy"  # the training loss, one of LOSSES (an optimizer variant sets it)
 
     def __post_init__(self) -> None:
         for key, cls in (("aug", AugmentConfig), ("curriculum", CurriculumConfig)):
@@ -369,6 +404,7 @@ class TrainConfig:
         ):
             raise ConfigError(f"measures_every={self.measures_every!r} must be an integer >= 0 "
                               "(0: no progress measures)")
+        _choice("loss", self.loss, LOSSES)
         if self.stop_after_grok is not None and (
             isinstance(self.stop_after_grok, bool) or not isinstance(self.stop_after_grok, int)
             or not 0 <= self.stop_after_grok <= MAX_STEPS

@@ -15,7 +15,7 @@ replayed. What a graph needs to change from one replay to the next lives on the 
   ``observe`` on batch accuracy runs in the evaluation graph), each member's first step at
   99% validation accuracy, and an ``active`` flag that early stopping (``stop_after_grok``)
   clears: after it, replays leave the weights unchanged (learning rate 0) and record nothing;
-* the history, a preallocated (S, evaluations, 9) table the evaluation graph writes a row of.
+* the history, a preallocated (S, evaluations, 10) table the evaluation graph writes a row of.
 
 The host replays the graphs and reads the history back every ``SYNC_EVERY`` evaluations,
 then calls ``progress`` for each new row and raises :class:`~groklab.errors.TrainingDiverged`
@@ -34,7 +34,6 @@ import logging
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from groklab import rng
@@ -43,6 +42,8 @@ from groklab.config import RunConfig, TrainConfig
 from groklab.counter_rng import CounterRNG, below, bernoulli
 from groklab.curriculum import PoolSampler
 from groklab.fourier import Recorder
+from groklab.gradients import build_gradient_transform
+from groklab.losses import LOSSES, softmax_collapse
 from groklab.optim import build_optimizer, warmup_table
 from groklab.tasks import Task
 from groklab.train import (
@@ -99,6 +100,8 @@ class GraphedLoop:
                                      dtype=torch.float64).float().to(device)
         self.lr = torch.zeros((), device=device)
         self.opt = build_optimizer(cfg.optim, model.parameters(), lr=self.lr)
+        self.transform = build_gradient_transform(cfg.optim, list(model.parameters()))
+        self.loss_fn = LOSSES[tc.loss]
 
         sampler = PoolSampler(tc.curriculum, task, data.train_idx, seeds, tc.steps,
                               [rng.generator(s, "data") for s in seeds])
@@ -119,7 +122,7 @@ class GraphedLoop:
         self.advances = zeros(S, dtype=torch.long)  # `step` curriculum
         self.pool = zeros(S, 1, dtype=torch.long)  # current pool size per member
         n_evals = -(-tc.steps // tc.eval_every) + 1
-        self.history = zeros(S, n_evals + 1, 9)  # one spare row: writes after a stop land there
+        self.history = zeros(S, n_evals + 1, 10)  # one spare row: writes after a stop land there
         self.n_evals = zeros(1, dtype=torch.long)
         self._reset_state()
 
@@ -151,9 +154,11 @@ class GraphedLoop:
         """One update of every member, at the device counter."""
         _, _, tokens, labels = self.batch()
         logits = self.model(tokens)  # (S, B, C)
-        loss = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(1)
+        loss = self.loss_fn(logits, labels).mean(1)
         self.opt.zero_grad(set_to_none=True)
         loss.sum().backward()  # members are independent: each gets its own gradient
+        if self.transform is not None:
+            self.transform()
         self.lr.copy_((self.lr_table.index_select(0, self.counter) * self.active).view(()))
         self.opt.step()
         with torch.no_grad():
@@ -190,7 +195,8 @@ class GraphedLoop:
         val_acc = correct.float().mean(1)
         row = torch.stack([self.counter.float().expand(S), tr_loss, tr_correct.float().mean(1),
                            b_loss, b_acc, val_loss, val_acc, clean_acc,
-                           self.lr_table.index_select(0, self.counter).expand(S)], 1)
+                           self.lr_table.index_select(0, self.counter).expand(S),
+                           softmax_collapse(losses[:, self.n_val:])], 1)
         self.history.index_copy_(1, self.n_evals, row.unsqueeze(1))
         self.n_evals += self.active
         newly = (self.grokked_at < 0) & (val_acc >= GROK_THRESHOLD)
@@ -239,6 +245,8 @@ class GraphedLoop:
                     for value in state.values():
                         if torch.is_tensor(value):
                             value.zero_()
+                if self.transform is not None:
+                    self.transform.reset()
             self._reset_state()
             update, evaluation = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
             with torch.cuda.graph(update):
@@ -268,7 +276,7 @@ class GraphedLoop:
     def run(self, progress: Callable[[Progress], None] | None = None,
             measure: Recorder | None = None
             ) -> tuple[list[Tensor], int]:
-        """Train; returns the history rows (S, 9) per evaluation and the updates done.
+        """Train; returns the history rows (S, 10) per evaluation and the updates done.
 
         ``measure(model, step)`` (Fourier progress measures) runs eagerly between replays,
         outside the graphs, after each evaluation's replay; it skips steps not due."""

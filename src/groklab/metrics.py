@@ -694,7 +694,10 @@ def summarize_history(
     ``val_acc``, ``clean_val_acc``, losses; sorted by step). ``train_acc`` is the training
     curve: accuracy of the model in eval mode on the un-augmented training split.
 
-    Keys: :func:`crossings`; ``max_val_acc_rate``; ``final_*`` (last row);
+    Keys: :func:`crossings`; ``steps_to_95``/``reached_95`` (Grokfast's measure, censored at
+    ``budget`` like ``steps_to_99``); ``max_softmax_collapse`` (largest share of the
+    training-curve sample whose float32 loss was exactly 0; NaN without that column);
+    ``max_val_acc_rate``; ``final_*`` (last row);
     ``train_fit_*``/``val_fit_*`` (erf fits with ``a, b`` fixed by ``chance``, ok only with
     R^2 >= ``analysis.min_fit_r2``); ``relative_gap``, ``relative_sharpness``,
     ``absolute_sharpness`` (of the validation fit). For an ``augmented`` run, whose
@@ -706,8 +709,15 @@ def summarize_history(
     a, b = erf_params_for_chance(chance)
     out: dict[str, Any] = crossings(steps, history["train_acc"], history["val_acc"],
                                     budget=budget, analysis=analysis, threshold=threshold)
+    # Grokfast's measure beside ours: the first evaluation at 95% validation accuracy.
+    at95 = steps_to_threshold(steps, history["val_acc"], 0.95, budget)
+    out["steps_to_95"], out["reached_95"] = at95.step, at95.reached
+    collapse_col = history.get("softmax_collapse")  # absent from histories before it existed
+    out["max_softmax_collapse"] = (float(collapse_col.max()) if collapse_col is not None
+                                   and len(collapse_col) else math.nan)
     out["max_val_acc_rate"] = max_acc_rate(steps, history["val_acc"], rate_window)
-    for col in ("train_acc", "val_acc", "train_loss", "val_loss", "clean_val_acc"):
+    for col in ("train_acc", "val_acc", "train_loss", "val_loss", "clean_val_acc",
+                "softmax_collapse"):
         out[f"final_{col}"] = _last(history, col)
     fits = {prefix: fit_erf(steps, history[col], a=a, b=b, min_r2=analysis.min_fit_r2)
             for prefix, col in (("train_fit", "train_acc"), ("val_fit", "val_acc"))}

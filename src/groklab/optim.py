@@ -50,7 +50,8 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter],
                     lr: Tensor | None = None) -> torch.optim.Optimizer:
     """The optimiser ``cfg.kind`` over ``params``.
 
-    Weight decay applies to every parameter, as in the reference. All three optimisers
+    Weight decay applies to every parameter, as in the reference (decoupled for adamw and
+    sgd's own L2 for sgd; adam_l2 is torch's Adam with L2, as Grokfast's code). All three optimisers
     act elementwise, so an ensemble's members keep separate state in one optimiser.
     ``lr``, when given, is a one-element tensor the caller sets before each step (the
     graphed loop writes the warm-up rate into it on the device): the optimisers are then
@@ -63,8 +64,9 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter],
     if cfg.kind == "adamw":
         return AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
                      fused=True)
-    if cfg.kind == "adam":
-        return Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=0.0, fused=True)
+    if cfg.kind in ("adam", "adam_l2"):  # adam has no decay (OptimConfig checks), adam_l2 L2
+        return Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                    fused=True)
     if cfg.kind == "sgd":
         return SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                    weight_decay=cfg.weight_decay)
@@ -73,10 +75,9 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter],
 
 def _graph_safe_optimizer(cfg: OptimConfig, params: list[nn.Parameter], lr: Tensor
                           ) -> torch.optim.Optimizer:
-    if cfg.kind in ("adamw", "adam"):
+    if cfg.kind in ("adamw", "adam", "adam_l2"):
         kind = AdamW if cfg.kind == "adamw" else Adam
-        decay = cfg.weight_decay if cfg.kind == "adamw" else 0.0
-        return kind(params, lr=lr, betas=cfg.betas, weight_decay=decay, fused=True,
+        return kind(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=True,
                     capturable=True)
     if cfg.kind == "sgd":
         return SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,

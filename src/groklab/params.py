@@ -64,8 +64,12 @@ AUGMENTATION_KEYS = ("reverse", "negate")
 # Keys of an optimizer variant: per kind, plus the two settings a variant may override.
 OPTIMIZER_KEYS = {"adamw": ("kind", "lr", "betas", "weight_decay", "warmup"),
                   "adam": ("kind", "lr", "betas", "weight_decay", "warmup"),
+                  "adam_l2": ("kind", "lr", "betas", "weight_decay", "warmup"),
                   "sgd": ("kind", "lr", "momentum", "nesterov", "weight_decay", "warmup")}
-VARIANT_OVERRIDES = {"batch_size": "train.batch_size", "dropout": "model.dropout"}
+VARIANT_OVERRIDES = {"batch_size": "train.batch_size", "dropout": "model.dropout",
+                     "loss": "train.loss"}
+# Optional keys of any variant: the gradient interventions (groklab.gradients).
+INTERVENTION_KEYS = ("grad_filter", "alpha", "lamb", "window", "orthogonal")
 ANALYSIS_KEYS = ("grok_delay", "collapse_below", "min_fit_r2", "circuit_below", "cleanup_above")
 # Names are data: every name that becomes part of a DVC stage name, an output path or a
 # registry key (tasks, registry entries, study names, study values as text) matches this.
@@ -177,7 +181,8 @@ def run_config(params: Mapping[str, Any], task: str,
     """The base run of ``task`` with ``changes`` (dotted or nested keys) applied.
 
     The names ``train.aug``, ``train.curriculum`` and ``train.optimizer`` are looked up in
-    their registries; an optimizer variant may also set ``batch_size`` and ``dropout``.
+    their registries; an optimizer variant may also set ``batch_size``, ``dropout`` and
+    ``loss``.
     """
     sections = deep_merge({k: dict(params[k]) for k in ("data", "model", "train")},
                           nest(changes or {}))
@@ -407,7 +412,8 @@ def _check_registries(params: Mapping[str, Any]) -> list[str]:
             problems.append(f"{where}.kind = {shown(kind)}: choose one of "
                             f"{', '.join(OPTIMIZER_KINDS)}")
             continue
-        problems += key_problems(where, entry, OPTIMIZER_KEYS[kind], tuple(VARIANT_OVERRIDES))
+        problems += key_problems(where, entry, OPTIMIZER_KEYS[kind],
+                                 (*INTERVENTION_KEYS, *VARIANT_OVERRIDES))
         core = {k: v for k, v in entry.items() if k not in VARIANT_OVERRIDES}
         problems += build_problems(where, lambda c=core, n=name: OptimConfig(name=n, **c))
     return problems

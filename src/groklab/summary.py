@@ -33,9 +33,11 @@ CELL_METRICS = (
     "val_reachable", "val_in_train", "relative_gap", "relative_gap_clean", "relative_sharpness",
     "absolute_sharpness", "val_fit_tau", "train_fit_tau", "post_grok_val_sd", "train_mid_step",
     "val_mid_step", "circuit_step", "cleanup_step", "circuit_lag", "cleanup_lag",
+    "steps_to_95", "max_softmax_collapse", "final_softmax_collapse",
 )
 # Which flag says a seed's value is observed rather than censored at the budget.
-CENSORING = {"steps_to_99": "grokked", "steps_to_99_train": "train_reached",
+CENSORING = {"steps_to_99": "grokked", "steps_to_95": "reached_95",
+             "steps_to_99_train": "train_reached",
              "grok_delay_steps": "~grok_delay_censored", **EVENT_CENSORING}
 ALPHA = 0.05  # a comparison is "faster"/"slower" only when its deciding test's p is below it
 
@@ -100,6 +102,8 @@ def cell_summary(runs: pd.DataFrame) -> dict[str, Any]:
     reached = _flag(runs, "grokked")
     out["frac_reached"] = float(reached.mean())
     out["n_censored"] = int((~reached).sum())
+    if "reached_95" in runs:  # Grokfast's 95% measure, censored on its own
+        out["n_censored_95"] = int((~_flag(runs, "reached_95")).sum())
     for flag in ("groks", "collapsed", "dipped", "grok_delay_censored"):
         if flag in runs:
             out[f"n_{flag}"] = int(_flag(runs, flag).sum())

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from groklab import rng
-from groklab.config import ConfigError, DataConfig
+from groklab.config import NONZERO_DIVISOR, ConfigError, DataConfig
 
-BINARY_MODULAR = ("x_plus_y", "x_minus_y", "x_div_y")
+BINARY_MODULAR = ("x_plus_y", "x_minus_y", "x_div_y", "x_mul_y")
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,10 @@ class Task:
 
 
 class ModularTask(Task):
-    """x_plus_y, x_minus_y, x_div_y and multi_add over Z_p.
+    """x_plus_y, x_minus_y, x_div_y, x_mul_y and multi_add over Z_p.
+
+    x_div_y and x_mul_y take b in [1, p): x_mul_y as Grokfast's code builds it (x in [0, p),
+    y in [1, p), x·y mod p; p(p - 1) equations, so x = 0 is kept and y = 0 excluded).
 
     full encoding: ``[a, op, b, =]`` (``[x1, op, x2, op, ..., =]`` for multi_add), with
     operands as tokens ``0..p-1``, op ``p`` and ``=`` ``p+1``; compact: ``[a, b, =]``.
@@ -124,7 +127,7 @@ class ModularTask(Task):
         self.seq_len = (2 * self.k if encoding == "full" else self.k + 1)
         self.prefix_len = 2 if encoding == "full" else 1
         first = torch.arange(p)
-        second = torch.arange(1, p) if name == "x_div_y" else torch.arange(p)
+        second = torch.arange(1, p) if name in NONZERO_DIVISOR else torch.arange(p)
         if self.k == 2:
             self.operands = torch.cartesian_prod(first, second)
         else:
@@ -141,18 +144,20 @@ class ModularTask(Task):
             return (a - b) % self.p
         if self.name == "x_div_y":
             return (a * self.inverse.to(ops.device)[b]) % self.p
+        if self.name == "x_mul_y":
+            return (a * b) % self.p
         return ops.sum(-1) % self.p  # multi_add
 
     def encode(self, ops: Tensor) -> Tensor:
         return encode_operands(ops, self.op_token, self.eq_token, self.encoding)
 
     def valid(self, ops: Tensor) -> Tensor:
-        if self.name == "x_div_y":
+        if self.name in NONZERO_DIVISOR:
             return ops[..., 1] != 0
         return super().valid(ops)
 
     def index(self, ops: Tensor) -> Tensor:
-        if self.name == "x_div_y":
+        if self.name in NONZERO_DIVISOR:
             return ops[..., 0] * (self.p - 1) + ops[..., 1] - 1
         idx = torch.zeros(ops.shape[:-1], dtype=torch.long, device=ops.device)
         for i in range(self.k):
@@ -163,7 +168,7 @@ class ModularTask(Task):
         return ops.flip(-1)
 
     def negate(self, ops: Tensor) -> Tensor:
-        if self.name == "x_div_y":  # (-a)/b: only the dividend changes sign
+        if self.name in NONZERO_DIVISOR:  # (-a)/b, (-a)·b: only the first operand changes sign
             return torch.stack([(-ops[..., 0]) % self.p, ops[..., 1]], -1)
         return (-ops) % self.p
 

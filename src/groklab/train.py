@@ -33,6 +33,8 @@ from groklab.config import ConfigError, RunConfig
 from groklab.curriculum import PoolSampler
 from groklab.errors import Interrupted, TrainingDiverged
 from groklab.fourier import Recorder
+from groklab.gradients import build_gradient_transform
+from groklab.losses import LOSSES, softmax_collapse
 from groklab.models import build_model
 from groklab.optim import build_optimizer, build_schedule
 from groklab.tasks import Task, build_task, val_in_train
@@ -44,7 +46,9 @@ log = logging.getLogger(__name__)
 
 GROK_THRESHOLD = 0.99
 HISTORY_COLUMNS = ("seed", "step", "train_loss", "train_acc", "batch_loss", "batch_acc",
-                   "val_loss", "val_acc", "clean_val_acc", "lr")
+                   "val_loss", "val_acc", "clean_val_acc", "lr", "softmax_collapse")
+# softmax_collapse: share of the training-curve sample whose float32 softmax cross-entropy is
+# exactly 0 (groklab.losses.softmax_collapse); last, so earlier columns keep their places.
 # auto: CUDA graphs on a GPU, the plain loop on a CPU; loop: the plain loop anywhere;
 # graph: the graphed step (captured on a GPU, eager on a CPU); graph_eager: never captured.
 ENGINES = ("auto", "loop", "graph", "graph_eager")
@@ -246,12 +250,14 @@ def _train(cfg: RunConfig, seeds: Sequence[int],
                 raise Interrupted(int(graphed.counter.item())) from None
             return _result(cfg, seeds, graph_rows, model, data, steps_done, measure)
     opt = build_optimizer(cfg.optim, model.parameters())
+    transform = build_gradient_transform(cfg.optim, list(model.parameters()))
+    loss_fn = LOSSES[tc.loss]
     schedule = build_schedule(cfg.optim, opt)
     gens = [rng.generator(s, "data", device) for s in seeds]
     sampler = PoolSampler(tc.curriculum, task, data.train_idx, seeds, tc.steps, gens)
     S = len(seeds)
 
-    rows: list[Tensor] = []  # per evaluation: (S, 9) of step, metrics, lr
+    rows: list[Tensor] = []  # per evaluation: (S, 10) of step, metrics, lr, collapse
     train_loss_sum = torch.zeros(S, device=device)
     train_acc_sum = torch.zeros(S, device=device)
     batches = 0
@@ -261,7 +267,8 @@ def _train(cfg: RunConfig, seeds: Sequence[int],
         nonlocal batches
         val_loss, correct = evaluate(model, data.val_tokens, data.val_labels)
         clean_acc = clean_accuracy(correct, data.val_reachable)
-        tr_loss, tr_correct = evaluate(model, data.curve_tokens, data.curve_labels)
+        tr_losses, tr_correct = evaluate_examples(model, data.curve_tokens, data.curve_labels)
+        tr_loss = tr_losses.mean(1)
         if batches:
             b_loss, b_acc = train_loss_sum / batches, train_acc_sum / batches
         else:  # before the first update no batch has been trained on
@@ -269,7 +276,8 @@ def _train(cfg: RunConfig, seeds: Sequence[int],
         lr = torch.full((S,), opt.param_groups[0]["lr"], device=device)
         stepcol = torch.full((S,), float(step), device=device)
         row = torch.stack([stepcol, tr_loss, tr_correct.float().mean(1), b_loss, b_acc,
-                           val_loss, correct.float().mean(1), clean_acc, lr], 1)
+                           val_loss, correct.float().mean(1), clean_acc, lr,
+                           softmax_collapse(tr_losses)], 1)
         rows.append(row)
         losses = [tr_loss, val_loss, *([b_loss] if batches else [])]
         bad = ~torch.isfinite(torch.stack(losses, 1)).all(1)
@@ -303,10 +311,11 @@ def _train(cfg: RunConfig, seeds: Sequence[int],
             else:
                 tokens, labels = data.tokens[idx], data.labels[idx]
             logits = model(tokens)  # (S, B, C)
-            loss = F.cross_entropy(logits.transpose(1, 2), labels,
-                                   reduction="none").mean(1)  # (S,)
+            loss = loss_fn(logits, labels).mean(1)  # (S,)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()  # members are independent: each gets its own gradient
+            if transform is not None:
+                transform()
             opt.step()
             schedule.step()
             with torch.no_grad():

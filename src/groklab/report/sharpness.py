@@ -31,7 +31,7 @@ REF = "sharpness_paper_claims"
 GAP = "relative_gap"
 MEASURES = {"relative_sharpness": "relative sharpness s_val/s_train",
             "absolute_sharpness": "absolute sharpness (1/update)"}
-MODULAR_TASKS = ("x_plus_y", "x_minus_y", "x_div_y", "permutation", "multi_add")
+MODULAR_TASKS = ("x_plus_y", "x_minus_y", "x_div_y", "x_mul_y", "permutation", "multi_add")
 ALPHA = 0.05  # a log-log slope whose correlation has p >= ALPHA is reported as no clear trend
 
 
