@@ -68,9 +68,9 @@ repro() {  # the pipeline, stopped like Ctrl-C once REPRO_LIMIT seconds are spen
   local rc=0
   if [ -n "${REPRO_LIMIT:-}" ]; then
     timeout --signal=INT --kill-after=30 "$REPRO_LIMIT" \
-      "$PY" -m groklab.repro --jobs "$JOBS" "$@" || rc=$?
+      "$PY" -m groklab.repro --keep-going --jobs "$JOBS" "$@" || rc=$?
   else
-    "$PY" -m groklab.repro --jobs "$JOBS" "$@" || rc=$?
+    "$PY" -m groklab.repro --keep-going --jobs "$JOBS" "$@" || rc=$?
   fi
   echo "repro exit code $rc"
 }

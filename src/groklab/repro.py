@@ -153,9 +153,10 @@ def run_cell(stage: str, flags: Sequence[str], env: dict[str, str],
 
 
 def run_cells(cells: Sequence[str], jobs: int, flags: Sequence[str],
-              env: dict[str, str]) -> list[tuple[str, str]]:
+              env: dict[str, str], keep_going: bool = False) -> list[tuple[str, str]]:
     """Every cell, ``jobs`` at a time; the failures as (stage, one line). After a failure
-    no new cell starts; those running finish and are recorded. Ctrl-C (or SIGINT from a
+    no new cell starts (with ``keep_going``, the others still do); those running finish
+    and are recorded. Ctrl-C (or SIGINT from a
     time limit) starts no new cell and passes the interrupt to the running ones, which stop
     cleanly (a stage interrupted writes nothing); then KeyboardInterrupt is raised."""
     progress = Progress(len(cells), jobs)
@@ -174,7 +175,8 @@ def run_cells(cells: Sequence[str], jobs: int, flags: Sequence[str],
         with lock:
             progress.finished(time.monotonic() - t0, ok)
             if not ok and not interrupted.is_set():
-                stop.set()
+                if not keep_going:
+                    stop.set()
                 failures.append((stage, failure_line(output)))
             status = "done" if ok else f"FAILED: {failure_line(output)}"
             print(f"{stage} {status} ({format_seconds(time.monotonic() - t0)}) | "
@@ -210,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--allow-missing", action="store_true",
                         help="passed to dvc repro: skip stages whose only change is "
                              "missing data (a clone without the DVC cache)")
+    parser.add_argument("--keep-going", "-k", action="store_true",
+                        help="after a cell fails, go on with the others (as dvc repro -k); "
+                             "evaluate and report then wait for a rerun")
     parser.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
@@ -222,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.monotonic()
     if before and dvc(["repro", *flags, *before], env=env).returncode:
         return 1
-    failures = run_cells(cells, args.jobs, flags, env) if cells else []
+    failures = run_cells(cells, args.jobs, flags, env, args.keep_going) if cells else []
     if failures:
         for stage, line in failures:
             print(f"groklab: error: {stage} failed: {line}", file=sys.stderr)
