@@ -87,7 +87,7 @@ def test_pipeline_cells_are_every_training_stage_of_the_default_params():
         if name in params["studies"]:
             sizes = [len(_resolve(params, ref)) for ref in stage["matrix"].values()]
             expected += sizes[0] * sizes[1]
-    assert len(cells) == expected == 74
+    assert len(cells) == expected == 82  # 74 + the mechanism cell + 7 accelerator cells
     names = [name for name, _ in cells]
     assert len(set(names)) == len(names) and "concealment@parity-28" in names
     conceal = dict(cells)["concealment@parity-28"]

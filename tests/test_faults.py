@@ -30,7 +30,9 @@ TINY = ["--task", "x_plus_y", "--p", "11", "--steps", "30", "--batch-size", "32"
         "--eval-every", "10"]
 FOREVER = ["--task", "x_plus_y", "--p", "11", "--steps", "1000000", "--batch-size", "32",
            "--eval-every", "10"]
-FILES = {".groklab", "config.json", "final.csv", "history.csv", "seed0.pt", "summary.json"}
+# x_plus_y runs also record the Fourier progress measures (measures.csv)
+FILES = {".groklab", "config.json", "final.csv", "history.csv", "measures.csv", "seed0.pt",
+         "summary.json"}
 INTERRUPTED = re.compile(r"groklab: interrupted at update (\d+); nothing written; "
                          r"rerun to resume")
 

@@ -68,7 +68,7 @@ def test_a_training_stage_never_imports_torch_dynamo(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     watched = ("torch", "torch._dynamo", "mlflow")
     assert loaded_by_stage(["baseline", "x_plus_y"], tmp_path, watched) == ["torch"]
-    assert (tmp_path / "models/baseline/x_plus_y/seed0.pt").is_file()
+    assert (tmp_path / "checkpoints/baseline/x_plus_y/seed0.pt").is_file()
 
 
 def test_analysis_stages_import_without_torch():
