@@ -37,14 +37,14 @@ def sh(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
         sys.exit(f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
 
 
-def clone(dest: Path, steps: int) -> Path:
+def clone(dest: Path, steps: int, env: dict[str, str]) -> Path:
     """This commit in ``dest`` with ``train.steps`` set to ``steps``, data generated."""
     sh(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(dest)], ROOT)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["train"]["steps"] = steps
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh([sys.executable, "-m", "dvc", "repro", *(c.replace("baseline@", "generate@")
-                                                  for c in CELLS)], dest)
+                                                  for c in CELLS)], dest, env)
     return dest
 
 
@@ -57,10 +57,12 @@ def main() -> None:
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items()
            if k not in ("GROKLAB_THREADS", "MLFLOW_TRACKING_URI")}
+    # dvc.yaml's commands say `python`: this interpreter's, as `make repro` puts the venv first
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     results = []
     with tempfile.TemporaryDirectory(prefix="groklab-repro-jobs-") as tmp:
         for jobs in args.jobs:
-            repo = clone(Path(tmp) / f"jobs{jobs}", args.steps)
+            repo = clone(Path(tmp) / f"jobs{jobs}", args.steps, env)
             t0 = time.perf_counter()
             sh([sys.executable, "-m", "groklab.repro", "--jobs", str(jobs), *CELLS], repo, env)
             wall = time.perf_counter() - t0
