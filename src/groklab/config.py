@@ -59,6 +59,18 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{key}={value!r} is not known; choose one of: {', '.join(allowed)}")
 
 
+def _settings_of(obj: Any, selector: str, choice: str, wanted: tuple[str, ...] | Any,
+                 keys: tuple[str, ...]) -> None:
+    """Each of ``keys`` set on ``obj`` exactly when ``choice`` (of ``selector``) reads it."""
+    for key in keys:
+        value = getattr(obj, key)
+        if key in wanted and value is None:
+            raise ConfigError(f"{selector} {choice!r} needs `{key}`")
+        if key not in wanted and value is not None:
+            raise ConfigError(f"{selector} {choice!r} has no setting `{key}` "
+                              f"(it reads: {', '.join(wanted) or 'nothing'})")
+
+
 def _positive(key: str, value: Any, *, integer: bool = True, most: int | None = None,
               why: str = "") -> None:
     kind = int if integer else (int, float)
@@ -263,14 +275,8 @@ class OptimConfig:
     def __post_init__(self) -> None:
         _choice("optimizer kind", self.kind, OPTIMIZER_KINDS)
         _choice("grad_filter", self.grad_filter, tuple(GRAD_FILTER_KEYS))
-        wanted = GRAD_FILTER_KEYS[self.grad_filter]
-        for key in ("alpha", "lamb", "window"):
-            value = getattr(self, key)
-            if key in wanted and value is None:
-                raise ConfigError(f"grad_filter {self.grad_filter!r} needs `{key}`")
-            if key not in wanted and value is not None:
-                raise ConfigError(f"grad_filter {self.grad_filter!r} has no setting `{key}` "
-                                  f"(it reads: {', '.join(wanted) or 'nothing'})")
+        _settings_of(self, "grad_filter", self.grad_filter, GRAD_FILTER_KEYS[self.grad_filter],
+                     ("alpha", "lamb", "window"))
         if self.alpha is not None and not (
                 isinstance(self.alpha, int | float) and 0 <= self.alpha < 1):
             raise ConfigError(f"alpha={self.alpha!r} must lie in [0, 1)")
@@ -355,14 +361,8 @@ class CurriculumConfig:
 
     def __post_init__(self) -> None:
         _choice("pacing", self.pacing, PACINGS)
-        wanted = PACING_KEYS[self.pacing]
-        for key in ("order", "start", "ramp", "step_size", "step_threshold"):
-            value = getattr(self, key)
-            if key in wanted and value is None:
-                raise ConfigError(f"pacing {self.pacing!r} needs `{key}`")
-            if key not in wanted and value is not None:
-                raise ConfigError(f"pacing {self.pacing!r} has no setting `{key}` "
-                                  f"(it reads: {', '.join(wanted) or 'nothing'})")
+        _settings_of(self, "pacing", self.pacing, PACING_KEYS[self.pacing],
+                     ("order", "start", "ramp", "step_size", "step_threshold"))
         if self.order is not None:
             _choice("order", self.order, ORDERS)
         for key in ("start", "ramp", "step_size", "step_threshold"):

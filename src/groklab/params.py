@@ -293,6 +293,18 @@ def name_problems(params: Mapping[str, Any]) -> list[str]:
                        if where.endswith(" key") and is_safe_name(name) and "." in str(name)]
 
 
+def selector_problem(where: str, entry: Any, key: str, allowed: Any, example: str
+                     ) -> str | None:
+    """Why a registry ``entry`` is not a mapping whose ``key`` names one of ``allowed``
+    (the key that decides which other settings it may hold); None when it is."""
+    if not isinstance(entry, Mapping):
+        return f"{where} = {shown(entry)}: must be a mapping with a {key}, e.g. {example}"
+    value = entry.get(key)
+    if not isinstance(value, str) or value not in allowed:
+        return f"{where}.{key} = {shown(value)}: choose one of {', '.join(allowed)}"
+    return None
+
+
 def _lookup(params: Mapping[str, Any], key: str) -> Any:
     try:
         return get_key(params, key)
@@ -390,28 +402,18 @@ def _check_registries(params: Mapping[str, Any]) -> list[str]:
                 n, e["reverse"], e["negate"]))
     for name, entry in params["curricula"].items():
         where = f"curricula.{name}"
-        if not isinstance(entry, Mapping):
-            problems.append(f"{where} = {shown(entry)}: must be a mapping with a pacing, e.g. "
-                            "{pacing: none}")
-            continue
-        pacing = entry.get("pacing")
-        if not isinstance(pacing, str) or pacing not in PACING_KEYS:
-            problems.append(f"{where}.pacing = {shown(pacing)}: choose one of "
-                            f"{', '.join(PACING_KEYS)}")
+        if bad := selector_problem(where, entry, "pacing", PACING_KEYS, "{pacing: none}"):
+            problems.append(bad)
             continue
         problems += key_problems(where, entry, ("pacing", *PACING_KEYS[entry["pacing"]]))
         problems += build_problems(where, lambda e=entry, n=name: CurriculumConfig(name=n, **e))
     for name, entry in params["optimizers"].items():
         where = f"optimizers.{name}"
-        if not isinstance(entry, Mapping):
-            problems.append(f"{where} = {shown(entry)}: must be a mapping with a kind, e.g. "
-                            "{kind: adamw, ...}")
+        if bad := selector_problem(where, entry, "kind", OPTIMIZER_KINDS,
+                                   "{kind: adamw, ...}"):
+            problems.append(bad)
             continue
-        kind = entry.get("kind")
-        if not isinstance(kind, str) or kind not in OPTIMIZER_KINDS:
-            problems.append(f"{where}.kind = {shown(kind)}: choose one of "
-                            f"{', '.join(OPTIMIZER_KINDS)}")
-            continue
+        kind = entry["kind"]
         problems += key_problems(where, entry, OPTIMIZER_KEYS[kind],
                                  (*INTERVENTION_KEYS, *VARIANT_OVERRIDES))
         core = {k: v for k, v in entry.items() if k not in VARIANT_OVERRIDES}
