@@ -1,5 +1,6 @@
 """Shared fixtures: a real MLflow tracking server on localhost, started once per session."""
 
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,12 @@ import pytest
 for folder in ("scripts", "benchmarks"):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / folder))
 from localhost import free_port, mlflow_on_localhost  # noqa: E402
+
+# A test session started in the background by a non-interactive shell (`pytest &`) inherits
+# SIGINT ignored, and so would every process it starts: the Ctrl-C tests would wait on
+# trainers that never stop, and leave them running. Those tests send SIGINT on purpose.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

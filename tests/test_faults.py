@@ -109,7 +109,11 @@ class Trainer:
 
     def stop(self, sig: int) -> int:
         self.proc.send_signal(sig)
-        rc = self.proc.wait(timeout=60)
+        try:
+            rc = self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # never leave a trainer running after the test
+            raise
         self.reader.join(timeout=10)
         return rc
 
@@ -323,7 +327,10 @@ def test_ctrl_c_while_importing_is_one_line_exit_130(tmp_path):
                             stderr=subprocess.PIPE, text=True, env=groklab_env(tmp_path))
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # a no-op once it has ended; never leave a trainer running
     assert proc.returncode == 130, stderr
     assert one_line(stderr).startswith("groklab: interrupted")
 
