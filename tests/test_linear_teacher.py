@@ -40,13 +40,89 @@ def _max_rel_loss_error(a: dict, b: dict) -> float:
     return float(max(errs))
 
 
+# --- Oracles written here from the module docstring, sharing no code with it -------------
+
+
+def _draw(cfg: LinearTeacherConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The documented recipe: from ``default_rng(seed)``, X ~ N(0, 1) (n_train, d_in), then
+    T ~ N(0, 1/d_in), then S0 ~ N(0, init_scale^2/d_in); n_train = round(d_in / lam)."""
+    n_train = round(cfg.d_in / cfg.lam)
+    assert n_train > cfg.d_in  # the configs below never need the d_in + 1 floor
+    rng = np.random.default_rng(cfg.seed)
+    x = rng.standard_normal((n_train, cfg.d_in))
+    teacher = rng.standard_normal((cfg.d_in, cfg.d_out)) / math.sqrt(cfg.d_in)
+    student0 = cfg.init_scale * rng.standard_normal((cfg.d_in, cfg.d_out)) / math.sqrt(cfg.d_in)
+    return x, teacher, student0
+
+
+def _grid(cfg: LinearTeacherConfig) -> np.ndarray:
+    """Step 0 and n_points - 1 log-spaced steps on [1, steps], rounded, repeats dropped."""
+    steps = {0} | {int(round(v)) for v in np.geomspace(1, cfg.steps, cfg.n_points - 1)}
+    return np.array(sorted(steps))
+
+
+def _measure(cfg: LinearTeacherConfig, x: np.ndarray, teacher: np.ndarray,
+             students: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The documented curves of the students S, from their definitions: training MSE per
+    output on the training data itself, validation loss Tr(D^T D) / d_out, (example, output)
+    pairs with squared error < threshold, and P(e_j^2 < eps) = erf(sqrt(eps / (2 (D^T D)_jj)))
+    averaged over outputs."""
+    y = x @ teacher
+    out: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "train_acc": [],
+                                   "val_acc": []}
+    for student in students:
+        sq_err = (x @ student - y) ** 2  # (n_train, d_out)
+        d = student - teacher
+        col = (d**2).sum(axis=0)  # (D^T D)_jj
+        out["train_loss"].append(sq_err.mean())
+        out["val_loss"].append(np.trace(d.T @ d) / cfg.d_out)
+        out["train_acc"].append(np.mean(sq_err < cfg.threshold))
+        out["val_acc"].append(np.mean([math.erf(math.sqrt(cfg.threshold / (2 * v)))
+                                       for v in col]))
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def _oracle_gd(cfg: LinearTeacherConfig) -> dict[str, np.ndarray]:
+    """Plain full-batch GD S <- S - lr * 2 X^T (X S - Y) / n_train, measured on _grid."""
+    x, teacher, student = _draw(cfg)
+    y, n_train, grid = x @ teacher, x.shape[0], _grid(cfg)
+    kept = []
+    for step in range(int(grid[-1]) + 1):
+        if step in grid:
+            kept.append(student.copy())
+        student = student - cfg.lr * 2 * x.T @ (x @ student - y) / n_train
+    return {"step": grid, **_measure(cfg, x, teacher, kept)}
+
+
+def _oracle_flow(cfg: LinearTeacherConfig) -> dict[str, np.ndarray]:
+    """Gradient flow S(n) = T + expm(-2 lr Sigma n) (S0 - T), Sigma = X^T X / n_train."""
+    x, teacher, student0 = _draw(cfg)
+    sigma, grid = x.T @ x / x.shape[0], _grid(cfg)
+    kept = [teacher + expm(-2 * cfg.lr * sigma * n) @ (student0 - teacher) for n in grid]
+    return {"step": grid, **_measure(cfg, x, teacher, kept)}
+
+
+def _assert_curves_match(mine: dict, oracle: dict, n_train: int) -> None:
+    np.testing.assert_array_equal(mine["step"], oracle["step"])
+    for key in ("train_loss", "val_loss"):
+        keep = oracle[key] > LOSS_FLOOR
+        np.testing.assert_allclose(mine[key][keep], oracle[key][keep], rtol=1e-7, err_msg=key)
+    np.testing.assert_allclose(mine["val_acc"], oracle["val_acc"], rtol=1e-7, atol=1e-12)
+    # an example at the threshold may flip with rounding: allow one (example, output) pair
+    np.testing.assert_allclose(mine["train_acc"], oracle["train_acc"], rtol=0,
+                               atol=1.01 / n_train)
+
+
 @pytest.mark.parametrize("d_out", [1, 3])
-def test_closed_form_matches_gradient_descent(d_out: int) -> None:
+def test_closed_form_and_simulate_match_oracles(d_out: int) -> None:
+    """closed_form is the test's expm gradient flow, simulate the test's plain GD loop (both
+    on the test's own draw), and the two agree to first order in lr."""
     cfg = LinearTeacherConfig(
         d_in=100, lam=0.5, d_out=d_out, lr=1e-3, init_scale=0.5, steps=20_000, n_points=60
     )
-    flow, gd = closed_form(cfg), simulate(cfg)
-    np.testing.assert_array_equal(flow["step"], gd["step"])
+    flow, gd = _oracle_flow(cfg), _oracle_gd(cfg)
+    _assert_curves_match(closed_form(cfg), flow, cfg.n_train)
+    _assert_curves_match(simulate(cfg), gd, cfg.n_train)
     assert _max_rel_loss_error(flow, gd) < LOSS_RTOL
     assert np.max(np.abs(flow["train_acc"] - gd["train_acc"])) <= TRAIN_ACC_ATOL
     assert np.max(np.abs(flow["val_acc"] - gd["val_acc"])) <= VAL_ACC_ATOL
@@ -54,11 +130,12 @@ def test_closed_form_matches_gradient_descent(d_out: int) -> None:
 
 
 def test_closed_form_is_the_small_lr_limit_of_gd() -> None:
-    """At fixed lr * steps, the gap between flow and GD shrinks roughly in proportion to lr."""
+    """At fixed lr * steps, the gap between flow and (the test's own) GD shrinks roughly in
+    proportion to lr."""
     errors = []
     for lr in (4e-3, 1e-3):
         cfg = LinearTeacherConfig(d_in=60, lam=0.6, lr=lr, steps=round(20 / lr), n_points=40)
-        errors.append(_max_rel_loss_error(closed_form(cfg), simulate(cfg)))
+        errors.append(_max_rel_loss_error(closed_form(cfg), _oracle_gd(cfg)))
     assert errors[1] < errors[0] / 2.5
     assert errors[1] < LOSS_RTOL
 
