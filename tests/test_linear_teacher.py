@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.linalg import expm
+from scipy.special import erfinv
 
 from groklab.linear_teacher import (
     CELL_COLUMNS,
@@ -204,9 +205,13 @@ TAU_MID_RTOL = 0.1
 
 
 @pytest.fixture(scope="module")
-def summary() -> tuple[pd.DataFrame, pd.DataFrame]:
+def curves() -> pd.DataFrame:
     with one_blas_thread():  # seconds instead of milliseconds when other jobs run
-        curves = sweep_table([0.5, 0.7, 0.9], [0, 1], LinearTeacherConfig(d_in=300))
+        return sweep_table([0.5, 0.7, 0.9], [0, 1], LinearTeacherConfig(d_in=300))
+
+
+@pytest.fixture(scope="module")
+def summary(curves) -> tuple[pd.DataFrame, pd.DataFrame]:
     return summarize_sweep(curves)
 
 
@@ -225,15 +230,76 @@ def test_summarize_sweep_fits_every_run_and_the_gap_grows_with_lam(summary) -> N
     assert (cells["relative_gap_ci_low"] <= cells["relative_gap_mean"]).all()
 
 
-def test_fitted_tau_and_gap_follow_the_interpolated_midpoints(summary) -> None:
+def _crossing(step: np.ndarray, acc: np.ndarray, level: float = 0.5) -> float:
+    """Where the curve first reaches ``level``, by linear interpolation in log(step)
+    between the two records around it (a plain loop, not the module's midpoint_step)."""
+    for i in range(1, len(step)):
+        if acc[i] >= level > acc[i - 1]:
+            frac = (level - acc[i - 1]) / (acc[i] - acc[i - 1])
+            return math.exp(math.log(step[i - 1]) + frac * (math.log(step[i])
+                                                             - math.log(step[i - 1])))
+    raise AssertionError("the curve never crosses the level from below")
+
+
+def test_fitted_tau_and_gap_follow_the_interpolated_midpoints(curves, summary) -> None:
     """The fits against the data alone: tau_val near the validation curve's 50% crossing, and
-    the relative gap near the gap of the two crossings (log-interpolated from the curves)."""
+    the relative gap near the gap of the two crossings (computed here from the curves)."""
     runs, _ = summary
-    np.testing.assert_allclose(runs["val_fit_tau"], runs["val_mid_step"], rtol=TAU_MID_RTOL)
-    mid_gap = runs["val_mid_step"] / runs["train_mid_step"] - 1
-    # tau_train sits up to ~20% past the training midpoint (a skewed rise in linear time).
-    np.testing.assert_allclose(runs["relative_gap"], mid_gap, rtol=0.2)
+    runs = runs.set_index(["lam", "seed"])
+    for (lam, seed), run in curves.groupby(["lam", "seed"]):
+        row = runs.loc[(lam, seed)]
+        step = run["step"].to_numpy(dtype=float)
+        val_mid = _crossing(step, run["val_acc"].to_numpy())
+        train_mid = _crossing(step, run["train_acc"].to_numpy())
+        assert row["val_mid_step"] == pytest.approx(val_mid, rel=1e-12)
+        assert row["train_mid_step"] == pytest.approx(train_mid, rel=1e-12)
+        assert row["val_fit_tau"] == pytest.approx(val_mid, rel=TAU_MID_RTOL)
+        # tau_train sits up to ~20% past the training midpoint (a skewed rise in linear time).
+        assert row["relative_gap"] == pytest.approx(val_mid / train_mid - 1, rel=0.2)
     assert (runs["relative_gap"] > 0).all() and (runs["relative_sharpness"] < 1).all()
+
+
+# Known erf curves acc = 0.5 erf(s (t - tau)) + 0.5 on the default log grid, per seed:
+# (tau_train, 1/s_train, tau_val, 1/s_val), in updates.
+KNOWN = {0: (800.0, 300.0, 4000.0, 1500.0), 1: (1000.0, 200.0, 3000.0, 1000.0)}
+
+
+def test_summarize_sweep_recovers_the_parameters_of_known_erf_curves() -> None:
+    step = _grid(LinearTeacherConfig())  # 0 and a log grid on [1, 100_000]
+    frames = []
+    for seed, (tau_t, w_t, tau_v, w_v) in KNOWN.items():
+        train_acc = [0.5 * math.erf((t - tau_t) / w_t) + 0.5 for t in step]
+        val_acc = [0.5 * math.erf((t - tau_v) / w_v) + 0.5 for t in step]
+        frames.append(pd.DataFrame({"lam": 0.9, "seed": seed, "step": step,
+                                    "train_acc": train_acc, "val_acc": val_acc,
+                                    "train_loss": 0.0, "val_loss": 0.0}))
+    runs, cells = summarize_sweep(pd.concat(frames, ignore_index=True))
+    runs = runs.set_index("seed")
+    gaps = []
+    for seed, (tau_t, w_t, tau_v, w_v) in KNOWN.items():
+        row = runs.loc[seed]
+        assert row["train_fit_ok"] and row["val_fit_ok"]
+        assert row["train_fit_r2"] > 0.999 and row["val_fit_r2"] > 0.999
+        assert row["train_fit_tau"] == pytest.approx(tau_t, rel=0.002)
+        assert row["val_fit_tau"] == pytest.approx(tau_v, rel=0.002)
+        assert row["train_fit_s"] == pytest.approx(1 / w_t, rel=0.02)
+        assert row["val_fit_s"] == pytest.approx(1 / w_v, rel=0.02)
+        gaps.append(tau_v / tau_t - 1)  # 4 and 2
+        assert row["relative_gap"] == pytest.approx(gaps[-1], rel=0.005)
+        assert row["relative_sharpness"] == pytest.approx(w_t / w_v, rel=0.03)  # 0.2
+        # the fitted curve's steepest slope 2 a s / sqrt(pi), with a = 0.5
+        assert row["absolute_sharpness"] == pytest.approx(1 / (w_v * math.sqrt(math.pi)),
+                                                          rel=0.02)
+        # an erf crosses 50% at tau; log-interpolation between records is off by < 0.2%
+        assert row["val_mid_step"] == pytest.approx(tau_v, rel=0.002)
+        assert row["train_mid_step"] == pytest.approx(tau_t, rel=0.002)
+        # 99% at tau + erfinv(0.98) / s; steps_to_99 is the first record at or past it,
+        # and the records lie 100_000^(1/198) - 1 = 6% apart there
+        t99 = tau_v + w_v * erfinv(0.98)
+        assert row["grokked"] and t99 <= row["steps_to_99"] < 1.07 * t99
+    cell = cells.iloc[0]
+    assert cell["n_seeds"] == 2 and cell["n_fit_ok"] == 2
+    assert cell["relative_gap_mean"] == pytest.approx(np.mean(gaps), rel=0.005)  # 3
 
 
 def test_a_flat_curve_is_reported_as_a_failed_fit_not_dropped() -> None:
