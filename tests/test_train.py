@@ -107,11 +107,11 @@ def test_matmul_precision_leaves_a_cpu_run_unchanged():
         seen.append(torch.get_float32_matmul_precision())
         return logits
 
-    cpu = {"device": "cpu"}
+    cpu = {"device": "cpu", "steps": 10}  # few updates: the check is cheap
     a = train(TINY.replace(train=cpu), [0]).history
     b = train(TINY.replace(train={**cpu, "matmul_precision": wanted}), [0],
               model_factory=recording([0], note)).history
-    assert len(seen) > 30 and set(seen) == {before}  # 30 updates and the evaluations
+    assert len(seen) > 10 and set(seen) == {before}  # 10 updates and the evaluations
     assert_frame_equal(a, b, check_exact=True)  # the wrapper computes the same model
     assert torch.get_float32_matmul_precision() == before
 
