@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.linalg import expm
+from scipy.special import erfinv
 
 from groklab.linear_teacher import (
     CELL_COLUMNS,
@@ -40,13 +41,89 @@ def _max_rel_loss_error(a: dict, b: dict) -> float:
     return float(max(errs))
 
 
+# --- Oracles written here from the module docstring, sharing no code with it -------------
+
+
+def _draw(cfg: LinearTeacherConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The documented recipe: from ``default_rng(seed)``, X ~ N(0, 1) (n_train, d_in), then
+    T ~ N(0, 1/d_in), then S0 ~ N(0, init_scale^2/d_in); n_train = round(d_in / lam)."""
+    n_train = round(cfg.d_in / cfg.lam)
+    assert n_train > cfg.d_in  # the configs below never need the d_in + 1 floor
+    rng = np.random.default_rng(cfg.seed)
+    x = rng.standard_normal((n_train, cfg.d_in))
+    teacher = rng.standard_normal((cfg.d_in, cfg.d_out)) / math.sqrt(cfg.d_in)
+    student0 = cfg.init_scale * rng.standard_normal((cfg.d_in, cfg.d_out)) / math.sqrt(cfg.d_in)
+    return x, teacher, student0
+
+
+def _grid(cfg: LinearTeacherConfig) -> np.ndarray:
+    """Step 0 and n_points - 1 log-spaced steps on [1, steps], rounded, repeats dropped."""
+    steps = {0} | {int(round(v)) for v in np.geomspace(1, cfg.steps, cfg.n_points - 1)}
+    return np.array(sorted(steps))
+
+
+def _measure(cfg: LinearTeacherConfig, x: np.ndarray, teacher: np.ndarray,
+             students: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The documented curves of the students S, from their definitions: training MSE per
+    output on the training data itself, validation loss Tr(D^T D) / d_out, (example, output)
+    pairs with squared error < threshold, and P(e_j^2 < eps) = erf(sqrt(eps / (2 (D^T D)_jj)))
+    averaged over outputs."""
+    y = x @ teacher
+    out: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "train_acc": [],
+                                   "val_acc": []}
+    for student in students:
+        sq_err = (x @ student - y) ** 2  # (n_train, d_out)
+        d = student - teacher
+        col = (d**2).sum(axis=0)  # (D^T D)_jj
+        out["train_loss"].append(sq_err.mean())
+        out["val_loss"].append(np.trace(d.T @ d) / cfg.d_out)
+        out["train_acc"].append(np.mean(sq_err < cfg.threshold))
+        out["val_acc"].append(np.mean([math.erf(math.sqrt(cfg.threshold / (2 * v)))
+                                       for v in col]))
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def _oracle_gd(cfg: LinearTeacherConfig) -> dict[str, np.ndarray]:
+    """Plain full-batch GD S <- S - lr * 2 X^T (X S - Y) / n_train, measured on _grid."""
+    x, teacher, student = _draw(cfg)
+    y, n_train, grid = x @ teacher, x.shape[0], _grid(cfg)
+    kept = []
+    for step in range(int(grid[-1]) + 1):
+        if step in grid:
+            kept.append(student.copy())
+        student = student - cfg.lr * 2 * x.T @ (x @ student - y) / n_train
+    return {"step": grid, **_measure(cfg, x, teacher, kept)}
+
+
+def _oracle_flow(cfg: LinearTeacherConfig) -> dict[str, np.ndarray]:
+    """Gradient flow S(n) = T + expm(-2 lr Sigma n) (S0 - T), Sigma = X^T X / n_train."""
+    x, teacher, student0 = _draw(cfg)
+    sigma, grid = x.T @ x / x.shape[0], _grid(cfg)
+    kept = [teacher + expm(-2 * cfg.lr * sigma * n) @ (student0 - teacher) for n in grid]
+    return {"step": grid, **_measure(cfg, x, teacher, kept)}
+
+
+def _assert_curves_match(mine: dict, oracle: dict, n_train: int) -> None:
+    np.testing.assert_array_equal(mine["step"], oracle["step"])
+    for key in ("train_loss", "val_loss"):
+        keep = oracle[key] > LOSS_FLOOR
+        np.testing.assert_allclose(mine[key][keep], oracle[key][keep], rtol=1e-7, err_msg=key)
+    np.testing.assert_allclose(mine["val_acc"], oracle["val_acc"], rtol=1e-7, atol=1e-12)
+    # an example at the threshold may flip with rounding: allow one (example, output) pair
+    np.testing.assert_allclose(mine["train_acc"], oracle["train_acc"], rtol=0,
+                               atol=1.01 / n_train)
+
+
 @pytest.mark.parametrize("d_out", [1, 3])
-def test_closed_form_matches_gradient_descent(d_out: int) -> None:
+def test_closed_form_and_simulate_match_oracles(d_out: int) -> None:
+    """closed_form is the test's expm gradient flow, simulate the test's plain GD loop (both
+    on the test's own draw), and the two agree to first order in lr."""
     cfg = LinearTeacherConfig(
         d_in=100, lam=0.5, d_out=d_out, lr=1e-3, init_scale=0.5, steps=20_000, n_points=60
     )
-    flow, gd = closed_form(cfg), simulate(cfg)
-    np.testing.assert_array_equal(flow["step"], gd["step"])
+    flow, gd = _oracle_flow(cfg), _oracle_gd(cfg)
+    _assert_curves_match(closed_form(cfg), flow, cfg.n_train)
+    _assert_curves_match(simulate(cfg), gd, cfg.n_train)
     assert _max_rel_loss_error(flow, gd) < LOSS_RTOL
     assert np.max(np.abs(flow["train_acc"] - gd["train_acc"])) <= TRAIN_ACC_ATOL
     assert np.max(np.abs(flow["val_acc"] - gd["val_acc"])) <= VAL_ACC_ATOL
@@ -54,11 +131,12 @@ def test_closed_form_matches_gradient_descent(d_out: int) -> None:
 
 
 def test_closed_form_is_the_small_lr_limit_of_gd() -> None:
-    """At fixed lr * steps, the gap between flow and GD shrinks roughly in proportion to lr."""
+    """At fixed lr * steps, the gap between flow and (the test's own) GD shrinks roughly in
+    proportion to lr."""
     errors = []
     for lr in (4e-3, 1e-3):
         cfg = LinearTeacherConfig(d_in=60, lam=0.6, lr=lr, steps=round(20 / lr), n_points=40)
-        errors.append(_max_rel_loss_error(closed_form(cfg), simulate(cfg)))
+        errors.append(_max_rel_loss_error(closed_form(cfg), _oracle_gd(cfg)))
     assert errors[1] < errors[0] / 2.5
     assert errors[1] < LOSS_RTOL
 
@@ -127,9 +205,13 @@ TAU_MID_RTOL = 0.1
 
 
 @pytest.fixture(scope="module")
-def summary() -> tuple[pd.DataFrame, pd.DataFrame]:
+def curves() -> pd.DataFrame:
     with one_blas_thread():  # seconds instead of milliseconds when other jobs run
-        curves = sweep_table([0.5, 0.7, 0.9], [0, 1], LinearTeacherConfig(d_in=300))
+        return sweep_table([0.5, 0.7, 0.9], [0, 1], LinearTeacherConfig(d_in=300))
+
+
+@pytest.fixture(scope="module")
+def summary(curves) -> tuple[pd.DataFrame, pd.DataFrame]:
     return summarize_sweep(curves)
 
 
@@ -148,15 +230,76 @@ def test_summarize_sweep_fits_every_run_and_the_gap_grows_with_lam(summary) -> N
     assert (cells["relative_gap_ci_low"] <= cells["relative_gap_mean"]).all()
 
 
-def test_fitted_tau_and_gap_follow_the_interpolated_midpoints(summary) -> None:
+def _crossing(step: np.ndarray, acc: np.ndarray, level: float = 0.5) -> float:
+    """Where the curve first reaches ``level``, by linear interpolation in log(step)
+    between the two records around it (a plain loop, not the module's midpoint_step)."""
+    for i in range(1, len(step)):
+        if acc[i] >= level > acc[i - 1]:
+            frac = (level - acc[i - 1]) / (acc[i] - acc[i - 1])
+            return math.exp(math.log(step[i - 1]) + frac * (math.log(step[i])
+                                                             - math.log(step[i - 1])))
+    raise AssertionError("the curve never crosses the level from below")
+
+
+def test_fitted_tau_and_gap_follow_the_interpolated_midpoints(curves, summary) -> None:
     """The fits against the data alone: tau_val near the validation curve's 50% crossing, and
-    the relative gap near the gap of the two crossings (log-interpolated from the curves)."""
+    the relative gap near the gap of the two crossings (computed here from the curves)."""
     runs, _ = summary
-    np.testing.assert_allclose(runs["val_fit_tau"], runs["val_mid_step"], rtol=TAU_MID_RTOL)
-    mid_gap = runs["val_mid_step"] / runs["train_mid_step"] - 1
-    # tau_train sits up to ~20% past the training midpoint (a skewed rise in linear time).
-    np.testing.assert_allclose(runs["relative_gap"], mid_gap, rtol=0.2)
+    runs = runs.set_index(["lam", "seed"])
+    for (lam, seed), run in curves.groupby(["lam", "seed"]):
+        row = runs.loc[(lam, seed)]
+        step = run["step"].to_numpy(dtype=float)
+        val_mid = _crossing(step, run["val_acc"].to_numpy())
+        train_mid = _crossing(step, run["train_acc"].to_numpy())
+        assert row["val_mid_step"] == pytest.approx(val_mid, rel=1e-12)
+        assert row["train_mid_step"] == pytest.approx(train_mid, rel=1e-12)
+        assert row["val_fit_tau"] == pytest.approx(val_mid, rel=TAU_MID_RTOL)
+        # tau_train sits up to ~20% past the training midpoint (a skewed rise in linear time).
+        assert row["relative_gap"] == pytest.approx(val_mid / train_mid - 1, rel=0.2)
     assert (runs["relative_gap"] > 0).all() and (runs["relative_sharpness"] < 1).all()
+
+
+# Known erf curves acc = 0.5 erf(s (t - tau)) + 0.5 on the default log grid, per seed:
+# (tau_train, 1/s_train, tau_val, 1/s_val), in updates.
+KNOWN = {0: (800.0, 300.0, 4000.0, 1500.0), 1: (1000.0, 200.0, 3000.0, 1000.0)}
+
+
+def test_summarize_sweep_recovers_the_parameters_of_known_erf_curves() -> None:
+    step = _grid(LinearTeacherConfig())  # 0 and a log grid on [1, 100_000]
+    frames = []
+    for seed, (tau_t, w_t, tau_v, w_v) in KNOWN.items():
+        train_acc = [0.5 * math.erf((t - tau_t) / w_t) + 0.5 for t in step]
+        val_acc = [0.5 * math.erf((t - tau_v) / w_v) + 0.5 for t in step]
+        frames.append(pd.DataFrame({"lam": 0.9, "seed": seed, "step": step,
+                                    "train_acc": train_acc, "val_acc": val_acc,
+                                    "train_loss": 0.0, "val_loss": 0.0}))
+    runs, cells = summarize_sweep(pd.concat(frames, ignore_index=True))
+    runs = runs.set_index("seed")
+    gaps = []
+    for seed, (tau_t, w_t, tau_v, w_v) in KNOWN.items():
+        row = runs.loc[seed]
+        assert row["train_fit_ok"] and row["val_fit_ok"]
+        assert row["train_fit_r2"] > 0.999 and row["val_fit_r2"] > 0.999
+        assert row["train_fit_tau"] == pytest.approx(tau_t, rel=0.002)
+        assert row["val_fit_tau"] == pytest.approx(tau_v, rel=0.002)
+        assert row["train_fit_s"] == pytest.approx(1 / w_t, rel=0.02)
+        assert row["val_fit_s"] == pytest.approx(1 / w_v, rel=0.02)
+        gaps.append(tau_v / tau_t - 1)  # 4 and 2
+        assert row["relative_gap"] == pytest.approx(gaps[-1], rel=0.005)
+        assert row["relative_sharpness"] == pytest.approx(w_t / w_v, rel=0.03)  # 0.2
+        # the fitted curve's steepest slope 2 a s / sqrt(pi), with a = 0.5
+        assert row["absolute_sharpness"] == pytest.approx(1 / (w_v * math.sqrt(math.pi)),
+                                                          rel=0.02)
+        # an erf crosses 50% at tau; log-interpolation between records is off by < 0.2%
+        assert row["val_mid_step"] == pytest.approx(tau_v, rel=0.002)
+        assert row["train_mid_step"] == pytest.approx(tau_t, rel=0.002)
+        # 99% at tau + erfinv(0.98) / s; steps_to_99 is the first record at or past it,
+        # and the records lie 100_000^(1/198) - 1 = 6% apart there
+        t99 = tau_v + w_v * erfinv(0.98)
+        assert row["grokked"] and t99 <= row["steps_to_99"] < 1.07 * t99
+    cell = cells.iloc[0]
+    assert cell["n_seeds"] == 2 and cell["n_fit_ok"] == 2
+    assert cell["relative_gap_mean"] == pytest.approx(np.mean(gaps), rel=0.005)  # 3
 
 
 def test_a_flat_curve_is_reported_as_a_failed_fit_not_dropped() -> None:
@@ -184,17 +327,25 @@ def test_summarize_sweep_names_missing_columns() -> None:
 
 
 def test_run_cell_records_each_seeds_closed_form_curves() -> None:
-    cfg = LinearTeacherConfig(d_in=40, lam=0.6, steps=5_000, n_points=30)
+    """Each seed's rows are the test's own gradient-flow curves (expm on that seed's draw,
+    per the documented recipe) at the test's own grid; the finals are the last rows."""
+    cfg = LinearTeacherConfig(d_in=40, lam=0.6, steps=5_000, n_points=30, init_scale=0.5)
     result = run_cell(cfg, [3, 1])
     assert list(result.history.columns) == ["seed", "step", "train_loss", "train_acc",
                                             "val_loss", "val_acc"]
+    k = len(_grid(cfg))  # 28: rounding merges some of the 29 log-spaced steps
+    assert result.history["seed"].tolist() == [3] * k + [1] * k
+    assert result.steps_done == 5_000
+    n_train = round(40 / 0.6)
+    final = result.final.set_index("seed")
     for seed in (3, 1):
-        direct = closed_form(dataclasses.replace(cfg, seed=seed))  # each seed its own draw
+        oracle = _oracle_flow(dataclasses.replace(cfg, seed=seed))  # each seed its own draw
         mine = result.history[result.history.seed == seed]
-        np.testing.assert_array_equal(mine["step"], direct["step"])
-        np.testing.assert_allclose(mine["val_acc"], direct["val_acc"], rtol=0, atol=0)
-        final = result.final.set_index("seed").loc[seed]
-        assert final["final_train_acc"] == direct["train_acc"][-1]
-        assert final["n_train"] == round(40 / 0.6)
-    assert not result.history[result.history.seed == 3]["train_acc"].equals(
-        result.history[result.history.seed == 1]["train_acc"].reset_index(drop=True))
+        _assert_curves_match({k: mine[k].to_numpy() for k in mine.columns}, oracle, n_train)
+        row = final.loc[seed]
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            assert row[f"final_{key}"] == pytest.approx(oracle[key][-1], rel=1e-7,
+                                                        abs=1.01 / n_train * (key == "train_acc"))
+        assert row["n_train"] == n_train
+    assert not np.allclose(result.history[result.history.seed == 3]["val_loss"],
+                           result.history[result.history.seed == 1]["val_loss"])

@@ -6,12 +6,14 @@ import pytest
 import torch
 from pandas.testing import assert_frame_equal
 from registry import AUGMENTATIONS, CURRICULA
+from torch import nn
 
 from groklab.checkpoint import checkpoint, load_model
 from groklab.config import ConfigError, RunConfig
+from groklab.models import build_model
 from groklab.summary import seed_summaries
 from groklab.tasks import build_task
-from groklab.train import TrainingDiverged, train
+from groklab.train import TrainingDiverged, float32_matmuls, train
 
 # A configuration that groks within a few hundred updates (about 5 s per seed on 2 cores).
 FAST_GROK = RunConfig().replace(
@@ -31,12 +33,86 @@ def test_same_seed_gives_identical_history():
     assert not train(TINY, [1]).history.equals(a)
 
 
-def test_matmul_precision_leaves_a_cpu_run_unchanged():
-    """TF32 is a GPU setting: on a CPU the bytes, and torch's global setting, stay put."""
+class Recording(nn.Module):
+    """The real model of ``seeds`` (build_model), with a hook on every forward call."""
+
+    def __init__(self, cfg: RunConfig, seeds: list[int], hook):
+        super().__init__()
+        self.inner = build_model(cfg.model, build_task(cfg.data, seeds), seeds)
+        self.hook = hook
+        self.train_calls = 0  # forwards in training mode so far (one per update)
+
+    def forward(self, tokens):
+        if self.training:
+            self.train_calls += 1
+        return self.hook(self, tokens, self.inner(tokens))
+
+
+def recording(seeds: list[int], hook):
+    """A ``model_factory`` for ``train`` building :class:`Recording` around the real model."""
+    return lambda cfg: Recording(cfg, seeds, hook)
+
+
+def _other_precision() -> str:
+    """A train.matmul_precision value other than torch's current global one."""
+    return "high" if torch.get_float32_matmul_precision() != "high" else "highest"
+
+
+def test_float32_matmuls_sets_the_precision_on_cuda_and_restores_it():
     before = torch.get_float32_matmul_precision()
-    a = train(TINY.replace(train={"device": "cpu"}), [0]).history
-    b = train(TINY.replace(train={"device": "cpu", "matmul_precision": "high"}), [0]).history
-    assert_frame_equal(a, b, check_exact=True)
+    wanted = _other_precision()
+    cuda = torch.device("cuda")  # a device object: no GPU needed
+    try:
+        with float32_matmuls(cuda, wanted):
+            assert torch.get_float32_matmul_precision() == wanted
+        assert torch.get_float32_matmul_precision() == before
+        with pytest.raises(RuntimeError, match="inside the block"), float32_matmuls(cuda, wanted):
+            assert torch.get_float32_matmul_precision() == wanted
+            raise RuntimeError("inside the block")
+        assert torch.get_float32_matmul_precision() == before
+        with float32_matmuls(torch.device("cpu"), wanted):  # a CPU ignores the setting
+            assert torch.get_float32_matmul_precision() == before
+        assert torch.get_float32_matmul_precision() == before
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def test_train_passes_the_configured_precision_to_float32_matmuls(monkeypatch):
+    """train() runs _train inside float32_matmuls(device, cfg.train.matmul_precision): with
+    the device resolved to CUDA, _train sees the configured precision, restored after."""
+    import groklab.train as train_module
+
+    before = torch.get_float32_matmul_precision()
+    wanted = _other_precision()
+    seen = []
+    monkeypatch.setattr(train_module, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(train_module, "_train", lambda *args: seen.append(
+        torch.get_float32_matmul_precision()))
+    try:
+        train(TINY.replace(train={"matmul_precision": wanted}), [0])
+        assert seen == [wanted]
+        assert torch.get_float32_matmul_precision() == before
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def test_matmul_precision_leaves_a_cpu_run_unchanged():
+    """TF32 is a GPU setting: on a CPU every forward runs at torch's global precision, and
+    the bytes do not change."""
+    before = torch.get_float32_matmul_precision()
+    wanted = _other_precision()  # asked for, and to be ignored on a CPU
+    seen = []
+
+    def note(model, tokens, logits):
+        seen.append(torch.get_float32_matmul_precision())
+        return logits
+
+    cpu = {"device": "cpu", "steps": 10}  # few updates: the check is cheap
+    a = train(TINY.replace(train=cpu), [0]).history
+    b = train(TINY.replace(train={**cpu, "matmul_precision": wanted}), [0],
+              model_factory=recording([0], note)).history
+    assert len(seen) > 10 and set(seen) == {before}  # 10 updates and the evaluations
+    assert_frame_equal(a, b, check_exact=True)  # the wrapper computes the same model
     assert torch.get_float32_matmul_precision() == before
 
 
@@ -108,17 +184,84 @@ def test_training_curve_is_accuracy_on_the_unaugmented_training_split():
     assert res.history.batch_acc.isna().tolist() == [True, False, False, False]
 
 
+def _eval_inputs():
+    """A list, and a hook appending to it the tokens of each evaluation-mode forward."""
+    seen = []
+
+    def note(model, tokens, logits):
+        if not model.training:
+            assert not torch.is_grad_enabled()
+            seen.append(tokens.clone())
+        return logits
+
+    return seen, note
+
+
 def test_training_curve_sample_is_fixed_and_of_the_requested_size():
-    cfg = TINY.replace(train={"curve_examples": 20})
-    h = train(cfg, [0]).history
-    assert ((h.train_acc * 20).round(6) % 1 == 0).all()  # k/20 at every evaluation
-    assert not ((h.train_acc * 84).round(6) % 1 == 0).all()
+    """Each evaluation feeds the model (in evaluation mode) the validation split, then the
+    training curve sample; the sample must be the same rows every time, distinct rows of the
+    member's own training split, ``curve_examples`` of them, and differ between seeds."""
+    seeds, m = [0, 1], 20
+    cfg = TINY.replace(train={"curve_examples": m})
+    evals, note = _eval_inputs()
+    res = train(cfg, seeds, model_factory=recording(seeds, note))
+    steps = sorted(set(res.history.step))
+    assert steps == [0, 10, 20, 30]
+    # Per evaluation: the validation split (85 rows < one chunk), then the curve sample;
+    # after training the final metrics read the whole training and validation splits.
+    assert len(evals) == 2 * len(steps) + 2
+    curves = evals[1:2 * len(steps):2]
+    task = build_task(cfg.data, seeds)
+    rows = [tuple(t.tolist()) for t in task.tokens]
+    for i, seed in enumerate(seeds):
+        sp = task.split(cfg.data.train_fraction, seed)
+        assert [tuple(t) for t in evals[0][i].tolist()] == [rows[j] for j in sp.val.tolist()]
+        train_rows = {rows[j] for j in sp.train.tolist()}
+        first = [tuple(t) for t in curves[0][i].tolist()]
+        assert len(first) == m and len(set(first)) == m  # m distinct examples
+        assert set(first) <= train_rows
+        for later in curves[1:]:
+            assert torch.equal(later[i], curves[0][i])  # the same rows, in the same order
+    assert {tuple(t) for t in curves[0][0].tolist()} != {tuple(t) for t in
+                                                         curves[0][1].tolist()}
+    # Each seed draws its own sample: seed 1 alone gets the rows it got beside seed 0.
+    alone, note = _eval_inputs()
+    train(cfg.replace(train={"steps": 10}), [1], model_factory=recording([1], note))
+    assert torch.equal(alone[1][0], curves[0][1])
+    # When the split is smaller than curve_examples, the sample is the whole split.
+    whole, note = _eval_inputs()
+    train(TINY.replace(train={"curve_examples": 1000, "steps": 10}), [0],
+          model_factory=recording([0], note))
+    sp = task.split(cfg.data.train_fraction, 0)
+    assert sorted(tuple(t) for t in whole[1][0].tolist()) == sorted(rows[j] for j in
+                                                                   sp.train.tolist())
+    assert whole[1].shape[1] == len(sp.train) == int(169 * 0.5)
 
 
-def test_divergence_is_reported_with_a_fix():
-    cfg = TINY.replace(optim={"kind": "sgd", "lr": 1e12, "weight_decay": 0.0, "warmup": 0})
-    with pytest.raises(TrainingDiverged, match="NaN/inf at update .*lower the learning rate"):
-        train(cfg, [0])
+@pytest.mark.parametrize("where", ["every_forward", "training_only"])
+def test_divergence_is_reported_with_a_fix(where):
+    """Member 1 (seed 7) turns NaN after update 15, and only it.
+
+    Derivation: update k is the k-th training-mode forward, so updates 16, 17, ... give NaN
+    logits for member 1. The loop checks the losses at its evaluations, every 10 updates:
+    at update 10 everything is still finite; at update 20 member 1's batch loss (the mean
+    over updates 11-20) is NaN, and, in "every_forward", its curve and validation losses
+    too. So: update 20, seed list [7]. "training_only" leaves the evaluations finite, so
+    the batch loss alone must catch it."""
+    seeds, nan_after = [3, 7], 15
+
+    def poison(model, tokens, logits):
+        if model.train_calls > nan_after and (model.training or where == "every_forward"):
+            logits = logits.clone()
+            logits[1] = float("nan")
+        return logits
+
+    cfg = TINY.replace(train={"steps": 50})
+    with pytest.raises(TrainingDiverged) as err:
+        train(cfg, seeds, model_factory=recording(seeds, poison))
+    message = str(err.value)
+    assert "loss became NaN/inf at update 20 for seed(s) [7] " in message
+    assert "lower the learning rate" in message
 
 
 def test_censored_run_keeps_the_budget_and_says_why_fits_failed():
