@@ -257,7 +257,9 @@ def test_early_stop_freezes_the_model_when_the_host_reads_late():
     the first evaluation ``stop_after_grok`` updates after the last seed reached 99%: later
     replays leave the weights and the history alone."""
     cfg = FAST_GROK.replace(train={"device": "cpu", "stop_after_grok": 30, "steps": 1500})
-    full = train(cfg.replace(train={"stop_after_grok": None}), [0], engine="graph_eager")
+    # the reference: the same run stopped later (200 updates after), whose history up to the
+    # early stop is the one to match
+    full = train(cfg.replace(train={"stop_after_grok": 200}), [0], engine="graph_eager")
     first = int(full.history.step[full.history.val_acc >= 0.99].min())
     late = graphed_loop(cfg, [0], sync_every=25)
     rows, steps_done = late.run()

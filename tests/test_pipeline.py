@@ -71,7 +71,9 @@ def pipeline_env(**extra: str) -> dict:
 def repo(tmp_path_factory) -> Path:
     """A git repo holding this project's files with tiny params, after one `dvc repro`."""
     dest = copy_project(tmp_path_factory.mktemp("pipeline") / "groklab", TINY)
-    run([str(BIN / "dvc"), "repro"], dest)
+    # MLflow off for this first run (logging to SQLite costs seconds a stage): the tests
+    # that read the repo's MLflow database log their own runs.
+    run([str(BIN / "dvc"), "repro"], dest, pipeline_env(GROKLAB_TRACKING="off"))
     commit(dest, "repro")
     return dest
 
@@ -176,7 +178,7 @@ def test_forced_reruns_write_identical_outputs_also_beside_another_trainer(repo)
     """`dvc repro -f` of the same configuration twice gives the same dvc.lock entry, the
     second time while another trainer runs beside it (one thread each: the thread count,
     which sets the order of float sums, is part of what decides the bytes)."""
-    env = pipeline_env(GROKLAB_THREADS="1")
+    env = pipeline_env(GROKLAB_THREADS="1", GROKLAB_TRACKING="off")
     run([str(BIN / "dvc"), "repro", "-f", "baseline@x_plus_y"], repo, env)
     first = _lock_entry(repo, "baseline@x_plus_y")
     beside = subprocess.Popen(
@@ -294,3 +296,31 @@ def test_adding_a_study_takes_the_three_readme_steps(repo):
     assert "## Encoding study" in report and "| x_plus_y | compact |" in report
     metrics = {p.stem for p in (repo / "reports/metrics/encoding").glob("*.json")}
     assert metrics == {"x_plus_y-full", "x_plus_y-compact"}  # full: the base run, read
+
+
+def test_study_so_far_tests_only_the_current_cells_it_finds(repo, tmp_path):
+    """scripts/study_so_far.py: a cell not trained yet is named as such, a folder trained with
+    another configuration is left out and named, and the cells it keeps get evaluate's
+    comparisons."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(repo / "models", models)
+    script = [sys.executable, str(ROOT / "scripts/study_so_far.py"), "data_fraction",
+              "--params", str(repo / "params.yaml"), "--models", str(models)]
+    whole = run(script, repo).stdout
+    assert whole.startswith("3 of 3 cells trained\n")  # the base run stands in for 0.5
+    expected = pd.read_csv(repo / "reports/tables/data_fraction_comparisons.csv")
+    for _, row in expected.iterrows():  # one table row per comparison, with its verdict
+        assert f"| {row['task']} | {row['value']:g} |" in whole
+        assert f"{row['verdict']} (p = " in whole
+    shutil.rmtree(models / "data_fraction/x_plus_y-0.7")
+    config = models / "data_fraction/x_plus_y-0.3/config.json"
+    meta = json.loads(config.read_text())
+    meta["config"]["data"]["p"] += 2  # trained with another p than params.yaml gives
+    config.write_text(json.dumps(meta))
+    proc = run(script, repo)
+    assert proc.stdout.startswith("1 of 3 cells trained; not yet: data_fraction@x_plus_y-0.7\n")
+    assert proc.stderr == ("left out: data_fraction@x_plus_y-0.3 (trained with another "
+                           "configuration)\n")
+    assert "| x_plus_y | 0.3 |" not in proc.stdout and "| x_plus_y | 0.7 |" not in proc.stdout

@@ -67,8 +67,9 @@ def test_failure_line_is_the_stage_own_message():
 def test_side_by_side_equals_sequential_and_leaves_dvc_up_to_date(tmp_path):
     seq = copy_project(tmp_path / "seq" / "groklab", TINY)
     pool = copy_project(tmp_path / "pool" / "groklab", TINY)
-    run([str(BIN / "dvc"), "repro", *TARGETS], seq, pipeline_env(GROKLAB_THREADS="1"))
-    out = repro_pool(pool, "--jobs", "2", *TARGETS).stdout
+    off = {"GROKLAB_TRACKING": "off"}  # MLflow's seconds a stage; test_pipeline covers it
+    run([str(BIN / "dvc"), "repro", *TARGETS], seq, pipeline_env(GROKLAB_THREADS="1", **off))
+    out = repro_pool(pool, "--jobs", "2", *TARGETS, **off).stdout
     assert "1 thread(s) each" in out
     assert re.search(r"cells: (\d+) done, 0 failed, 0 running, 0 pending of \1", out), out
 
@@ -86,7 +87,7 @@ def test_side_by_side_equals_sequential_and_leaves_dvc_up_to_date(tmp_path):
     params["optimizers"]["adamw_lr3"] = {**params["optimizers"]["adamw"], "lr": 0.003}
     params["studies"]["optimizer"]["values"] += ["blows_up", "adamw_lr3"]
     (pool / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    failed = repro_pool(pool, "--jobs", "2", "optimizer", check=False)
+    failed = repro_pool(pool, "--jobs", "2", "optimizer", check=False, **off)
     assert failed.returncode == 1
     errors = [line for line in failed.stderr.splitlines() if line.startswith("groklab:")]
     assert re.match(r"groklab: error: optimizer@x_div_y-blows_up failed: groklab: error: ",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +130,13 @@ def read_cell(models: Path, source: Cell, analysis: Analysis,
     return path, config, history, rows
 
 
-def evaluate_family(params: dict[str, Any], family: str, models: Path
+def evaluate_family(params: dict[str, Any], family: str, models: Path,
+                    keep: Callable[[Cell], bool] | None = None
                     ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
-    """The family's per-seed and per-cell tables and its mean curves (by cell name)."""
+    """The family's per-seed and per-cell tables and its mean curves (by cell name); with
+    ``keep``, only its rows whose source cell ``keep`` accepts (the stage reads them all)."""
     factor, pairs = family_rows(params, family)
+    pairs = [(cell, source) for cell, source in pairs if keep is None or keep(source)]
     analysis = Analysis.from_params(params)
     thresholds = Thresholds.from_params(params)
     runs, cells, curves = [], [], {}
