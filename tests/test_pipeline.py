@@ -196,6 +196,13 @@ def test_forced_reruns_write_identical_outputs_also_beside_another_trainer(repo)
 
 
 def test_a_killed_stage_leaves_no_running_mlflow_run_after_its_rerun(repo):
+    # The repo's store made first (the fixture trained with MLflow off), as the stage's own
+    # connection would make it: the kill is to land in a stage's run, not in the creation of
+    # the store's tables.
+    run([sys.executable, "-c", "import sys; from pathlib import Path; "
+         "from groklab.mlflow_store import connect; from groklab.tracking import tracking_uri; "
+         "connect(tracking_uri(Path(sys.argv[1])), 'curriculum', Path(sys.argv[1]))",
+         str(repo)], repo)
     proc = subprocess.Popen([str(BIN / "dvc"), "repro", "-f", "curriculum@x_plus_y-linear"],
                             cwd=repo, env=pipeline_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
