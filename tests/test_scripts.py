@@ -33,3 +33,25 @@ def test_checkout_gives_the_commits_code_and_params(tmp_path):
                                    check=True, capture_output=True).stdout
         assert (code / path).read_bytes() == committed
     assert not (code / "tests").exists()  # the code and its params, nothing else
+
+
+def test_aft_coverage_simulates_the_censoring_share_it_is_given():
+    """benchmarks/aft_coverage.py: the budget it sets leaves the stated share of the reference
+    runs censored, the cell's runs are the reference's times the ratio, and every time is at
+    most the budget (counted over many draws, against the normal distribution's quantile)."""
+    import math
+
+    import numpy as np
+    from aft_coverage import simulate
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    median, sd, share, n = 4000.0, 0.3, 0.25, 20000
+    budget = median * math.exp(sd * stats.norm.ppf(1 - share))
+    t, reached, in_a = simulate(rng, n, sd, median, 0.5, budget)
+    assert in_a.sum() == n and (t <= budget).all()
+    assert abs((~reached[~in_a]).mean() - share) < 0.01  # the reference: a quarter censored
+    # the cell: log times shifted by log 0.5, so P(T > budget) = P(z > z_0.75 + log 2 / sd)
+    expected = stats.norm.sf(stats.norm.ppf(1 - share) + math.log(2) / sd)
+    assert abs((~reached[in_a]).mean() - expected) < 0.005
+    assert abs(np.median(t[in_a]) / np.median(t[~in_a]) - 0.5) < 0.02
