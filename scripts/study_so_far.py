@@ -8,22 +8,21 @@ results are in models/ and were trained with exactly the configuration params.ya
 them now (config.json against groklab.cells.cell_config; a stale or foreign folder is left
 out and named), runs evaluate's comparisons on them — per task, the exact log-rank test and
 the log-normal AFT time ratio; across the tasks present, the log-rank stratified by task —
-and prints them as Markdown tables with the test that decided each verdict and the
-smallest p that test could give at its n.
+and prints them as the report prints them (groklab.report.study.comparison_reading):
+Markdown tables with the test that decided each verdict and the smallest p that test could
+give at its n.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from groklab.cells import Cell, cell_config, config_key, studies
 from groklab.params import PARAMS_FILE, load_params
+from groklab.report.study import comparison_reading
 from groklab.stages.evaluate import comparisons, evaluate_family, load_config, source_dir
 
 
@@ -37,23 +36,6 @@ def current(params: dict, models: Path, cell: Cell) -> bool | None:
     return config_key(config, seeds) == config_key(cell_config(params, cell), params["seeds"])
 
 
-def _num(x: float, digits: int = 3) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
-
-
-def _ratio(row: pd.Series) -> str:
-    if not isinstance(row["time_ratio"], float) or math.isnan(row["time_ratio"]):
-        return f"– ({row['time_ratio_reason']})" if row["time_ratio_reason"] else "–"
-    return (f"{row['time_ratio']:.2f} [{row['time_ratio_ci_low']:.2f}, "
-            f"{row['time_ratio_ci_high']:.2f}]")
-
-
-def _verdict(row: pd.Series) -> str:
-    floor = (f"smallest p at this n {_num(row['p_floor'], 2)}" if row["p_floor"] > 0
-             else "parametric: no floor")
-    return f"{row['verdict']} (p = {_num(row['p_value'], 2)}, {row['decided_by']}; {floor})"
-
-
 def machines(models: Path, cells: list[Cell]) -> str:
     """Where the cells ran, e.g. ``NVIDIA H200, torch 2.11.0+cu130: 14 cells``."""
     seen: dict[str, int] = {}
@@ -62,24 +44,6 @@ def machines(models: Path, cells: list[Cell]) -> str:
         where = f"{m['gpu'] or m['cpu']} ({m['threads']} threads), torch {m['torch']}"
         seen[where] = seen.get(where, 0) + 1
     return "; ".join(f"{where}: {n} cells" for where, n in seen.items())
-
-
-def markdown(per_task: pd.DataFrame, across: pd.DataFrame) -> str:
-    """The two comparison tables, one row per comparison."""
-    lines = ["| task | value | reached / seeds | median steps to 99% (default) | time ratio "
-             "[95%] | verdict |", "|---|---|---|---|---|---|"]
-    for _, r in per_task.iterrows():
-        lines.append(f"| {r['task']} | {r['value']} | {r['n_reached']}/{r['n']} "
-                     f"({r['n_reached_reference']}/{r['n_reference']}) | "
-                     f"{_num(r['median'], 4)} ({_num(r['median_reference'], 4)}) | "
-                     f"{_ratio(r)} | {_verdict(r)} |")
-    lines += ["", "| value | tasks | reached / seeds (default) | time ratio [95%] | verdict |",
-              "|---|---|---|---|---|"]
-    for _, r in across.iterrows():
-        lines.append(f"| {r['value']} | {r['tasks']} | {r['n_reached']}/{r['n']} "
-                     f"({r['n_reached_reference']}/{r['n_reference']}) | {_ratio(r)} | "
-                     f"{_verdict(r)} |")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ran on: {machines(args.models, [s for s, ok in state.items() if ok])}\n")
     runs, _, _ = evaluate_family(params, args.study, args.models, keep=lambda s: bool(state[s]))
     per_task, across = comparisons(params, args.study, runs)
-    print(markdown(per_task, across))
+    print("\n".join(comparison_reading(per_task, across)))
     return 0
 
 

@@ -4,6 +4,7 @@ real git, real dvc, real MLflow, tiny parameters."""
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -133,10 +134,11 @@ def test_device_script_runs_the_pipeline_and_packs_what_a_researcher_reads(tmp_p
 
 
 @pytest.mark.slow
-def test_interrupt_stops_the_running_cells_cleanly_and_records_the_finished(tmp_path):
-    """SIGINT (Ctrl-C, or the device script's time limit) reaches the cells in their own
-    process groups: they stop writing nothing, the command ends with 130 in one line."""
-    import signal
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_interrupt_stops_the_running_cells_cleanly_and_records_the_finished(tmp_path, signum):
+    """SIGINT (Ctrl-C, or the device script's time limit) or SIGTERM (`kill PID`) reaches the
+    cells in their own process groups: they stop writing nothing, the command ends with 130
+    in one line."""
     import time
 
     long = {**TINY, "train": {**TINY["train"], "steps": 1_000_000}}
@@ -151,7 +153,7 @@ def test_interrupt_stops_the_running_cells_cleanly_and_records_the_finished(tmp_
         first += line
     time.sleep(10)  # both cells (baseline and combined30) are training
     t0 = time.time()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     out = first + out
     assert time.time() - t0 < 30, "the interrupt took too long to stop the cells"

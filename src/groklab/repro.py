@@ -156,9 +156,9 @@ def run_cells(cells: Sequence[str], jobs: int, flags: Sequence[str],
               env: dict[str, str], keep_going: bool = False) -> list[tuple[str, str]]:
     """Every cell, ``jobs`` at a time; the failures as (stage, one line). After a failure
     no new cell starts (with ``keep_going``, the others still do); those running finish
-    and are recorded. Ctrl-C (or SIGINT from a
-    time limit) starts no new cell and passes the interrupt to the running ones, which stop
-    cleanly (a stage interrupted writes nothing); then KeyboardInterrupt is raised."""
+    and are recorded. Ctrl-C (or SIGINT from a time limit, or SIGTERM) starts no new cell
+    and passes the interrupt to the running ones, which stop cleanly (a stage interrupted
+    writes nothing); then KeyboardInterrupt is raised."""
     progress = Progress(len(cells), jobs)
     failures: list[tuple[str, str]] = []
     lock = threading.Lock()
@@ -240,7 +240,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return rest
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # `kill PID` (a script's or a scheduler's stop) stops as Ctrl-C does
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         sys.exit(main())
     except KeyboardInterrupt:
