@@ -20,6 +20,7 @@ from groklab.metrics import (
     aggregate,
     collapse,
     comparison_verdict,
+    crossings,
     erf_params_for_chance,
     fit_erf,
     grok_delay,
@@ -341,6 +342,22 @@ def test_collapse_is_a_fall_below_the_floor_after_reaching_the_threshold():
     assert not fell.collapsed and not fell.dipped and math.isnan(fell.step)
     assert not collapse(steps, [0.1, 0.2, 0.5, 0.2, 0.1, 0.0]).collapsed  # never reached 0.99
     assert collapse(steps, [0.1, 0.99, 0.5, 0.5, 0.5, 0.5], below=0.6).step == 20.0
+
+
+def test_a_run_stopped_below_the_floor_is_not_called_collapsed():
+    """Ending below the floor is a collapse only when the run had its whole budget; a stop
+    rule (train.stop_after_grok) can end it mid-dip, and then the run cannot tell."""
+    steps = [0, 100, 200, 300]
+    train, val = [0.5, 1.0, 1.0, 1.0], [0.1, 0.995, 0.5, 0.6]  # ends below 0.9 at 300
+    ran_out = crossings(steps, train, val, budget=300, analysis=Analysis())
+    stopped = crossings(steps, train, val, budget=3000, analysis=Analysis())
+    assert (ran_out["collapsed"], ran_out["stopped_below"]) == (True, False)
+    assert (stopped["collapsed"], stopped["stopped_below"]) == (False, True)
+    assert ran_out["collapse_step"] == stopped["collapse_step"] == 200
+    recovered = crossings(steps, train, [0.1, 0.995, 0.5, 0.95], budget=3000,
+                          analysis=Analysis())  # stopped early, but above the floor: a dip
+    assert (recovered["collapsed"], recovered["stopped_below"], recovered["dipped"]) == (
+        False, False, True)
 
 
 def test_post_threshold_sd():

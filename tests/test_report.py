@@ -389,6 +389,31 @@ def test_collapsed_runs_are_flagged_counted_and_named(report):
         assert f"{r.seed} (99% at {r.steps_to_99}, below at {COLLAPSE_AT}, final 0.44)" in body
 
 
+def test_a_three_seed_report_says_how_its_intervals_are_made(report):
+    _, _, text = report  # the one-seed wording is test_a_first_look_report_knows_its_scale's
+    assert "mean ± half-width of the 95% interval over seeds" in text
+    assert "(intervals in the table above)" in text and "one seed, so no interval" not in text
+
+
+def test_collapse_note_keeps_collapses_dips_and_runs_stopped_below_apart():
+    runs = pd.DataFrame({
+        "cell": ["a", "b", "c", "d"], "seed": [0, 1, 2, 3],
+        "steps_to_99": [700, 800, 900, 1000], "collapse_step": [760, 850, 950, float("nan")],
+        "final_val_acc": [0.44, 0.84, 0.99, 1.0],
+        "collapsed": [True, False, False, False], "stopped_below": [False, True, False, False],
+        "dipped": [False, False, True, False]})
+    note = study.collapse_note(runs, 0.9)
+    collapsed, rest = note.split("Stopped below 0.9")
+    stopped, dips = rest.split("Transient dips")
+    assert "`a` seed 0 (99% at 700, below at 760, final 0.44)" in collapsed
+    assert "`b` seed 1 (99% at 800, below at 850, final 0.84)" in stopped
+    assert "cannot be told apart" in stopped and "`b`" not in collapsed + dips
+    assert "`c` seed 2 (99% at 900, below at 950, final 0.99)" in dips
+    assert "`d`" not in note
+    quiet = study.collapse_note(runs.iloc[3:], 0.9)
+    assert quiet.startswith("No run collapsed") and "Stopped" not in quiet
+
+
 def test_censored_cells_have_no_interval_anywhere(report):
     root, _, text = report
     for family in ("augmentation", "curriculum", "architecture", "optimizer"):
@@ -1029,6 +1054,8 @@ def test_a_first_look_report_knows_its_scale(tmp_path, monkeypatch):
     assert "runs stop 200 updates after validation accuracy reaches 99%" in head
     assert not re.search(r"± ?\d", text) and not re.search(r"\bnan\b", text.lower())
     assert not re.search(r"p = 0(?![.\d])", text)
+    assert "one seed, so no interval" in text and "(one seed: no interval)" in text
+    assert "half-width of the 95% interval" not in text and "intervals in the table" not in text
     for line in text.splitlines():  # a stated agreement names a test, never a count or means
         if "**agree**" in line or "**disagree**" in line:
             assert re.search(r"test (of the log-log fit )?at 0\.05", line), line

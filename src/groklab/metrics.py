@@ -661,20 +661,24 @@ def crossings(steps: ArrayLike, train_acc: ArrayLike, val_acc: ArrayLike, *, bud
     ``steps_to_99``/``grokked``: the validation crossing (``grokked`` only says it was
     reached; censored at ``budget`` when not); ``steps_to_99_train``/``train_reached``: the
     training crossing; ``grok_delay_steps``/``grok_delay_censored``/``groks``
-    (:func:`grok_delay`: whether the run groks); ``collapsed`` (ended below
-    ``analysis.collapse_below`` after reaching the threshold), ``dipped`` (fell below it and
-    recovered) and ``collapse_step`` (:func:`collapse`); ``post_grok_val_sd``
-    (:func:`post_threshold_sd` of validation accuracy).
+    (:func:`grok_delay`: whether the run groks); ``collapsed`` (ran to ``budget`` and ended
+    below ``analysis.collapse_below`` after reaching the threshold), ``stopped_below`` (ended
+    below it because a stop rule ended the run before ``budget``, e.g. mid-dip: a collapse
+    and a dip cannot be told apart), ``dipped`` (fell below it and recovered) and
+    ``collapse_step`` (:func:`collapse`); ``post_grok_val_sd`` (:func:`post_threshold_sd` of
+    validation accuracy).
     """
     val = steps_to_threshold(steps, val_acc, threshold, budget)
     train = steps_to_threshold(steps, train_acc, threshold, budget)
     delay = grok_delay(train, val, analysis.grok_delay)
     fell = collapse(steps, val_acc, threshold, analysis.collapse_below)
+    stopped_early = len(steps) > 0 and float(np.max(steps)) < budget
     return {
         "steps_to_99": val.step, "grokked": val.reached,
         "steps_to_99_train": train.step, "train_reached": train.reached,
         "grok_delay_steps": delay.steps, "grok_delay_censored": delay.censored,
-        "groks": delay.groks, "collapsed": fell.collapsed, "dipped": fell.dipped,
+        "groks": delay.groks, "collapsed": fell.collapsed and not stopped_early,
+        "stopped_below": fell.collapsed and stopped_early, "dipped": fell.dipped,
         "collapse_step": fell.step,
         "post_grok_val_sd": post_threshold_sd(steps, val_acc, threshold),
     }

@@ -88,7 +88,8 @@ def cell_summary(runs: pd.DataFrame) -> dict[str, Any]:
     no interval); ``frac_reached``/``n_censored`` count the seeds whose validation reached
     0.99, ``frac_groks``/``n_groks`` those that grokked (reached it at least the grok delay
     after training did), ``n_collapsed`` those that fell back after reaching it and ended
-    below the floor, ``n_dipped`` those that fell back and recovered. Failed erf
+    below the floor at the budget, ``n_stopped_below`` those a stop rule ended below it
+    before the budget, ``n_dipped`` those that fell back and recovered. Failed erf
     fits (NaN) are left out of the fit-based aggregates, and ``n_fit_ok`` counts the rest.
     """
     out: dict[str, Any] = {"n_seeds": len(runs)}
@@ -104,7 +105,7 @@ def cell_summary(runs: pd.DataFrame) -> dict[str, Any]:
     out["n_censored"] = int((~reached).sum())
     if "reached_95" in runs:  # Grokfast's 95% measure, censored on its own
         out["n_censored_95"] = int((~_flag(runs, "reached_95")).sum())
-    for flag in ("groks", "collapsed", "dipped", "grok_delay_censored"):
+    for flag in ("groks", "collapsed", "stopped_below", "dipped", "grok_delay_censored"):
         if flag in runs:
             out[f"n_{flag}"] = int(_flag(runs, flag).sum())
     if "groks" in runs:

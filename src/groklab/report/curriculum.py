@@ -231,9 +231,11 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
         "The paper's *full method* is a difficulty curriculum; we read it as the `linear` "
         "schedule and also show the `sqrt` and `step` pacings. *Without difficulty parameter* "
         "is `random` (same pool sizes, random order) and *without curriculum learning* is "
-        "`none`. Cells: final validation accuracy / final validation loss, means over seeds "
-        "(intervals in the table above). Table 4 does not say which task it reports, so its "
-        "numbers stand beside every task.", ""]
+        "`none`. Cells: final validation accuracy / final validation loss, means over seeds"
+        + (" (intervals in the table above)" if cells["n_seeds"].max() > 1 else
+           " (one seed: no interval)")
+        + ". Table 4 does not say which task it reports, so its numbers stand beside every "
+        "task.", ""]
     if paper is None:
         lines.append(f"_`references/{PAPER}.json` was not found; the paper's numbers are not "
                      "shown._")

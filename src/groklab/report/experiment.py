@@ -36,7 +36,9 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
     n_all = int((cells["n_censored"] == 0).sum())
     lines = [st.study_table(cells, "task", COLUMNS, extra=RATIOS), "",
              f"{n_all} of {len(cells)} tasks reached 99% validation accuracy in every seed. "
-             "Steps to 99%: mean ± half-width of the 95% interval over seeds. Relative gap "
+             + ("Steps to 99%: mean ± half-width of the 95% interval over seeds. "
+                if cells["n_seeds"].max() > 1 else "Steps to 99%: one seed, so no interval. ")
+             + "Relative gap "
              "τ_val/τ_train − 1 and relative sharpness s_val/s_train come from the erf fits of "
              "seeds where both fits are ok (`fits ok`); τ_train is fitted to the training "
              "curve, accuracy on the un-augmented training split.",

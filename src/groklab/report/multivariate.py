@@ -57,7 +57,11 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
                 f"batch {cfg.train.batch_size}, "
                 f"{cfg.train.steps} updates: validation reached 99% in {tx.reached(c)} seeds "
                 f"({tx.cell_steps(c)} updates), {tx.count(c, 'n_collapsed')} collapsed after "
-                f"(ended below the floor), {tx.count(c, 'n_dipped')} dipped and recovered; "
+                f"(ended below the floor), {tx.count(c, 'n_dipped')} dipped and recovered"
+                + (f", {tx.count(c, 'n_stopped_below')} stopped below the floor by the stop "
+                   "rule (collapse or dip: cannot tell)" if _positive(c.get("n_stopped_below"))
+                   else "")
+                + "; "
                 f"final validation accuracy {c['final_val_acc_mean']:.3f}, training "
                 f"{c['final_train_acc_mean']:.3f}")
         lines.append(line + ".")
@@ -68,6 +72,10 @@ def body(ctx: Context, tables: StudyTables) -> list[str]:
         first = describe_config(next(iter(configs.values())), ctx.params["seeds"])
         lines += ["", f"All settings of the first cell: {first}"]
     return lines
+
+
+def _positive(x: Any) -> bool:
+    return x is not None and not tx.missing(x) and int(x) > 0
 
 
 SECTIONS = (Section("multivariate", "Multivariate study", body),)

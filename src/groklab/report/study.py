@@ -120,17 +120,24 @@ def _fell_items(fell: pd.DataFrame) -> str:
 
 
 def collapse_note(runs: pd.DataFrame, below: float) -> str:
-    """Runs that collapsed (ended below the floor after reaching 99%) apart from runs that
-    dipped below it and recovered: different findings."""
-    fell = runs[tx.as_bool(runs["collapsed"])]
-    dipped = runs[tx.as_bool(runs["dipped"])] if "dipped" in runs else runs.iloc[:0]
+    """Runs that collapsed (ended below the floor at their budget after reaching 99%) apart
+    from runs that dipped below it and recovered, and from runs a stop rule ended while below
+    it (a collapse or a dip: the run cannot tell): different findings."""
+    def flagged(name: str) -> pd.DataFrame:
+        return runs[tx.as_bool(runs[name])] if name in runs else runs.iloc[:0]
+
+    fell, dipped, stopped = flagged("collapsed"), flagged("dipped"), flagged("stopped_below")
     rule = f"reached 99%, then fell below {below:g} (`analysis.collapse_below`)"
-    out = [f"**Collapsed** ({rule} and ended below it): {_fell_items(fell)}."
-           if len(fell) else f"No run collapsed ({rule} and ended below it)."]
+    out = [f"**Collapsed** ({rule} and ended below it at the budget): {_fell_items(fell)}."
+           if len(fell) else f"No run collapsed ({rule} and ended below it at the budget)."]
+    if len(stopped):
+        out.append(f"Stopped below {below:g} (the stop rule, `train.stop_after_grok`, ended the "
+                   "run while it was below: a collapse and a dip cannot be told apart): "
+                   f"{_fell_items(stopped)}.")
     if len(dipped):
         out.append(f"Transient dips (fell below {below:g}, then recovered by the last "
                    f"evaluation): {_fell_items(dipped)}.")
-    if len(fell) or len(dipped):
+    if len(fell) or len(dipped) or len(stopped):
         out.append("Both count as reaching 99% in the steps column; the final accuracy says "
                    "where each ended.")
     return " ".join(out)
@@ -278,9 +285,11 @@ def comparison_reading(comparisons: pd.DataFrame | None,
            "accuracy, censored seeds kept at the budget. Two tests, one deciding each row: "
            f"the log-rank test (p by {_methods(comparisons)}) decides when its floor — the "
            "smallest p it could give with these seeds — is below 0.05; "
-           "otherwise (3 vs 3 seeds: floor 0.1) the time ratio of a log-normal "
+           "otherwise (e.g. 3 vs 3 seeds: floor 0.1) the time ratio of a log-normal "
            "accelerated-failure-time fit decides: the cell's updates over the default's, with "
-           "a Student t 95% interval, faster or slower only when the interval excludes 1. "
+           "a Student t 95% interval, faster or slower only when the interval excludes 1; "
+           "where the ratio is undefined (too few seeds reached 99%), the log-rank's verdict "
+           "stands. "
            "The median difference is a description (≥/≤: a censored median, so a bound); it "
            "has no interval, because none holds its 95% at 3 seeds.", "",
            comparison_table(comparisons), "", comparison_summary(comparisons)]
