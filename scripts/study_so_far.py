@@ -6,7 +6,8 @@ run (`evaluate` reads every cell, so it waits for all of them).
 reads each of the study's cells (and the base runs standing in for its default value) whose
 results are in models/ and were trained with exactly the configuration params.yaml gives
 them now (config.json against groklab.cells.cell_config; a stale or foreign folder is left
-out and named), runs evaluate's comparisons on them — per task, the exact log-rank test and
+out and named), prints their per-cell table as the report does, runs evaluate's
+comparisons on them — per task, the exact log-rank test and
 the log-normal AFT time ratio; across the tasks present, the log-rank stratified by task —
 and prints them as the report prints them (groklab.report.study.comparison_reading):
 Markdown tables with the test that decided each verdict and the smallest p that test could
@@ -22,8 +23,14 @@ from pathlib import Path
 
 from groklab.cells import Cell, cell_config, config_key, studies
 from groklab.params import PARAMS_FILE, load_params
-from groklab.report.study import comparison_reading
-from groklab.stages.evaluate import comparisons, evaluate_family, load_config, source_dir
+from groklab.report.study import comparison_reading, study_table
+from groklab.stages.evaluate import (
+    comparisons,
+    evaluate_family,
+    family_rows,
+    load_config,
+    source_dir,
+)
 
 
 def current(params: dict, models: Path, cell: Cell) -> bool | None:
@@ -41,7 +48,8 @@ def machines(models: Path, cells: list[Cell]) -> str:
     seen: dict[str, int] = {}
     for cell in cells:
         m = json.loads((source_dir(models, cell) / "summary.json").read_text())["machine"]
-        where = f"{m['gpu'] or m['cpu']} ({m['threads']} threads), torch {m['torch']}"
+        where = (f"{m['gpu'] or m['cpu']}" + (f" ({m['threads']} threads)" if m["threads"] else "")
+                 + (f", torch {m['torch']}" if m["torch"] else ", no torch"))
         seen[where] = seen.get(where, 0) + 1
     return "; ".join(f"{where}: {n} cells" for where, n in seen.items())
 
@@ -71,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     if not have:
         return 0
     print(f"ran on: {machines(args.models, [s for s, ok in state.items() if ok])}\n")
-    runs, _, _ = evaluate_family(params, args.study, args.models, keep=lambda s: bool(state[s]))
+    runs, cells, _ = evaluate_family(params, args.study, args.models,
+                                     keep=lambda s: bool(state[s]))
+    factor, _ = family_rows(params, args.study)
+    print(study_table(cells, factor), end="\n\n")
     per_task, across = comparisons(params, args.study, runs)
     print("\n".join(comparison_reading(per_task, across)))
     return 0
