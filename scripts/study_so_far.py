@@ -6,12 +6,11 @@ run (`evaluate` reads every cell, so it waits for all of them).
 reads each of the study's cells (and the base runs standing in for its default value) whose
 results are in models/ and were trained with exactly the configuration params.yaml gives
 them now (config.json against groklab.cells.cell_config; a stale or foreign folder is left
-out and named), prints their per-cell table as the report does, runs evaluate's
-comparisons on them — per task, the exact log-rank test and
-the log-normal AFT time ratio; across the tasks present, the log-rank stratified by task —
-and prints them as the report prints them (groklab.report.study.comparison_reading):
-Markdown tables with the test that decided each verdict and the smallest p that test could
-give at its n.
+out and named), and prints, as the report prints them, their per-cell table
+(groklab.report.study.study_table) and evaluate's comparisons on them
+(groklab.report.study.comparison_reading): per task, the exact log-rank test and the
+log-normal AFT time ratio; across the tasks present, the log-rank stratified by task; each
+verdict with the test that decided it and the smallest p that test could give at its n.
 """
 
 from __future__ import annotations

@@ -138,8 +138,8 @@ def collapse_note(runs: pd.DataFrame, below: float) -> str:
         out.append(f"Transient dips (fell below {below:g}, then recovered by the last "
                    f"evaluation): {_fell_items(dipped)}.")
     if len(fell) or len(dipped) or len(stopped):
-        out.append("Both count as reaching 99% in the steps column; the final accuracy says "
-                   "where each ended.")
+        out.append("Each counts as reaching 99% in the steps column; the final accuracy says "
+                   "where it ended.")
     return " ".join(out)
 
 
