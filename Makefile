@@ -25,9 +25,11 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 # (benchmarks/repro_jobs.py --steps 300, four base cells): 92.4 cells/hour at JOBS=2
 # against 70.7 at JOBS=1 (2 threads per cell). Bytes depend on the thread count:
 # JOBS=1 gives what `dvc repro` gives.
+# FLEETS=1 (for a GPU): the cells that share a model and batch shape train as one batched
+# model each (python -m groklab.repro --fleets; groklab.fleet).
 JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 repro: $(BIN)/.installed  ## the whole pipeline at the papers' settings (~15 hours on 2 cores)
-	python -m groklab.repro --allow-missing --jobs '$(JOBS)'
+	python -m groklab.repro --allow-missing --jobs '$(JOBS)' $(if $(filter 1,$(FLEETS)),--fleets)
 
 # The first look: every study at small scale, as explicit overrides of params.yaml. It
 # runs in a temporary copy of the repo (`dvc exp run --temp`), so params.yaml and the

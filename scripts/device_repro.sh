@@ -23,6 +23,12 @@
 # tracking on, the MLflow runs come back as device-mlflow.db.gz.part-* (never merged into a
 # local mlflow.db: open it with `MLFLOW_TRACKING_URI=sqlite:///device-mlflow.db mlflow ui`).
 #
+# FLEETS=1 trains the cells that share a model and batch shape as one batched model each
+# (python -m groklab.repro --fleets; FLEET_MEMBERS=N caps a fleet at N members): far fewer
+# kernel launches per update than one process per cell. Each member trains as its cell alone
+# on the plain loop (engine `loop`, torch generators), not the CUDA-graph engine a GPU stage
+# uses by default, so its draws differ from that engine's (docs/side_by_side.md).
+#
 # MPS=1 starts the CUDA MPS control daemon first (if the machine has it), so the cell
 # processes share the GPU through one context; compare the repro phase with and without.
 # On the CPU (the test does this with tiny params) the install phase is skipped.
@@ -65,12 +71,16 @@ as_git_repo() {  # DVC needs a git repository (or core.no_scm)
 }
 
 repro() {  # the pipeline, stopped like Ctrl-C once REPRO_LIMIT seconds are spent
-  local rc=0
+  local rc=0 flags=(--keep-going --jobs "$JOBS")
+  if [ "${FLEETS:-0}" = 1 ]; then
+    flags+=(--fleets)
+    [ -z "${FLEET_MEMBERS:-}" ] || flags+=(--fleet-members "$FLEET_MEMBERS")
+  fi
   if [ -n "${REPRO_LIMIT:-}" ]; then
     timeout --signal=INT --kill-after=30 "$REPRO_LIMIT" \
-      "$PY" -m groklab.repro --keep-going --jobs "$JOBS" "$@" || rc=$?
+      "$PY" -m groklab.repro "${flags[@]}" "$@" || rc=$?
   else
-    "$PY" -m groklab.repro --keep-going --jobs "$JOBS" "$@" || rc=$?
+    "$PY" -m groklab.repro "${flags[@]}" "$@" || rc=$?
   fi
   echo "repro exit code $rc"
 }

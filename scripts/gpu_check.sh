@@ -93,6 +93,12 @@ part steps_to_99 45 "$PY" benchmarks/steps_to_99.py --device cuda --fast-only \
   --tasks x_plus_y x_div_y --seeds 0 1 2 --against $CPU_STEPS
 grep '^steps_to_99 ' "$LOGS/steps_to_99.log" | sed 's/^/   /' | tee -a "$SUMMARY"
 
+# Fleets (groklab.fleet): the base cell and the four augmentations of x_plus_y trained one by
+# one as their stages would (CUDA graphs), then as one batched model, 1,000 updates each.
+part fleet 150 "$PY" benchmarks/fleet_speed.py --steps 1000
+figures "$LOGS/fleet.log" \
+  "f\"fleet: {j['cells']} cells x {j['seeds']} seeds, {j['steps']} updates: one by one {j['alone_s']} s, as one fleet {j['fleet_s']} s ({j['speedup']}x; {j['passes_per_update']} passes per update)\""
+
 # ---- The study end to end through the stage code, as dvc.yaml runs it (adapt the stage ----
 # ---- names and arguments here when the stage scripts change). ------------------------------
 study_block() {

@@ -183,3 +183,15 @@ def test_measures_cost_times_both_runs_and_both_parts():
     assert out["run_without_s"] > 0 and out["run_with_s"] > 0
     assert out["measure_per_update"] == pytest.approx(
         out["measure_s"] / (2 * 5 * out["update_s"]))
+
+
+def test_fleet_speed_reports_both_ways_of_training(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["p"] = 23  # the real cells on a smaller table
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = last_json_line("fleet_speed.py", "--steps", "2", "--params",
+                         str(tmp_path / "params.yaml"), "--cells", "baseline@x_plus_y",
+                         "augmentation@x_plus_y-negation")
+    assert out["cells"] == 2 and out["steps"] == 2 and out["device"] == "cpu"
+    assert out["speedup"] == pytest.approx(out["alone_s"] / out["fleet_s"], rel=0.05)
+    assert 1 <= out["passes_per_update"] <= 2

@@ -181,3 +181,18 @@ def test_graphed_run_measures_outside_the_graphs_as_the_eager_step_does(caplog):
     last = m[(m.seed == 1) & (m.step == 95)].iloc[0]
     for col in cols:
         assert last[col] == pytest.approx(float(again.values[col][0]), rel=1e-3, abs=1e-4), col
+
+
+def test_fleet_members_train_as_their_cells_do_alone_on_the_plain_loop():
+    """On a GPU a fleet (groklab.fleet) uses the plain loop's draws; batched kernels may
+    round differently from a lone cell's, so the histories agree within float tolerance."""
+    from groklab.fleet import train_fleet
+
+    cells = [GPU, GPU.replace(train={"aug": AUGMENTATIONS["combined30"]}),
+             GPU.replace(train={"curriculum": CURRICULA["linear"]}),
+             GPU.replace(optim={"lr": 3e-3})]
+    fleet = train_fleet(cells, [0, 1, 2])
+    for cfg, got in zip(cells, fleet.results, strict=True):
+        alone = train(cfg, [0, 1, 2], engine="loop")
+        close(got.history, alone.history)
+        close(got.final, alone.final)

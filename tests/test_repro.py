@@ -108,15 +108,20 @@ def test_side_by_side_equals_sequential_and_leaves_dvc_up_to_date(tmp_path):
 @pytest.mark.slow
 def test_device_script_runs_the_pipeline_and_packs_what_a_researcher_reads(tmp_path):
     """The GPU machine's script, run here on the CPU with tiny params, in a copy of the
-    working tree that is not a git repo (what the device receives)."""
+    working tree that is not a git repo (what the device receives), with fleets (two seeds:
+    the base cells and combined30 train as one)."""
     import shutil
     import tarfile
 
-    copy = copy_project(tmp_path / "groklab", TINY)
+    copy = copy_project(tmp_path / "groklab", {**TINY, "seeds": [0, 1]})
     shutil.rmtree(copy / ".git")
     out = tmp_path / "out"
-    env = pipeline_env(OUT=str(out), JOBS="2", PYTHON=sys.executable, TRACKING="on")
-    proc = run(["bash", "scripts/device_repro.sh", "augmentation"], copy, env)
+    env = pipeline_env(OUT=str(out), JOBS="2", PYTHON=sys.executable, TRACKING="on",
+                       FLEETS="1")
+    proc = run(["bash", "scripts/device_repro.sh", "baseline", "augmentation"], copy, env)
+    fleet = {"baseline@x_plus_y", "baseline@x_div_y", "augmentation@x_plus_y-combined30"}
+    assert any(set(line.split(" done ")[0].split(" + ")) == fleet
+               for line in proc.stdout.splitlines()), proc.stdout
     phases = re.findall(r"^phase (\w+): \d+ s", proc.stdout, re.MULTILINE)
     assert phases == ["install", "git", "mps", "repro", "pack"], proc.stdout
     packed = tmp_path / "results.tar.gz"
@@ -165,3 +170,52 @@ def test_interrupt_stops_the_running_cells_cleanly_and_records_the_finished(tmp_
     assert not (repo / "models/augmentation/x_plus_y-combined30").exists()
     left = subprocess.run(["pgrep", "-f", f"{repo}"], capture_output=True, text=True).stdout
     assert left == ""
+
+
+@pytest.mark.slow
+def test_fleets_record_what_sequential_stages_record(tmp_path):
+    """``--fleets``: the cells that share a model and batch shape train as one batched model
+    (groklab.fleet) and are recorded with ``dvc commit``; outputs and dvc.lock are byte for
+    byte the sequential `dvc repro`'s, `dvc status` is clean, and a fleet cell that diverges
+    fails with its one line while the cells beside it are recorded."""
+    two = {**TINY, "seeds": [0, 1]}  # a one-seed cell trains alone (groklab.fleet.fleet_key)
+    targets = ["baseline", "augmentation", "optimizer", "linear_teacher"]
+    seq = copy_project(tmp_path / "seq" / "groklab", two)
+    fleet = copy_project(tmp_path / "fleet" / "groklab", two)
+    off = {"GROKLAB_TRACKING": "off"}
+    run([str(BIN / "dvc"), "repro", *targets], seq, pipeline_env(GROKLAB_THREADS="1", **off))
+    out = repro_pool(fleet, "--jobs", "2", "--fleets", *targets, **off).stdout
+    # 4 transformer cells on p = 11 (two tasks: separate passes where their prefixes
+    # differ) share a fleet; the two linear cells run alone: 1 fleet + 2 single cells
+    assert re.search(r"^3 runs \(6 cells\), 2 at a time", out, re.MULTILINE), out
+    fleet_line = next(line for line in out.splitlines() if " + " in line)
+    assert fleet_line.count(" + ") == 3 and " done " in fleet_line, out
+    assert lock(fleet) == lock(seq)
+    assert files_under(fleet / "models") == files_under(seq / "models")
+    status = run([str(BIN / "dvc"), "status", *targets], fleet, pipeline_env()).stdout
+    assert "up to date" in status.lower(), status
+
+    # cells that cannot share a fleet are refused in one line, before any training
+    for stages, why in ((["baseline@x_plus_y", "multivariate@multi_add-3"], "differ"),
+                        (["baseline@x_plus_y", "linear_teacher@linear_regression-0.5"],
+                         "linear_teacher@linear_regression-0.5 must run alone")):
+        refused = run([sys.executable, "-m", "groklab.stages.fleet", *stages], fleet,
+                      pipeline_env(**off), check=False)
+        assert refused.returncode == 1 and refused.stdout == ""
+        assert re.fullmatch(rf"groklab: error: stages .* cannot train as one fleet: .*{why}"
+                            r".*\n", refused.stderr), refused.stderr
+
+    params = yaml.safe_load((fleet / "params.yaml").read_text())
+    params["optimizers"]["blows_up"] = {**params["optimizers"]["sgd_nesterov"], "lr": 1e30}
+    params["optimizers"]["adamw_lr3"] = {**params["optimizers"]["adamw"], "lr": 0.003}
+    params["studies"]["optimizer"]["values"] += ["blows_up", "adamw_lr3"]
+    (fleet / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    failed = repro_pool(fleet, "--jobs", "2", "--fleets", "optimizer", check=False, **off)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert re.search(r"groklab: error: optimizer@x_div_y-blows_up \+ optimizer@x_div_y-"
+                     r"adamw_lr3 failed: groklab: error: optimizer@x_div_y-blows_up: loss "
+                     r"became NaN/inf", failed.stderr), failed.stderr
+    assert "optimizer@x_div_y-adamw_lr3" in lock(fleet)
+    assert "optimizer@x_div_y-blows_up" not in lock(fleet)
+    assert not (fleet / "models/optimizer/x_div_y-blows_up").exists()
+    assert "Traceback" not in failed.stdout + failed.stderr

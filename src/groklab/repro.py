@@ -17,6 +17,12 @@ lock instead of failing. So this module writes no scheduler and no record of its
 dvc.lock, the outputs and `dvc status` are then what a sequential `dvc repro` leaves, at
 the same thread count: a cell's bytes depend on its thread count (see groklab.cpu), so
 each cell gets ``GROKLAB_THREADS`` = cores // N unless the caller set it.
+
+``--fleets`` (for a GPU) trains the cells that share a model and batch shape as one batched
+model each (:mod:`groklab.fleet`; ``--fleet-members`` caps its size): the pool's units are
+then ``python -m groklab.stages.fleet <cells>`` processes, which write each cell as its
+stage would and record them with ``dvc commit``; the cells that must train alone still run
+as ``dvc repro -s``.
 """
 
 from __future__ import annotations
@@ -71,10 +77,12 @@ def format_seconds(seconds: float) -> str:
 @dataclass
 class Progress:
     """Cells done, failed, running and pending, with the time elapsed and an estimate of the
-    time left (the mean time of a finished cell × the cells left ÷ the jobs)."""
+    time left (the mean time of a finished cell × the cells left ÷ the jobs). With fleets
+    the units are runs: a fleet or a cell each."""
 
     total: int
     jobs: int
+    noun: str = "cells"
     start: float = field(default_factory=time.monotonic)
     done: int = 0
     failed: int = 0
@@ -93,7 +101,7 @@ class Progress:
         elapsed = (now or time.monotonic()) - self.start
         finished = self.done + self.failed
         pending = self.total - finished - self.running
-        text = (f"cells: {self.done} done, {self.failed} failed, {self.running} running, "
+        text = (f"{self.noun}: {self.done} done, {self.failed} failed, {self.running} running, "
                 f"{pending} pending of {self.total}; elapsed {format_seconds(elapsed)}")
         if finished:
             left = self.busy_s / finished * (pending + self.running / 2) / self.jobs
@@ -133,15 +141,35 @@ def plan(flags: Sequence[str], targets: Sequence[str]) -> list[str]:
     return [s for s in stages if not (proc.returncode and s == failed.group(1))]
 
 
-def run_cell(stage: str, flags: Sequence[str], env: dict[str, str],
+def fleet_units(cells: Sequence[str], max_members: int | None) -> list[list[str]]:
+    """The cells grouped into fleets (:func:`groklab.fleet.group_fleets`), in plan order; a
+    cell that trains alone is a unit of its own."""
+    from groklab.fleet import group_fleets, stage_fleet_key
+    from groklab.params import load_params
+
+    params = load_params()
+    keys = [stage_fleet_key(params, stage) for stage in cells]
+    members = [len(params["seeds"])] * len(cells)
+    return [[cells[i] for i in group] for group in group_fleets(keys, max_members, members)]
+
+
+def unit_command(unit: Sequence[str], flags: Sequence[str]) -> list[str]:
+    """One cell: ``dvc repro -s``; several: one fleet process, which records them itself."""
+    if len(unit) == 1:
+        return [*DVC, "--wait-for-lock", "repro", "-s", *flags, unit[0]]
+    return [sys.executable, "-m", "groklab.stages.fleet", *unit]
+
+
+def run_cell(stage: str | Sequence[str], flags: Sequence[str], env: dict[str, str],
              running: set[subprocess.Popen], lock: threading.Lock) -> tuple[bool, str]:
-    """``dvc repro -s <stage>`` in its own process group (listed in ``running`` while it
-    runs, so an interrupt can reach it); (succeeded, its output)."""
+    """``dvc repro -s <stage>`` (or a fleet's process, for a list of several) in its own
+    process group (listed in ``running`` while it runs, so an interrupt can reach it);
+    (succeeded, its output)."""
+    unit = [stage] if isinstance(stage, str) else list(stage)
     with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: no buffer to fill
         with lock:
-            proc = subprocess.Popen([*DVC, "--wait-for-lock", "repro", "-s", *flags, stage],
-                                    env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                    start_new_session=True)
+            proc = subprocess.Popen(unit_command(unit, flags), env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
             running.add(proc)
         try:
             proc.wait()
@@ -152,26 +180,29 @@ def run_cell(stage: str, flags: Sequence[str], env: dict[str, str],
         return proc.returncode == 0, log.read()
 
 
-def run_cells(cells: Sequence[str], jobs: int, flags: Sequence[str],
+def run_cells(cells: Sequence[str | Sequence[str]], jobs: int, flags: Sequence[str],
               env: dict[str, str], keep_going: bool = False) -> list[tuple[str, str]]:
     """Every cell, ``jobs`` at a time; the failures as (stage, one line). After a failure
     no new cell starts (with ``keep_going``, the others still do); those running finish
     and are recorded. Ctrl-C (or SIGINT from a time limit, or SIGTERM) starts no new cell
     and passes the interrupt to the running ones, which stop cleanly (a stage interrupted
-    writes nothing); then KeyboardInterrupt is raised."""
-    progress = Progress(len(cells), jobs)
+    writes nothing); then KeyboardInterrupt is raised. A unit that is a list of stages is a
+    fleet (:func:`unit_command`)."""
+    fleets = any(not isinstance(c, str) for c in cells)
+    progress = Progress(len(cells), jobs, "runs" if fleets else "cells")
     failures: list[tuple[str, str]] = []
     lock = threading.Lock()
     stop = threading.Event()
     running: set[subprocess.Popen] = set()
 
-    def one(stage: str) -> None:
+    def one(unit: str | Sequence[str]) -> None:
+        stage = unit if isinstance(unit, str) else " + ".join(unit)
         with lock:
             if stop.is_set():
                 return
             progress.running += 1
         t0 = time.monotonic()
-        ok, output = run_cell(stage, flags, env, running, lock)
+        ok, output = run_cell(unit, flags, env, running, lock)
         with lock:
             progress.finished(time.monotonic() - t0, ok)
             if not ok and not interrupted.is_set():
@@ -183,8 +214,9 @@ def run_cells(cells: Sequence[str], jobs: int, flags: Sequence[str],
                   f"{progress.line()}", flush=True)
 
     interrupted = threading.Event()
-    print(f"{len(cells)} cells, {jobs} at a time, {env['GROKLAB_THREADS']} thread(s) each",
-          flush=True)
+    what = f"{len(cells)} runs ({sum(1 if isinstance(c, str) else len(c) for c in cells)} " \
+        "cells)" if fleets else f"{len(cells)} cells"
+    print(f"{what}, {jobs} at a time, {env['GROKLAB_THREADS']} thread(s) each", flush=True)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(one, stage) for stage in cells]
         try:
@@ -215,10 +247,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-going", "-k", action="store_true",
                         help="after a cell fails, go on with the others (as dvc repro -k); "
                              "evaluate and report then wait for a rerun")
+    parser.add_argument("--fleets", action="store_true",
+                        help="train the cells that share a model and batch shape as one "
+                             "batched model each (groklab.fleet; for a GPU)")
+    parser.add_argument("--fleet-members", type=int, default=None, metavar="N",
+                        help="with --fleets: at most N members (cells x seeds) per fleet")
     parser.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: must be 1 or more")
+    if args.fleet_members is not None and args.fleet_members < 1:
+        parser.error(f"--fleet-members {args.fleet_members}: must be 1 or more")
     flags = ["--allow-missing"] if args.allow_missing else []
 
     before, cells, _ = split_plan(plan(flags, args.targets))
@@ -227,7 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.monotonic()
     if before and dvc(["repro", *flags, *before], env=env).returncode:
         return 1
-    failures = run_cells(cells, args.jobs, flags, env, args.keep_going) if cells else []
+    units: list[str | list[str]] = list(cells)
+    if args.fleets:  # a fleet of one is the cell's own stage
+        units = [u[0] if len(u) == 1 else u for u in fleet_units(cells, args.fleet_members)]
+    failures = run_cells(units, args.jobs, flags, env, args.keep_going) if cells else []
     if failures:
         for stage, line in failures:
             print(f"groklab: error: {stage} failed: {line}", file=sys.stderr)

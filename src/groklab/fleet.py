@@ -1,0 +1,347 @@
+"""Several cells trained as one batched model: a fleet.
+
+A cell's seeds already train as one model, its members side by side along a leading
+dimension (:mod:`groklab.models.layers`). A fleet stacks the members of several cells the
+same way, so that one forward and one backward pass serve them all: on a GPU, where a small
+model's update is launch-bound, a fleet of 40 cells costs about what one cell does.
+
+Each cell keeps everything that makes it itself: its task and splits, its parameters, its
+optimiser (kind, learning rate, weight decay, betas, warm-up) and gradient filter, its
+batch sampler (curriculum pool) and augmentation with their generators, its evaluation, its
+history and its stop rule. Each update concatenates the cells' parameters along the member
+dimension, runs the shared architecture on the concatenated batch, and the backward pass
+hands each cell the gradient of its own slice (a member's loss depends on its own weights
+only); then every cell takes its own optimiser step. So a member trains exactly as it would
+in its cell alone on the plain loop (:func:`groklab.train.train`, ``engine="loop"``): on a
+CPU at the same thread count the tests find history, final metrics and weights byte-identical.
+
+What the cells of one fleet must share is :func:`fleet_key`: the model and the task's
+shapes, the batch size (for full batches, the training split's size), the number of updates,
+the evaluation period, the loss and the device. Two kinds of cell train alone (key
+``None``): one with dropout, which draws its masks from torch's global generator, so a
+member's masks would depend on the cells beside it; and a one-seed cell, whose lone member
+takes torch's fused LayerNorm kernel (:class:`groklab.models.layers.LayerNorm`), which
+rounds differently from the members' path a fleet takes. Evaluation and the Fourier
+progress measures run on each cell's own model, as in its own loop.
+
+The per-cell bookkeeping below repeats :func:`groklab.train.train`'s loop body on purpose:
+``train.py`` is a training dependency of every cell in ``dvc.yaml``, and changing it to
+share this code would make DVC retrain every shipped result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from groklab import rng
+from groklab.augment import augment, get_augmentation
+from groklab.cells import EXPERIMENT, cell_config, experiment_source, stage_cell
+from groklab.config import ConfigError, RunConfig
+from groklab.curriculum import PoolSampler
+from groklab.errors import Interrupted, TrainingDiverged
+from groklab.fourier import Recorder
+from groklab.gradients import build_gradient_transform
+from groklab.losses import LOSSES, softmax_collapse
+from groklab.models import BUILDERS, build_model
+from groklab.optim import build_optimizer, build_schedule
+from groklab.tasks import Task, build_task
+from groklab.train import (
+    GROK_THRESHOLD,
+    Progress,
+    TrainData,
+    TrainResult,
+    _done_after_grok,
+    _result,
+    clean_accuracy,
+    diverged,
+    evaluate,
+    evaluate_examples,
+    float32_matmuls,
+    resolve_device,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _shapes(task: Task) -> tuple[int, int, int, int]:
+    return task.vocab_size, task.seq_len, task.n_classes, task.prefix_len
+
+
+def fleet_key(cfg: RunConfig, seeds: Sequence[int]) -> Hashable | None:
+    """What cells must share to train in one fleet; ``None``: the cell trains alone."""
+    if cfg.model.dropout > 0 or len(seeds) < 2:
+        return None
+    task = build_task(cfg.data, list(seeds))
+    tc = cfg.train
+    # Full batches are the whole training split: its size is the batch's.
+    batch = tc.batch_size if tc.batch_size is not None else (
+        "full", len(task.split(cfg.data.train_fraction, seeds[0]).train))
+    return (cfg.model, _shapes(task), batch, tc.steps, tc.eval_every, tc.loss,
+            resolve_device(tc.device), tc.matmul_precision)
+
+
+def stage_fleet_key(params: Mapping[str, Any], stage: str) -> Hashable | None:
+    """:func:`fleet_key` of a training stage; ``None`` also for a stage that trains no network
+    of its own (a linear student-teacher cell, an ``experiment@`` cell at the paper defaults)."""
+    cell = stage_cell(params, stage)
+    config = cell_config(params, cell)
+    if not isinstance(config, RunConfig) or (
+            cell.family == EXPERIMENT and experiment_source(params, cell.task)):
+        return None
+    return fleet_key(config, list(params["seeds"]))
+
+
+def group_fleets(keys: Sequence[Hashable | None], max_members: int | None = None,
+                 members: Sequence[int] | None = None) -> list[list[int]]:
+    """Indices of ``keys`` grouped into fleets, in first-appearance order: equal keys
+    together, ``None`` alone, each fleet at most ``max_members`` members (``members[i]``:
+    cell ``i``'s seed count) unless one cell alone has more."""
+    sizes = list(members) if members is not None else [1] * len(keys)
+    groups: dict[Hashable, list[list[int]]] = {}
+    order: list[list[int]] = []
+    for i, key in enumerate(keys):
+        if key is None:
+            order.append([i])
+            continue
+        fleets = groups.setdefault(key, [])
+        if fleets and (max_members is None
+                       or sum(sizes[j] for j in fleets[-1]) + sizes[i] <= max_members):
+            fleets[-1].append(i)
+            continue
+        fleets.append([i])
+        order.append(fleets[-1])
+    return order
+
+
+def passes(tokens: Sequence[Tensor], prefix_len: int, vocab: int) -> list[list[int]]:
+    """The cells (indices of their token batches (S, B, T)) that can share one forward and
+    backward pass this update: all of them, unless the model computes each distinct
+    ``prefix_len``-token prefix of its batch once (the transformer's shared prefix,
+    :class:`groklab.models.transformer.Transformer`). Then a member's sums run over the
+    prefixes the whole batch holds, and float sums with extra (zero-gradient) rows round
+    differently, so only cells whose batches hold the same set of prefixes share a pass."""
+    if not prefix_len or len(tokens) == 1:
+        return [list(range(len(tokens)))]
+    present = []
+    for t in tokens:
+        key = t[..., 0]
+        for i in range(1, prefix_len):
+            key = key * vocab + t[..., i]
+        mask = torch.zeros(vocab ** prefix_len, dtype=torch.bool, device=t.device)
+        present.append(mask.index_fill_(0, key.flatten(), True))
+    table = torch.stack(present).cpu().numpy()  # one read of the device per update
+    groups: dict[bytes, list[int]] = {}
+    for i, row in enumerate(table):
+        groups.setdefault(row.tobytes(), []).append(i)
+    return list(groups.values())
+
+
+class _Cell:
+    """One cell's share of a fleet: what :func:`groklab.train.train` holds for a cell."""
+
+    def __init__(self, cfg: RunConfig, seeds: list[int], device: torch.device):
+        tc = cfg.train
+        if len(set(seeds)) != len(seeds) or not seeds:
+            raise ConfigError(f"seeds={seeds}: give at least one seed, each once")
+        if tc.batch_size is None and tc.curriculum.pacing != "none":
+            raise ConfigError("a curriculum needs sampled batches; set train.batch_size")
+        self.cfg, self.seeds = cfg, seeds
+        self.task = build_task(cfg.data, seeds)
+        self.aug = get_augmentation(tc.aug, self.task)
+        self.data = TrainData(self.task, cfg, seeds, device, self.aug)
+        self.model = build_model(cfg.model, self.task, seeds).to(device)
+        self.params = dict(self.model.named_parameters())
+        self.opt = build_optimizer(cfg.optim, self.model.parameters())
+        self.transform = build_gradient_transform(cfg.optim, list(self.model.parameters()))
+        self.schedule = build_schedule(cfg.optim, self.opt)
+        self.gens = [rng.generator(s, "data", device) for s in seeds]
+        self.sampler = PoolSampler(tc.curriculum, self.task, self.data.train_idx, seeds,
+                                   tc.steps, self.gens)
+        self.measure = None
+        if Recorder.applies(cfg.data.task, self.model, tc.measures_every):
+            self.measure = Recorder(self.task, self.data.train_idx, seeds, tc.measures_every,
+                                    tc.eval_every, device)
+        S = len(seeds)
+        self.rows: list[Tensor] = []
+        self.loss_sum = torch.zeros(S, device=device)
+        self.acc_sum = torch.zeros(S, device=device)
+        self.batches = 0
+        self.grokked_at: list[int | None] = [None] * S
+        self.steps_done = 0
+        self.error: TrainingDiverged | None = None
+
+    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+        """Tokens (S, B, T) and labels (S, B) of update ``step`` (1-based)."""
+        idx = self.sampler.sample(step - 1, self.cfg.train.batch_size)
+        data, task = self.data, self.task
+        if not self.aug.active:
+            return data.tokens[idx], data.labels[idx]
+        ops = torch.stack([augment(task, data.operands[idx[s]], self.aug, self.gens[s])
+                           for s in range(len(self.seeds))])
+        return task.encode(ops), task.label(ops)
+
+    def update(self, loss: Tensor, logits: Tensor, labels: Tensor) -> None:
+        """The cell's optimiser step, after the fleet's backward pass filled its gradients."""
+        if self.transform is not None:
+            self.transform()
+        self.opt.step()
+        self.schedule.step()
+        with torch.no_grad():
+            self.loss_sum += loss.detach()
+            self.acc_sum += (logits.argmax(-1) == labels).float().mean(1)
+        self.batches += 1
+
+    def record(self, step: int) -> list[float]:
+        """Evaluate and append a history row, as the plain loop does; validation accuracy."""
+        model, data, S = self.model, self.data, len(self.seeds)
+        device = self.loss_sum.device
+        val_loss, correct = evaluate(model, data.val_tokens, data.val_labels)
+        clean_acc = clean_accuracy(correct, data.val_reachable)
+        tr_losses, tr_correct = evaluate_examples(model, data.curve_tokens, data.curve_labels)
+        tr_loss = tr_losses.mean(1)
+        if self.batches:
+            b_loss, b_acc = self.loss_sum / self.batches, self.acc_sum / self.batches
+        else:
+            b_loss = b_acc = torch.full((S,), float("nan"), device=device)
+        lr = torch.full((S,), self.opt.param_groups[0]["lr"], device=device)
+        stepcol = torch.full((S,), float(step), device=device)
+        row = torch.stack([stepcol, tr_loss, tr_correct.float().mean(1), b_loss, b_acc,
+                           val_loss, correct.float().mean(1), clean_acc, lr,
+                           softmax_collapse(tr_losses)], 1)
+        self.rows.append(row)
+        losses = [tr_loss, val_loss, *([b_loss] if self.batches else [])]
+        bad = ~torch.isfinite(torch.stack(losses, 1)).all(1)
+        if bad.any():
+            raise diverged(self.cfg, step,
+                           [self.seeds[i] for i in bad.nonzero().flatten().tolist()])
+        if self.batches:
+            self.sampler.observe(b_acc.tolist())
+        self.loss_sum.zero_()
+        self.acc_sum.zero_()
+        self.batches = 0
+        val_acc = row[:, 6].tolist()
+        for i, acc in enumerate(val_acc):
+            if self.grokked_at[i] is None and acc >= GROK_THRESHOLD:
+                self.grokked_at[i] = step
+        if self.measure is not None:
+            self.measure(model, step, final=step == self.cfg.train.steps)
+        self.steps_done = step
+        return val_acc
+
+    def done(self, step: int) -> bool:
+        """Whether the stop rule (``stop_after_grok``) ends the cell at ``step``."""
+        return _done_after_grok(self.grokked_at, step, self.cfg.train.stop_after_grok)
+
+    def result(self) -> TrainResult:
+        return _result(self.cfg, self.seeds, self.rows, self.model, self.data, self.steps_done,
+                       self.measure)
+
+
+@dataclass
+class FleetResult:
+    """Per cell, in the order given: its result, or the error that ended it."""
+
+    results: list[TrainResult | None]
+    errors: list[TrainingDiverged | None]
+    updates: int = 0  # updates the fleet ran
+    passes: int = 0  # forward-backward passes they took (cells split by prefix: more)
+
+
+def train_fleet(configs: Sequence[RunConfig], seeds: Sequence[int],
+                progress: Callable[[Progress], None] | None = None) -> FleetResult:
+    """Train the cells ``configs`` (one :func:`fleet_key`) as one fleet, each for ``seeds``.
+
+    A cell whose loss stops being finite ends with its error while the others go on; a cell
+    whose stop rule fires stops updating (and leaves the batch). ``progress`` gets every
+    active member's validation accuracy at each evaluation.
+    """
+    seeds = list(seeds)
+    keys = {fleet_key(c, seeds) for c in configs}
+    if len(keys) != 1 or None in keys:
+        raise ConfigError("these cells cannot train as one fleet (groklab.fleet.fleet_key "
+                          "differs, or one of them trains alone)")
+    first = configs[0]
+    device = resolve_device(first.train.device)
+    with float32_matmuls(device, first.train.matmul_precision):
+        return _train_fleet(configs, seeds, device, progress)
+
+
+def _train_fleet(configs: Sequence[RunConfig], seeds: list[int], device: torch.device,
+                 progress: Callable[[Progress], None] | None) -> FleetResult:
+    cells = [_Cell(cfg, seeds, device) for cfg in configs]
+    first = configs[0]
+    steps, eval_every = first.train.steps, first.train.eval_every
+    loss_fn = LOSSES[first.train.loss]
+    templates: dict[int, nn.Module] = {}
+
+    def template(members: int) -> nn.Module:
+        """The architecture for ``members`` members, without weights of its own."""
+        if members not in templates:
+            with torch.device("meta"):
+                templates[members] = BUILDERS[first.model.arch](
+                    members, first.model, cells[0].task).train()
+        return templates[members]
+
+    active = list(cells)
+    model = cells[0].model  # the shared prefix: groklab.models.transformer.Transformer
+    prefix_len = getattr(model, "prefix_len", 0) if getattr(model, "use_prefix", False) else 0
+    vocab = cells[0].task.vocab_size
+
+    def evaluate_all(step: int) -> None:
+        """Every active cell's evaluation; a cell that diverged or stopped leaves the fleet."""
+        accs: list[float] = []
+        for cell in list(active):
+            try:
+                accs += cell.record(step)
+            except TrainingDiverged as err:
+                cell.error = err
+                active.remove(cell)
+                continue
+            if cell.done(step):
+                log.info("a cell's seeds all grokked; it stops at update %d", step)
+                active.remove(cell)
+        if progress is not None and accs:
+            progress(Progress(step, steps, accs))
+
+    step = n_updates = n_passes = 0
+    try:
+        for cell in cells:
+            cell.model.train()
+        evaluate_all(0)
+        for step in range(1, steps + 1):
+            if not active:
+                break
+            batches = [cell.batch(step) for cell in active]
+            for cell in active:
+                cell.opt.zero_grad(set_to_none=True)
+            outputs: dict[int, tuple[Tensor, Tensor]] = {}
+            parts = passes([t for t, _ in batches], prefix_len, vocab)
+            n_updates, n_passes = n_updates + 1, n_passes + len(parts)
+            for part in parts:
+                tokens = torch.cat([batches[i][0] for i in part])
+                labels = torch.cat([batches[i][1] for i in part])
+                weights = {name: torch.cat([active[i].params[name] for i in part])
+                           for name in active[0].params}
+                logits = functional_call(template(tokens.shape[0]), weights, (tokens,))
+                loss = loss_fn(logits, labels).mean(1)  # (members,)
+                loss.sum().backward()  # each cell's weights get its own slice's gradient
+                start = 0
+                for i in part:
+                    members = slice(start, start + len(active[i].seeds))
+                    outputs[i] = loss[members], logits[members]
+                    start = members.stop
+            for i, cell in enumerate(active):
+                cell.update(*outputs[i], batches[i][1])
+            if step % eval_every == 0 or step == steps:
+                evaluate_all(step)
+    except KeyboardInterrupt:
+        raise Interrupted(step) from None
+    return FleetResult([None if c.error else c.result() for c in cells],
+                       [c.error for c in cells], n_updates, n_passes)

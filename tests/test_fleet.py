@@ -1,0 +1,148 @@
+"""Several cells trained as one batched model (groklab.fleet): each member must train byte
+for byte as its cell does alone on the plain loop (the oracle: groklab.train.train)."""
+
+import dataclasses
+
+import pytest
+import torch
+from pandas.testing import assert_frame_equal
+from registry import AUGMENTATIONS, CURRICULA, PARAMS
+from test_train import TINY
+
+from groklab import params as P
+from groklab.config import ConfigError, RunConfig
+from groklab.errors import TrainingDiverged
+from groklab.fleet import fleet_key, group_fleets, passes, train_fleet
+from groklab.train import train
+
+CPU = TINY.replace(train={"device": "cpu", "steps": 30})
+SEEDS = [0, 1]
+
+
+def optimizer(name: str, **changes) -> RunConfig:
+    return dataclasses.replace(CPU, optim=dataclasses.replace(P.optimizer(PARAMS, name),
+                                                              **changes))
+
+
+def assert_trains_as_alone(configs: list[RunConfig], seeds: list[int] = SEEDS,
+                           check: int | None = None) -> list:
+    """Train ``configs`` as a fleet; compare each (or the first ``check``) with its cell
+    trained alone."""
+    fleet = train_fleet(configs, seeds)
+    assert fleet.errors == [None] * len(configs), fleet.errors
+    for config, got in list(zip(configs, fleet.results, strict=True))[:check]:
+        alone = train(config, seeds, engine="loop")
+        assert_frame_equal(got.history, alone.history, check_exact=True)
+        assert_frame_equal(got.final, alone.final, check_exact=True)
+        if alone.measures is None:
+            assert got.measures is None
+        else:
+            assert_frame_equal(got.measures, alone.measures, check_exact=True)
+        assert got.steps_done == alone.steps_done
+        mine, theirs = got.model.state_dict(), alone.model.state_dict()
+        assert list(mine) == list(theirs)
+        for name in mine:
+            assert torch.equal(mine[name], theirs[name]), name
+    return fleet.results
+
+
+def test_cells_of_every_kind_train_in_a_fleet_as_they_do_alone():
+    """Augmentation, curricula (time- and accuracy-paced), three optimiser kinds with their
+    own learning rates and decay, Grokfast's filter, ⊥Grad, another task of the same shapes
+    (other prefixes: separate passes) and another training fraction, in one fleet."""
+    configs = [CPU,
+               CPU.replace(train={"aug": AUGMENTATIONS["combined30"]}),
+               CPU.replace(train={"curriculum": CURRICULA["linear"]}),
+               CPU.replace(train={"curriculum": CURRICULA["step"]}),
+               optimizer("sgd_nesterov"),
+               optimizer("adam", lr=3e-3),
+               optimizer("grokfast_ema"),
+               optimizer("orthograd"),
+               CPU.replace(data={"task": "x_div_y"}),
+               CPU.replace(data={"train_fraction": 0.3})]
+    assert len({fleet_key(c, SEEDS) for c in configs}) == 1
+    assert_trains_as_alone(configs)
+
+
+@pytest.mark.parametrize("case", ["full_batch", "mlp", "lstm", "transformer1", "bit_mlp",
+                                  "stablemax"])
+def test_every_architecture_and_loss_trains_in_a_fleet_as_alone(case):
+    full = CPU.replace(train={"batch_size": None})
+    if case == "full_batch":  # two optimisers with their own warm-ups, the whole split
+        nanda = dataclasses.replace(full, optim=P.optimizer(PARAMS, "adamw_nanda"))
+        configs = [full, nanda]
+    elif case == "bit_mlp":
+        parity = CPU.replace(data={"task": "parity", "parity_examples": 200,
+                                   "concealed_bits": 2},
+                             model={"arch": "bit_mlp", "bit_mlp_hidden": 64},
+                             train={"steps": 50, "batch_size": 32})
+        parity = dataclasses.replace(parity, optim=P.optimizer(PARAMS, "sgd_parity"))
+        configs = [parity, parity.replace(optim={"lr": 0.02})]
+    elif case == "stablemax":
+        stable = optimizer("stablemax").replace(train={"loss": "stablemax"})
+        configs = [stable, stable.replace(optim={"lr": 1e-2})]
+    else:  # transformer1 on x_plus_y records the Fourier measures at every evaluation
+        arch = CPU.replace(model={"arch": case}, train={"measures_every": 1})
+        configs = [arch, arch.replace(optim={"lr": 3e-3})]
+    results = assert_trains_as_alone(configs)
+    if case == "transformer1":
+        assert results[0].measures is not None and len(results[0].measures) == 2 * 4
+
+
+def test_a_cell_that_stops_leaves_the_fleet_and_one_that_diverges_fails_alone():
+    # Augmented with 90% of p = 11 for training, every validation equation is reachable, so
+    # validation reaches 99% as soon as training does (near update 120 without decay).
+    leaky = CPU.replace(data={"p": 11, "train_fraction": 0.9}, model={"width": 64},
+                        optim={"lr": 3e-3, "weight_decay": 0.0, "warmup": 10},
+                        train={"steps": 300, "stop_after_grok": 20,
+                               "aug": AUGMENTATIONS["combined30"]})
+    runs_on = leaky.replace(train={"stop_after_grok": None}, optim={"lr": 1e-3})
+    results = assert_trains_as_alone([leaky, runs_on], check=1)
+    assert results[0].steps_done < 300 and results[1].steps_done == 300
+    assert len(results[1].history) == 2 * 31  # every evaluation of the cell that went on
+
+    blows_up = optimizer("sgd_nesterov", lr=1e30)
+    fleet = train_fleet([CPU, blows_up], SEEDS)
+    assert isinstance(fleet.errors[1], TrainingDiverged) and fleet.results[1] is None
+    assert "loss became NaN/inf at update 10" in str(fleet.errors[1])
+    assert_frame_equal(fleet.results[0].history, train(CPU, SEEDS, engine="loop").history,
+                       check_exact=True)
+
+
+def test_fleet_keys_say_what_must_be_shared():
+    key = fleet_key(CPU, SEEDS)
+    assert key == fleet_key(CPU.replace(optim={"lr": 0.5, "weight_decay": 0.0}), SEEDS)
+    assert key == fleet_key(CPU.replace(data={"task": "x_minus_y", "train_fraction": 0.9}),
+                            SEEDS)
+    for other in (CPU.replace(train={"batch_size": 32}), CPU.replace(train={"steps": 61}),
+                  CPU.replace(train={"eval_every": 5}), CPU.replace(model={"width": 64}),
+                  CPU.replace(data={"p": 11}), CPU.replace(train={"loss": "stablemax"}),
+                  CPU.replace(data={"task": "permutation"})):
+        assert fleet_key(other, SEEDS) != key
+    # full batches: the batch is the training split, so its size must match
+    full = CPU.replace(train={"batch_size": None})
+    assert fleet_key(full, SEEDS) != fleet_key(full.replace(data={"train_fraction": 0.3}),
+                                               SEEDS)
+    # dropout draws from torch's global generator; one seed takes the fused LayerNorm
+    assert fleet_key(CPU.replace(model={"dropout": 0.1}), SEEDS) is None
+    assert fleet_key(CPU, [0]) is None
+    with pytest.raises(ConfigError, match="cannot train as one fleet"):
+        train_fleet([CPU, CPU.replace(train={"batch_size": 32})], SEEDS)
+
+
+def test_grouping_keeps_plan_order_and_caps_members():
+    keys = ["a", None, "b", "a", "a", None, "b"]
+    assert group_fleets(keys) == [[0, 3, 4], [1], [2, 6], [5]]
+    # at most 7 members, 3 seeds a cell: two cells a fleet
+    assert group_fleets(keys, 7, [3] * 7) == [[0, 3], [1], [2, 6], [4], [5]]
+    assert group_fleets(["a"], 1, [3]) == [[0]]  # a cell larger than the cap is its own fleet
+
+
+def test_passes_group_cells_by_the_prefixes_their_batches_hold():
+    # vocabulary 4, prefix length 2: keys 4a + b; cells 0 and 2 hold {(1,2), (3,0)}
+    a = torch.tensor([[[1, 2, 0], [3, 0, 1]], [[3, 0, 2], [1, 2, 2]]])
+    b = torch.tensor([[[1, 2, 0], [1, 2, 1]], [[1, 2, 2], [1, 2, 3]]])
+    c = torch.tensor([[[3, 0, 3], [3, 0, 3]], [[1, 2, 1], [1, 2, 1]]])
+    assert passes([a, b, c], 2, 4) == [[0, 2], [1]]
+    assert passes([a, b, c], 0, 4) == [[0, 1, 2]]  # no shared prefix: one pass
+    assert passes([a, b, c], 1, 4) == [[0, 2], [1]]
