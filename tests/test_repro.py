@@ -165,6 +165,10 @@ def test_interrupt_stops_the_running_cells_cleanly_and_records_the_finished(tmp_
     assert proc.returncode == 130, out + err
     assert err.strip().splitlines()[-1].startswith("groklab: interrupted"), err
     assert "Traceback" not in out + err
+    # the cells the interrupt stopped are said to be, not counted as failures
+    assert re.search(r"^\S+ interrupted \(nothing written\) .*cells: 0 done, 0 failed",
+                     out, re.MULTILINE), out
+    assert "FAILED" not in out
     stages = lock(repo)
     assert not any(s.startswith(("augmentation@", "baseline@")) for s in stages)
     assert not (repo / "models/augmentation/x_plus_y-combined30").exists()

@@ -204,12 +204,16 @@ def run_cells(cells: Sequence[str | Sequence[str]], jobs: int, flags: Sequence[s
         t0 = time.monotonic()
         ok, output = run_cell(unit, flags, env, running, lock)
         with lock:
-            progress.finished(time.monotonic() - t0, ok)
+            if not ok and interrupted.is_set():  # stopped by the interrupt: not a failure
+                progress.running -= 1
+                status = "interrupted (nothing written)"
+            else:
+                progress.finished(time.monotonic() - t0, ok)
+                status = "done" if ok else f"FAILED: {failure_line(output)}"
             if not ok and not interrupted.is_set():
                 if not keep_going:
                     stop.set()
                 failures.append((stage, failure_line(output)))
-            status = "done" if ok else f"FAILED: {failure_line(output)}"
             print(f"{stage} {status} ({format_seconds(time.monotonic() - t0)}) | "
                   f"{progress.line()}", flush=True)
 
