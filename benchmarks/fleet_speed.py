@@ -14,7 +14,9 @@ on the device `auto` resolves to, at ``GROKLAB_THREADS`` threads (default: every
 Start-up (imports, data, MLflow) is not timed: see benchmarks/repro_jobs.py for whole
 stages. Run it on an otherwise idle machine. Prints one line per way of training and, last,
 a JSON object with the figures: seconds, cells per hour, the fleet's forward-backward
-passes per update (cells whose batches hold different prefixes take separate passes).
+passes per update (cells whose batches hold different prefixes take separate passes), and
+how many cells the fleet trained byte for byte as alone (history, final metrics, weights:
+all of them on a CPU; on a GPU the stage's CUDA-graph engine draws other random numbers).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from groklab.cells import cell_config, stage_cell
 from groklab.cpu import thread_count
 from groklab.fleet import train_fleet
 from groklab.params import load_params
-from groklab.train import resolve_device, train
+from groklab.train import TrainResult, resolve_device, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +44,14 @@ CELLS = ["baseline@x_plus_y", "augmentation@x_plus_y-reversal",
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def identical(a: TrainResult, b: TrainResult | None) -> bool:
+    """The same history, final metrics and weights, bit for bit."""
+    if b is None or not (a.history.equals(b.history) and a.final.equals(b.final)):
+        return False
+    mine, theirs = a.model.state_dict(), b.model.state_dict()
+    return list(mine) == list(theirs) and all(torch.equal(mine[k], theirs[k]) for k in mine)
 
 
 def main() -> None:
@@ -61,8 +71,7 @@ def main() -> None:
 
     synchronize(device)
     t0 = time.perf_counter()
-    for config in configs:
-        train(config, seeds)
+    lone = [train(config, seeds) for config in configs]
     synchronize(device)
     alone = time.perf_counter() - t0
 
@@ -73,6 +82,7 @@ def main() -> None:
     assert all(e is None for e in fleet.errors), fleet.errors
 
     n = len(configs)
+    same = sum(identical(a, b) for a, b in zip(lone, fleet.results, strict=True))
     figures = {
         "device": str(device), "threads": torch.get_num_threads(), "cells": n,
         "seeds": len(seeds), "steps": args.steps,
@@ -81,12 +91,13 @@ def main() -> None:
         "fleet_cells_per_hour": round(n * 3600 / together, 1),
         "speedup": round(alone / together, 2),
         "passes_per_update": round(fleet.passes / max(fleet.updates, 1), 2),
+        "identical_to_alone": same,
     }
     print(f"{n} cells one by one: {alone:.1f} s ({figures['alone_cells_per_hour']} cells/hour "
           f"at {args.steps} updates)")
     print(f"{n} cells as one fleet: {together:.1f} s ({figures['fleet_cells_per_hour']} "
           f"cells/hour; {figures['passes_per_update']} passes per update), "
-          f"{figures['speedup']}x")
+          f"{figures['speedup']}x; {same} of {n} cells byte-identical to their runs alone")
     print(json.dumps(figures))
 
 

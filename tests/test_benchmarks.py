@@ -195,3 +195,4 @@ def test_fleet_speed_reports_both_ways_of_training(tmp_path):
     assert out["cells"] == 2 and out["steps"] == 2 and out["device"] == "cpu"
     assert out["speedup"] == pytest.approx(out["alone_s"] / out["fleet_s"], rel=0.05)
     assert 1 <= out["passes_per_update"] <= 2
+    assert out["identical_to_alone"] == 2  # on a CPU, as tests/test_fleet.py finds
