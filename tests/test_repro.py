@@ -58,6 +58,15 @@ def test_threads_share_the_cores_and_progress_estimates_from_finished_cells():
                                         "10; elapsed 0:02:30, about 0:06:00 left")
 
 
+@pytest.mark.parametrize("flag", ["--jobs", "--fleet-members"])
+def test_a_count_below_one_is_one_line_before_anything_runs(tmp_path, flag):
+    proc = subprocess.run([sys.executable, "-m", "groklab.repro", flag, "0"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (f"groklab: error: {flag} 0: must be 1 or more "
+                           "(see python -m groklab.repro --help)\n")
+
+
 def test_failure_line_is_the_stage_own_message():
     out = "Running stage 'x':\n> python -m ...\ngroklab: error: lr is NaN\nERROR: failed\n"
     assert failure_line(out) == "groklab: error: lr is NaN"

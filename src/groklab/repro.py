@@ -27,7 +27,6 @@ as ``dvc repro -s``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import re
@@ -40,6 +39,8 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+
+from groklab.errors import OneLineParser
 
 DVC = [sys.executable, "-m", "dvc"]
 PLANNED = re.compile(r"^Running stage '([^']+)':", re.MULTILINE)
@@ -239,7 +240,7 @@ def run_cells(cells: Sequence[str | Sequence[str]], jobs: int, flags: Sequence[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m groklab.repro",
         description="dvc repro, with the training cells JOBS at a time.")
     parser.add_argument("--jobs", "-j", type=int, default=1,
