@@ -146,3 +146,15 @@ def test_passes_group_cells_by_the_prefixes_their_batches_hold():
     assert passes([a, b, c], 2, 4) == [[0, 2], [1]]
     assert passes([a, b, c], 0, 4) == [[0, 1, 2]]  # no shared prefix: one pass
     assert passes([a, b, c], 1, 4) == [[0, 2], [1]]
+
+
+def test_one_pass_per_update_agrees_with_the_cells_alone_within_rounding():
+    """``exact=False`` (a GPU's default): one pass for cells whose batches hold different
+    prefixes; each member's sums then round over extra rows, nothing else changes."""
+    configs = [CPU, CPU.replace(data={"task": "x_div_y"}),
+               CPU.replace(train={"curriculum": CURRICULA["linear"]})]
+    fleet = train_fleet(configs, SEEDS, exact=False)
+    assert fleet.passes == fleet.updates == 30
+    for config, got in zip(configs, fleet.results, strict=True):
+        alone = train(config, SEEDS, engine="loop")
+        assert_frame_equal(got.history, alone.history, check_exact=False, atol=1e-4, rtol=1e-3)
