@@ -143,6 +143,23 @@ def passes(tokens: Sequence[Tensor], prefix_len: int, vocab: int) -> list[list[i
     return list(groups.values())
 
 
+# A cell's evaluation: validation loss (S,) and correctness (S, N), the training-curve
+# sample's per-example losses and correctness (S, M).
+Evaluation = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+class _Stacked(nn.Module):
+    """Several cells' models as one, for evaluation: ``template`` run on their weights
+    concatenated along the member dimension."""
+
+    def __init__(self, template: nn.Module, weights: dict[str, Tensor]):
+        super().__init__()
+        self.template, self.weights = template, weights
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return functional_call(self.template, self.weights, (tokens,))
+
+
 class _Cell:
     """One cell's share of a fleet: what :func:`groklab.train.train` holds for a cell."""
 
@@ -198,13 +215,18 @@ class _Cell:
             self.acc_sum += (logits.argmax(-1) == labels).float().mean(1)
         self.batches += 1
 
-    def record(self, step: int) -> list[float]:
-        """Evaluate and append a history row, as the plain loop does; validation accuracy."""
+    def record(self, step: int, evaluated: Evaluation | None = None) -> list[float]:
+        """Evaluate (unless ``evaluated`` holds the cell's slice of a batched evaluation) and
+        append a history row, as the plain loop does; validation accuracy per seed."""
         model, data, S = self.model, self.data, len(self.seeds)
         device = self.loss_sum.device
-        val_loss, correct = evaluate(model, data.val_tokens, data.val_labels)
+        if evaluated is None:
+            val_loss, correct = evaluate(model, data.val_tokens, data.val_labels)
+            tr_losses, tr_correct = evaluate_examples(model, data.curve_tokens,
+                                                      data.curve_labels)
+        else:
+            val_loss, correct, tr_losses, tr_correct = evaluated
         clean_acc = clean_accuracy(correct, data.val_reachable)
-        tr_losses, tr_correct = evaluate_examples(model, data.curve_tokens, data.curve_labels)
         tr_loss = tr_losses.mean(1)
         if self.batches:
             b_loss, b_acc = self.loss_sum / self.batches, self.acc_sum / self.batches
@@ -300,12 +322,42 @@ def _train_fleet(configs: Sequence[RunConfig], seeds: list[int], device: torch.d
     prefix_len = getattr(model, "prefix_len", 0) if getattr(model, "use_prefix", False) else 0
     vocab = cells[0].task.vocab_size
 
+    def evaluate_together(group: list[_Cell]) -> list[Evaluation]:
+        """One batched evaluation of cells whose splits have the same sizes (not bit for bit
+        what each cell's own evaluation gives: the batch's prefixes differ)."""
+        with torch.no_grad():
+            weights = {name: torch.cat([c.params[name] for c in group])
+                       for name in group[0].params}
+        model = _Stacked(template(sum(len(c.seeds) for c in group)), weights)
+        val_losses, correct = evaluate_examples(
+            model, torch.cat([c.data.val_tokens for c in group]),
+            torch.cat([c.data.val_labels for c in group]))
+        tr_losses, tr_correct = evaluate_examples(
+            model, torch.cat([c.data.curve_tokens for c in group]),
+            torch.cat([c.data.curve_labels for c in group]))
+        out, start = [], 0
+        for cell in group:
+            m = slice(start, start + len(cell.seeds))
+            out.append((val_losses[m].mean(1), correct[m], tr_losses[m], tr_correct[m]))
+            start = m.stop
+        return out
+
     def evaluate_all(step: int) -> None:
-        """Every active cell's evaluation; a cell that diverged or stopped leaves the fleet."""
+        """Every active cell's evaluation; a cell that diverged or stopped leaves the fleet.
+        Off the exact path, cells with splits of the same sizes are evaluated together."""
+        evaluated: dict[int, Evaluation] = {}
+        if not exact:
+            groups: dict[tuple, list[_Cell]] = {}
+            for cell in active:
+                shapes = (cell.data.val_tokens.shape[1:], cell.data.curve_tokens.shape[1:])
+                groups.setdefault(shapes, []).append(cell)
+            for group in groups.values():
+                if len(group) > 1:
+                    evaluated.update(zip(map(id, group), evaluate_together(group), strict=True))
         accs: list[float] = []
         for cell in list(active):
             try:
-                accs += cell.record(step)
+                accs += cell.record(step, evaluated.get(id(cell)))
             except TrainingDiverged as err:
                 cell.error = err
                 active.remove(cell)
