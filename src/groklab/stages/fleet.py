@@ -4,8 +4,9 @@
 
 The named training stages (one :func:`groklab.fleet.fleet_key`; `python -m groklab.repro
 --fleets` groups them) train as one batched model (:mod:`groklab.fleet`), each member as in
-its own stage on the plain loop (on a CPU bit for bit; on a GPU within float rounding). Each cell's outputs are then written as `groklab.stages.train`
-writes them (results, dataset card, checkpoints, the machine, its MLflow run), and
+its own stage on the plain loop (on a CPU bit for bit; on a GPU within float rounding).
+Each cell's outputs are then written as `groklab.stages.train` writes them (results,
+dataset card, checkpoints, the machine, its MLflow run), and
 ``dvc commit`` records the cells in dvc.lock, the entries `dvc repro` would write. This is
 not a stage of dvc.yaml: it runs stages' work and lets DVC record it.
 
