@@ -26,10 +26,13 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 # against 70.7 at JOBS=1 (2 threads per cell). Bytes depend on the thread count:
 # JOBS=1 gives what `dvc repro` gives.
 # FLEETS=1 (for a GPU): the cells that share a model and batch shape train as one batched
-# model each (python -m groklab.repro --fleets; groklab.fleet).
+# model each (python -m groklab.repro --fleets; groklab.fleet). RESUMABLE=1: each cell that
+# can trains as a fleet of its own, which saves a snapshot every 10 minutes, so an
+# interrupted cell resumes where it stopped (for the accelerators' long cells on a CPU).
 JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 repro: $(BIN)/.installed  ## the whole pipeline at the papers' settings (~15 hours on 2 cores)
-	python -m groklab.repro --allow-missing --jobs '$(JOBS)' $(if $(filter 1,$(FLEETS)),--fleets)
+	python -m groklab.repro --allow-missing --jobs '$(JOBS)' $(if $(filter 1,$(FLEETS)),--fleets) \
+		$(if $(filter 1,$(RESUMABLE)),--resumable)
 
 # The first look: every study at small scale, as explicit overrides of params.yaml. It
 # runs in a temporary copy of the repo (`dvc exp run --temp`), so params.yaml and the

@@ -2,6 +2,7 @@
 for byte as its cell does alone on the plain loop (the oracle: groklab.train.train)."""
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -11,8 +12,15 @@ from test_train import TINY
 
 from groklab import params as P
 from groklab.config import ConfigError, RunConfig
-from groklab.errors import TrainingDiverged
-from groklab.fleet import fleet_key, group_fleets, passes, train_fleet
+from groklab.errors import Interrupted, TrainingDiverged
+from groklab.fleet import (
+    fleet_key,
+    group_fleets,
+    passes,
+    snapshot_path,
+    source_digest,
+    train_fleet,
+)
 from groklab.train import train
 
 CPU = TINY.replace(train={"device": "cpu", "steps": 30})
@@ -30,7 +38,14 @@ def assert_trains_as_alone(configs: list[RunConfig], seeds: list[int] = SEEDS,
     trained alone."""
     fleet = train_fleet(configs, seeds)
     assert fleet.errors == [None] * len(configs), fleet.errors
-    for config, got in list(zip(configs, fleet.results, strict=True))[:check]:
+    assert_same_as_alone(configs, fleet.results, seeds, check)
+    return fleet.results
+
+
+def assert_same_as_alone(configs: list[RunConfig], results: list, seeds: list[int] = SEEDS,
+                         check: int | None = None) -> None:
+    """Each of ``results`` (or the first ``check``) byte for byte its cell trained alone."""
+    for config, got in list(zip(configs, results, strict=True))[:check]:
         alone = train(config, seeds, engine="loop")
         assert_frame_equal(got.history, alone.history, check_exact=True)
         assert_frame_equal(got.final, alone.final, check_exact=True)
@@ -43,7 +58,6 @@ def assert_trains_as_alone(configs: list[RunConfig], seeds: list[int] = SEEDS,
         assert list(mine) == list(theirs)
         for name in mine:
             assert torch.equal(mine[name], theirs[name]), name
-    return fleet.results
 
 
 def test_cells_of_every_kind_train_in_a_fleet_as_they_do_alone():
@@ -165,3 +179,115 @@ def test_one_pass_per_update_agrees_with_the_cells_alone_within_rounding():
                            atol=1e-4, rtol=1e-3)
         assert_frame_equal(got.history[accuracy], alone.history[accuracy],
                            check_exact=False, atol=0.03, rtol=0)
+
+
+def stop_at(step: int):
+    """A progress callback that interrupts the fleet (as Ctrl-C does) at evaluation ``step``."""
+    def progress(p):
+        if p.step == step:
+            raise KeyboardInterrupt
+    return progress
+
+
+def resumed(configs: list[RunConfig], stops: list[int], snapshot, seeds=SEEDS):
+    """Train ``configs`` as a fleet interrupted at each evaluation in ``stops`` and resumed
+    from its snapshot (saved at every evaluation) each time; the last, finished result."""
+    for at in stops:
+        with pytest.raises(Interrupted):
+            train_fleet(configs, seeds, progress=stop_at(at), snapshot=snapshot,
+                        snapshot_every=0)
+        assert snapshot.is_file()
+    return train_fleet(configs, seeds, snapshot=snapshot, snapshot_every=0)
+
+
+def test_an_interrupted_fleet_resumes_from_its_snapshot_to_the_same_bytes(tmp_path):
+    """Everything that carries between updates comes back: weights, AdamW/Adam/SGD-momentum
+    state, warm-up, Grokfast's EMA and moving-average ring, the augmentation's and the
+    sampler's generators, the step curriculum's advances, the history so far."""
+    configs = [optimizer("grokfast_ma", window=4),  # the ring fills at update 4, then turns
+               optimizer("grokfast_ema"),
+               optimizer("sgd_nesterov"),
+               optimizer("adam", lr=3e-3, warmup=25),  # warm-up across both interruptions
+               CPU.replace(train={"aug": AUGMENTATIONS["combined30"]}),
+               # a pool that grows at every evaluation (the step pacing's advances)
+               CPU.replace(train={"curriculum": dataclasses.replace(
+                   CURRICULA["step"], step_threshold=1e-6, step_size=0.1)}),
+               CPU.replace(data={"task": "x_div_y"})]
+    snapshot = tmp_path / "fleet.pt"
+    # stopped in the evaluation at update 20 (the snapshot of update 10 stays), then at 30
+    fleet = resumed(configs, [20, 30], snapshot)
+    assert fleet.resumed_from == 20 and fleet.updates == 10
+    assert fleet.errors == [None] * len(configs)
+    assert_same_as_alone(configs, fleet.results)
+
+
+def test_a_resumed_fleet_keeps_its_measures_its_stopped_and_its_diverged_cells(tmp_path):
+    # the one-layer transformer's Fourier measures at every evaluation
+    arch = CPU.replace(model={"arch": "transformer1"}, train={"measures_every": 1})
+    measured = [arch, arch.replace(optim={"lr": 3e-3})]
+    fleet = resumed(measured, [20], tmp_path / "measured.pt")
+    assert fleet.resumed_from == 10
+    assert_same_as_alone(measured, fleet.results)
+    assert len(fleet.results[0].measures) == 2 * 4
+
+    # the cell that grokked (near update 120) has left the fleet, the one that diverged at
+    # update 10 keeps its error; the interruption comes at 200
+    leaky = CPU.replace(data={"p": 11, "train_fraction": 0.9}, model={"width": 64},
+                        optim={"lr": 3e-3, "weight_decay": 0.0, "warmup": 10},
+                        train={"steps": 300, "stop_after_grok": 20,
+                               "aug": AUGMENTATIONS["combined30"]})
+    runs_on = leaky.replace(train={"stop_after_grok": None}, optim={"lr": 1e-3})
+    blows_up = dataclasses.replace(
+        runs_on, optim=dataclasses.replace(P.optimizer(PARAMS, "sgd_nesterov"), lr=1e30))
+    fleet = resumed([leaky, runs_on, blows_up], [200], tmp_path / "stops.pt")
+    assert fleet.resumed_from == 190
+    assert_same_as_alone([leaky, runs_on], fleet.results[:2])
+    assert fleet.results[0].steps_done < 190 and fleet.results[1].steps_done == 300
+    assert fleet.results[2] is None
+    assert "loss became NaN/inf at update 10" in str(fleet.errors[2])
+
+
+def test_a_snapshot_of_other_cells_or_an_unreadable_one_is_ignored(tmp_path, caplog):
+    snapshot = tmp_path / "fleet.pt"
+    with pytest.raises(Interrupted):
+        train_fleet([CPU], SEEDS, progress=stop_at(20), snapshot=snapshot, snapshot_every=0)
+    other = CPU.replace(optim={"lr": 3e-3})
+    fleet = train_fleet([other], SEEDS, snapshot=snapshot)  # same file, another cell
+    assert fleet.resumed_from == 0 and "saved by other cells" in caplog.text
+    assert_same_as_alone([other], fleet.results)
+    snapshot.write_bytes(b"half a file")
+    fleet = train_fleet([CPU], SEEDS, snapshot=snapshot)
+    assert fleet.resumed_from == 0 and "unreadable snapshot" in caplog.text
+    # with no snapshot_every reached, nothing is written
+    fresh = tmp_path / "fresh.pt"
+    train_fleet([CPU], SEEDS, snapshot=fresh, snapshot_every=3600)
+    assert not fresh.exists()
+    # the snapshot's name: a hash of the cells and seeds, never a name from the parameters
+    names = {snapshot_path(tmp_path, [c], s).name
+             for c in (CPU, other) for s in (SEEDS, [0, 2])}
+    assert len(names) == 4 and all(re.fullmatch(r"[0-9a-f]{24}\.pt", n) for n in names)
+
+
+def test_source_digest_follows_the_imports_of_the_training_code(tmp_path, monkeypatch):
+    """A module the fleet can import changes the digest; one it cannot does not."""
+    import groklab.fleet as fleet
+
+    package = tmp_path / "groklab"
+    (package / "sub").mkdir(parents=True)
+    (package / "fleet.py").write_text("from groklab import a\nfrom groklab.sub import b\n"
+                                      "def f():\n    import groklab.c\n")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "b.py").write_text("from .d import x\n")
+    for name in ("a", "c", "unused"):
+        (package / f"{name}.py").write_text("x = 1\n")
+    (package / "sub" / "d.py").write_text("x = 1\n")
+    monkeypatch.setattr(fleet, "__file__", str(package / "fleet.py"))
+    before = source_digest()
+    for changed, counts in (("a.py", True), ("c.py", True), ("sub/b.py", True),
+                            ("sub/d.py", True), ("unused.py", False)):
+        path = package / changed
+        original = path.read_text()
+        path.write_text(original + "y = 2\n")
+        assert (source_digest() != before) is counts, changed
+        path.write_text(original)
+    assert source_digest() == before

@@ -235,3 +235,49 @@ def test_fleets_record_what_sequential_stages_record(tmp_path):
     assert "optimizer@x_div_y-blows_up" not in lock(fleet)
     assert not (fleet / "models/optimizer/x_div_y-blows_up").exists()
     assert "Traceback" not in failed.stdout + failed.stderr
+
+
+@pytest.mark.slow
+def test_an_interrupted_resumable_cell_resumes_from_its_snapshot(tmp_path):
+    """``--resumable``: a cell trains as a fleet of its own, which saves snapshots; after an
+    interrupt the same work resumes from the last one, and the cell's outputs and dvc.lock
+    entry are byte for byte those of an uninterrupted `dvc repro`."""
+    import time
+
+    stage = "accelerators@x_mul_y-grokfast_ema"
+    params = {**TINY, "seeds": [0, 1]}
+    params["studies"] = {**TINY["studies"], "accelerators": {
+        "values": ["grokfast_ema"],
+        "settings": {"data": {"p": 11}, "train": {"steps": 4000, "eval_every": 10}}}}
+    off = {"GROKLAB_TRACKING": "off", "GROKLAB_THREADS": "1"}
+    straight = copy_project(tmp_path / "straight" / "groklab", params)
+    resumed = copy_project(tmp_path / "resumed" / "groklab", params)
+    run([str(BIN / "dvc"), "repro", stage], straight, pipeline_env(**off))
+
+    snapshots = resumed / ".groklab" / "snapshots"
+    proc = subprocess.Popen([sys.executable, "-m", "groklab.repro", "--resumable",
+                             "--snapshot-every", "0", stage], cwd=resumed,
+                            env=pipeline_env(**off), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(snapshots.glob("*.pt")):  # the cell's first evaluations are saved
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert f"{stage} interrupted (no results written; its last snapshot" in out, out
+    assert stage not in lock(resumed) and not (resumed / "models/accelerators").exists()
+    [snapshot] = snapshots.glob("*.pt")
+
+    # the command the pool runs for it, again: it resumes
+    again = run([sys.executable, "-m", "groklab.stages.fleet", stage], resumed,
+                pipeline_env(**off)).stdout
+    at = int(re.search(r"\(resumed from the snapshot at update (\d+)\)", again)[1])
+    assert 0 < at < 4000 and at % 10 == 0, again
+    assert not snapshot.exists()  # the results are written: the snapshot is gone
+    assert lock(resumed)[stage] == lock(straight)[stage]
+    assert files_under(resumed / "models") == files_under(straight / "models")
+    status = run([str(BIN / "dvc"), "status", stage], resumed, pipeline_env()).stdout
+    assert "up to date" in status.lower(), status

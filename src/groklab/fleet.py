@@ -24,6 +24,14 @@ takes torch's fused LayerNorm kernel (:class:`groklab.models.layers.LayerNorm`),
 rounds differently from the members' path a fleet takes. Evaluation and the Fourier
 progress measures run on each cell's own model, as in its own loop.
 
+A fleet can resume where an interrupted one stopped: given a ``snapshot`` file,
+:func:`train_fleet` saves every cell's whole state there (weights, optimiser and schedule,
+gradient filter, generators, curriculum pool, history, measures, stop rule) after an
+evaluation at most every ``snapshot_every`` seconds, and a later call with the same cells,
+seeds, code (:func:`source_digest`), torch version and thread count continues from it; the
+members come out byte-identical to an uninterrupted run. A snapshot from anything else is
+ignored. So a cell of 300,000 updates need not finish in one sitting.
+
 The per-cell bookkeeping below repeats :func:`groklab.train.train`'s loop body on purpose:
 ``train.py`` is a training dependency of every cell in ``dvc.yaml``, and changing it to
 share this code would make DVC retrain every shipped result.
@@ -31,9 +39,15 @@ share this code would make DVC retrain every shipped result.
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import hashlib
 import logging
+import os
+import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -257,6 +271,52 @@ class _Cell:
         self.steps_done = step
         return val_acc
 
+    def state(self) -> dict[str, Any]:
+        """Everything that carries from one update to the next, for a snapshot."""
+        transform = self.transform
+        return {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "transform": None if transform is None else {
+                group: getattr(transform, group) for group in _FILTER_STATE
+                if hasattr(transform, group)},
+            "generators": [g.get_state() for g in self.gens],
+            "advances": list(self.sampler.advances),
+            "measure": None if self.measure is None else {"rows": self.measure.rows,
+                                                          "last": self.measure.last},
+            "rows": self.rows, "loss_sum": self.loss_sum, "acc_sum": self.acc_sum,
+            "batches": self.batches, "grokked_at": self.grokked_at,
+            "steps_done": self.steps_done,
+            "error": None if self.error is None else str(self.error),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`'s snapshot (tensors copied into the live ones, so the
+        optimiser and filter keep pointing at the model's parameters)."""
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.transform is not None:
+            for group, saved in state["transform"].items():
+                live = getattr(self.transform, group)
+                for mine, theirs in zip(live if isinstance(live, list) else [live],
+                                        saved if isinstance(saved, list) else [saved],
+                                        strict=True):
+                    mine.copy_(theirs)
+        for gen, saved in zip(self.gens, state["generators"], strict=True):
+            gen.set_state(saved)
+        self.sampler.advances = list(state["advances"])
+        if self.measure is not None:
+            self.measure.rows, self.measure.last = state["measure"]["rows"], \
+                state["measure"]["last"]
+        self.rows = list(state["rows"])
+        self.loss_sum.copy_(state["loss_sum"])
+        self.acc_sum.copy_(state["acc_sum"])
+        self.batches, self.steps_done = state["batches"], state["steps_done"]
+        self.grokked_at = list(state["grokked_at"])
+        self.error = None if state["error"] is None else TrainingDiverged(state["error"])
+
     def done(self, step: int) -> bool:
         """Whether the stop rule (``stop_after_grok``) ends the cell at ``step``."""
         return _done_after_grok(self.grokked_at, step, self.cfg.train.stop_after_grok)
@@ -266,19 +326,81 @@ class _Cell:
                        self.measure)
 
 
+# A gradient transform's state (groklab.gradients.GradientTransform), by attribute.
+_FILTER_STATE = ("seen", "ema", "ring", "total")
+
+
 @dataclass
 class FleetResult:
     """Per cell, in the order given: its result, or the error that ended it."""
 
     results: list[TrainResult | None]
     errors: list[TrainingDiverged | None]
-    updates: int = 0  # updates the fleet ran
+    updates: int = 0  # updates the fleet ran (this call: after a resumed snapshot's)
     passes: int = 0  # forward-backward passes they took (cells split by prefix: more)
+    resumed_from: int = 0  # the update a snapshot resumed it from (0: from the start)
+
+
+def source_digest(module: str = "groklab.fleet") -> str:
+    """SHA-256 of the source of ``module`` and of every groklab module it can import (read
+    from the files, following ``import`` statements anywhere in them): a fleet's snapshot is
+    only resumed by the code that wrote it."""
+    root = Path(__file__).resolve().parent  # the groklab package
+
+    def source_file(name: str) -> Path | None:
+        """The file of module ``name`` (a package's ``__init__.py``); None: not a module."""
+        parts = name.split(".")[1:]
+        package = root.joinpath(*parts, "__init__.py")
+        if package.is_file():
+            return package
+        module = root.joinpath(*parts[:-1], f"{parts[-1]}.py") if parts else None
+        return module if module is not None and module.is_file() else None
+
+    digest, seen, todo = hashlib.sha256(), set(), [module]
+    while todo:
+        name = todo.pop()
+        path = source_file(name)
+        if name in seen or path is None:
+            continue
+        seen.add(name)
+        source = path.read_bytes()
+        digest.update(name.encode() + b"\0" + source + b"\0")
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.startswith("groklab")]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from this module's package upwards
+                    up = package
+                    for _ in range(node.level - 1):
+                        up = up.rpartition(".")[0]
+                    base = f"{up}.{base}" if base else up
+                if base.split(".")[0] == "groklab":
+                    todo += [base, *(f"{base}.{a.name}" for a in node.names)]  # submodules
+    return digest.hexdigest()
+
+
+def snapshot_identity(configs: Sequence[RunConfig], seeds: Sequence[int], exact: bool
+                      ) -> dict[str, Any]:
+    """What a snapshot must match to be resumed: the cells, seeds, path, code, torch and
+    thread count (any of them can change what a member computes)."""
+    return {"configs": [repr(dataclasses.asdict(c)) for c in configs], "seeds": list(seeds),
+            "exact": exact, "code": source_digest(), "torch": str(torch.__version__),
+            "threads": torch.get_num_threads()}
+
+
+def snapshot_path(root: Path, configs: Sequence[RunConfig], seeds: Sequence[int]) -> Path:
+    """Where the fleet of ``configs`` keeps its snapshot under ``root``: a file named by a
+    hash of the cells and seeds (no name from the parameters reaches the path)."""
+    text = repr(([repr(dataclasses.asdict(c)) for c in configs], list(seeds)))
+    return root / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.pt"
 
 
 def train_fleet(configs: Sequence[RunConfig], seeds: Sequence[int],
                 progress: Callable[[Progress], None] | None = None,
-                exact: bool | None = None) -> FleetResult:
+                exact: bool | None = None, snapshot: Path | None = None,
+                snapshot_every: float = 600.0) -> FleetResult:
     """Train the cells ``configs`` (one :func:`fleet_key`) as one fleet, each for ``seeds``.
 
     A cell whose loss stops being finite ends with its error while the others go on; a cell
@@ -287,6 +409,11 @@ def train_fleet(configs: Sequence[RunConfig], seeds: Sequence[int],
     splits each update into the passes :func:`passes` gives, so that every member computes
     bit for bit what it would alone; on a GPU, where batched kernels round by batch size
     anyway, one pass serves all (no extra passes, no read of the device per update).
+
+    ``snapshot``: a file to save the fleet's state in after an evaluation, at most every
+    ``snapshot_every`` seconds (0: at every evaluation), and to resume from when it holds
+    a snapshot of these cells and this code (see the module's docstring). The caller
+    removes it once the results are safe.
     """
     seeds = list(seeds)
     keys = {fleet_key(c, seeds) for c in configs}
@@ -298,11 +425,37 @@ def train_fleet(configs: Sequence[RunConfig], seeds: Sequence[int],
     if exact is None:
         exact = device.type == "cpu"
     with float32_matmuls(device, first.train.matmul_precision):
-        return _train_fleet(configs, seeds, device, progress, exact)
+        return _train_fleet(configs, seeds, device, progress, exact, snapshot,
+                            snapshot_every)
+
+
+def _load_snapshot(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The snapshot at ``path`` if it is one of ``identity``'s fleet, else None."""
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a torn or foreign file: start afresh, say so
+        log.warning("ignoring the unreadable snapshot %s: %s", path, err)
+        return None
+    if saved.get("identity") != identity:
+        log.warning("ignoring the snapshot %s: it was saved by other cells, code, torch "
+                    "version or thread count; training from the start", path)
+        return None
+    return saved
+
+
+def _save_snapshot(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` whole or not at all (a temporary file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
 
 
 def _train_fleet(configs: Sequence[RunConfig], seeds: list[int], device: torch.device,
-                 progress: Callable[[Progress], None] | None, exact: bool) -> FleetResult:
+                 progress: Callable[[Progress], None] | None, exact: bool,
+                 snapshot: Path | None, snapshot_every: float) -> FleetResult:
     cells = [_Cell(cfg, seeds, device) for cfg in configs]
     first = configs[0]
     steps, eval_every = first.train.steps, first.train.eval_every
@@ -368,12 +521,33 @@ def _train_fleet(configs: Sequence[RunConfig], seeds: list[int], device: torch.d
         if progress is not None and accs:
             progress(Progress(step, steps, accs))
 
-    step = n_updates = n_passes = 0
+    identity = snapshot_identity(configs, seeds, exact) if snapshot is not None else {}
+    saved = _load_snapshot(snapshot, identity) if snapshot is not None else None
+    last_saved = time.monotonic()
+
+    def save(step: int) -> None:
+        nonlocal last_saved
+        if snapshot is None or time.monotonic() - last_saved < snapshot_every:
+            return
+        _save_snapshot(snapshot, {
+            "identity": identity, "step": step,
+            "active": [cells.index(c) for c in active],
+            "cells": [c.state() for c in cells]})
+        last_saved = time.monotonic()
+
+    step = n_updates = n_passes = resumed_at = 0
     try:
         for cell in cells:
             cell.model.train()
-        evaluate_all(0)
-        for step in range(1, steps + 1):
+        if saved is None:
+            evaluate_all(0)
+        else:
+            for cell, state in zip(cells, saved["cells"], strict=True):
+                cell.load_state(state)
+            active[:] = [cells[i] for i in saved["active"]]
+            resumed_at = step = saved["step"]
+            log.info("resuming the fleet from its snapshot at update %d (%s)", step, snapshot)
+        for step in range(resumed_at + 1, steps + 1):
             if not active:
                 break
             batches = [cell.batch(step) for cell in active]
@@ -399,7 +573,8 @@ def _train_fleet(configs: Sequence[RunConfig], seeds: list[int], device: torch.d
                 cell.update(*outputs[i], batches[i][1])
             if step % eval_every == 0 or step == steps:
                 evaluate_all(step)
+                save(step)
     except KeyboardInterrupt:
         raise Interrupted(step) from None
     return FleetResult([None if c.error else c.result() for c in cells],
-                       [c.error for c in cells], n_updates, n_passes)
+                       [c.error for c in cells], n_updates, n_passes, resumed_at)

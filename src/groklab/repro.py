@@ -22,7 +22,10 @@ each cell gets ``GROKLAB_THREADS`` = cores // N unless the caller set it.
 model each (:mod:`groklab.fleet`; ``--fleet-members`` caps its size): the pool's units are
 then ``python -m groklab.stages.fleet <cells>`` processes, which write each cell as its
 stage would and record them with ``dvc commit``; the cells that must train alone still run
-as ``dvc repro -s``.
+as ``dvc repro -s``. ``--resumable`` runs each cell that could join a fleet as a fleet of
+its own: the same bytes, and its process saves a snapshot every ten minutes, so an
+interrupted cell resumes where it stopped instead of starting again (for cells of many
+hours on a CPU, such as the accelerators' 300,000 updates). Fleets are resumable too.
 """
 
 from __future__ import annotations
@@ -142,34 +145,38 @@ def plan(flags: Sequence[str], targets: Sequence[str]) -> list[str]:
     return [s for s in stages if not (proc.returncode and s == failed.group(1))]
 
 
-def fleet_units(cells: Sequence[str], max_members: int | None) -> list[list[str]]:
-    """The cells grouped into fleets (:func:`groklab.fleet.group_fleets`), in plan order; a
-    cell that trains alone is a unit of its own."""
+def fleet_units(cells: Sequence[str], max_members: int | None) -> list[str | list[str]]:
+    """The cells grouped into fleets (:func:`groklab.fleet.group_fleets`), in plan order: a
+    fleet is a list of stages (perhaps of one), a cell that must train alone its name."""
     from groklab.fleet import group_fleets, stage_fleet_key
     from groklab.params import load_params
 
     params = load_params()
     keys = [stage_fleet_key(params, stage) for stage in cells]
     members = [len(params["seeds"])] * len(cells)
-    return [[cells[i] for i in group] for group in group_fleets(keys, max_members, members)]
+    return [[cells[i] for i in group] if keys[group[0]] is not None else cells[group[0]]
+            for group in group_fleets(keys, max_members, members)]
 
 
-def unit_command(unit: Sequence[str], flags: Sequence[str]) -> list[str]:
-    """One cell: ``dvc repro -s``; several: one fleet process, which records them itself."""
-    if len(unit) == 1:
-        return [*DVC, "--wait-for-lock", "repro", "-s", *flags, unit[0]]
-    return [sys.executable, "-m", "groklab.stages.fleet", *unit]
+def unit_command(unit: str | Sequence[str], flags: Sequence[str],
+                 fleet_flags: Sequence[str] = ()) -> list[str]:
+    """A cell's name: ``dvc repro -s <flags>``; a list: one fleet process (resumable from its
+    snapshot) with ``fleet_flags``, which records its cells itself."""
+    if isinstance(unit, str):
+        return [*DVC, "--wait-for-lock", "repro", "-s", *flags, unit]
+    return [sys.executable, "-m", "groklab.stages.fleet", *fleet_flags, *unit]
 
 
 def run_cell(stage: str | Sequence[str], flags: Sequence[str], env: dict[str, str],
-             running: set[subprocess.Popen], lock: threading.Lock) -> tuple[bool, str]:
-    """``dvc repro -s <stage>`` (or a fleet's process, for a list of several) in its own
-    process group (listed in ``running`` while it runs, so an interrupt can reach it);
-    (succeeded, its output)."""
-    unit = [stage] if isinstance(stage, str) else list(stage)
+             running: set[subprocess.Popen], lock: threading.Lock,
+             fleet_flags: Sequence[str] = ()) -> tuple[bool, str]:
+    """``dvc repro -s <stage>`` (or a fleet's process, for a list) in its own process group
+    (listed in ``running`` while it runs, so an interrupt can reach it); (succeeded, its
+    output)."""
+    unit = stage if isinstance(stage, str) else list(stage)
     with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: no buffer to fill
         with lock:
-            proc = subprocess.Popen(unit_command(unit, flags), env=env, stdout=log,
+            proc = subprocess.Popen(unit_command(unit, flags, fleet_flags), env=env, stdout=log,
                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
             running.add(proc)
         try:
@@ -182,7 +189,8 @@ def run_cell(stage: str | Sequence[str], flags: Sequence[str], env: dict[str, st
 
 
 def run_cells(cells: Sequence[str | Sequence[str]], jobs: int, flags: Sequence[str],
-              env: dict[str, str], keep_going: bool = False) -> list[tuple[str, str]]:
+              env: dict[str, str], keep_going: bool = False,
+              fleet_flags: Sequence[str] = ()) -> list[tuple[str, str]]:
     """Every cell, ``jobs`` at a time; the failures as (stage, one line). After a failure
     no new cell starts (with ``keep_going``, the others still do); those running finish
     and are recorded. Ctrl-C (or SIGINT from a time limit, or SIGTERM) starts no new cell
@@ -203,11 +211,12 @@ def run_cells(cells: Sequence[str | Sequence[str]], jobs: int, flags: Sequence[s
                 return
             progress.running += 1
         t0 = time.monotonic()
-        ok, output = run_cell(unit, flags, env, running, lock)
+        ok, output = run_cell(unit, flags, env, running, lock, fleet_flags)
         with lock:
             if not ok and interrupted.is_set():  # stopped by the interrupt: not a failure
                 progress.running -= 1
-                status = "interrupted (nothing written)"
+                status = "interrupted (nothing written)" if isinstance(unit, str) else (
+                    "interrupted (no results written; its last snapshot, if any, resumes it)")
             else:
                 progress.finished(time.monotonic() - t0, ok)
                 status = "done" if ok else f"FAILED: {failure_line(output)}"
@@ -257,13 +266,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "batched model each (groklab.fleet; for a GPU)")
     parser.add_argument("--fleet-members", type=int, default=None, metavar="N",
                         help="with --fleets: at most N members (cells x seeds) per fleet")
+    parser.add_argument("--resumable", action="store_true",
+                        help="train each cell that can as a fleet of its own, which saves "
+                             "a snapshot every 10 minutes: an interrupted cell resumes "
+                             "(groklab.stages.fleet)")
+    parser.add_argument("--snapshot-every", type=float, default=None, metavar="SECONDS",
+                        help="with --fleets or --resumable: seconds between snapshots "
+                             "(default 600)")
     parser.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: must be 1 or more")
     if args.fleet_members is not None and args.fleet_members < 1:
         parser.error(f"--fleet-members {args.fleet_members}: must be 1 or more")
+    if args.snapshot_every is not None and args.snapshot_every < 0:
+        parser.error(f"--snapshot-every {args.snapshot_every:g}: must be 0 or more seconds")
     flags = ["--allow-missing"] if args.allow_missing else []
+    fleet_flags = ([] if args.snapshot_every is None else
+                   ["--snapshot-every", f"{args.snapshot_every:g}"])
 
     before, cells, _ = split_plan(plan(flags, args.targets))
     env = dict(os.environ)
@@ -272,9 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if before and dvc(["repro", *flags, *before], env=env).returncode:
         return 1
     units: list[str | list[str]] = list(cells)
-    if args.fleets:  # a fleet of one is the cell's own stage
-        units = [u[0] if len(u) == 1 else u for u in fleet_units(cells, args.fleet_members)]
-    failures = run_cells(units, args.jobs, flags, env, args.keep_going) if cells else []
+    if args.fleets:
+        units = fleet_units(cells, args.fleet_members)
+    elif args.resumable:  # a fleet of one member cap: every cell its own
+        units = fleet_units(cells, 1)
+    failures = run_cells(units, args.jobs, flags, env, args.keep_going,
+                         fleet_flags) if cells else []
     if failures:
         for stage, line in failures:
             print(f"groklab: error: {stage} failed: {line}", file=sys.stderr)

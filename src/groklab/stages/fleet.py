@@ -11,7 +11,11 @@ dataset card, checkpoints, the machine, its MLflow run), and
 not a stage of dvc.yaml: it runs stages' work and lets DVC record it.
 
 A cell whose loss stops being finite fails with its one-line message; the others are still
-written and recorded, and the command exits 1. An interrupt writes nothing.
+written and recorded, and the command exits 1. An interrupt writes no results, but the
+fleet's snapshot (``--snapshots``, saved after an evaluation every ``--snapshot-every``
+seconds) stays: the same command with the same code and thread count resumes from it, and the
+cells come out byte-identical to an uninterrupted run. The snapshot is removed once the
+results are written.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from groklab.stages.common import fail_cleanly
 from groklab.stages.outputs import check_writable, save_run
 from groklab.stages.train import card_of, device_of, log_run, seed_rows, variant
 from groklab.tracking import check_tracking_env, record_interrupted
+
+SNAPSHOTS = Path(".groklab") / "snapshots"  # under the repository; git ignores it
 
 
 def fleet_cells(params: dict, stages: list[str]) -> tuple[list[Cell], list[RunConfig]]:
@@ -70,7 +76,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="output root of the checkpoints (DVC's cache)")
     parser.add_argument("--no-commit", action="store_true",
                         help="write the outputs but leave dvc.lock alone")
+    parser.add_argument("--snapshots", type=Path, default=SNAPSHOTS,
+                        help=f"folder of resumable snapshots (default {SNAPSHOTS})")
+    parser.add_argument("--snapshot-every", type=float, default=600.0, metavar="SECONDS",
+                        help="seconds between snapshots, taken after an evaluation "
+                             "(default 600; 0: every evaluation)")
     args = parser.parse_args(argv)
+    if args.snapshot_every < 0:
+        parser.error(f"--snapshot-every {args.snapshot_every:g}: must be 0 or more seconds")
 
     check_tracking_env()
     params = load_params(args.params)
@@ -83,14 +96,19 @@ def main(argv: list[str] | None = None) -> int:
             check_writable(path)
 
     from groklab.cpu import CpuShare
-    from groklab.fleet import train_fleet
+    from groklab.fleet import snapshot_path, train_fleet
     from groklab.progress import ProgressBar
 
+    snapshot = snapshot_path(args.snapshots, configs, seeds)
     try:
         with (CpuShare(configs[0].train.device),
               ProgressBar(f"{label} seeds {seeds}", configs[0].train.steps) as bar):
-            fleet = train_fleet(configs, seeds, progress=bar.update)
+            fleet = train_fleet(configs, seeds, progress=bar.update, snapshot=snapshot,
+                                snapshot_every=args.snapshot_every)
     except Interrupted as stop:
+        if snapshot.is_file():
+            print(f"groklab: the fleet's snapshot {snapshot} keeps its progress; the same "
+                  "command resumes from it", file=sys.stderr)
         for cell, config in zip(cells, configs, strict=True):
             record_interrupted(cell.family, cell.stage, step=stop.step, task=cell.task,
                                variant=variant(cell, params), params=dataclasses.asdict(config))
@@ -110,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         steps = [r["steps_to_99"] for r in rows]
         print(f"{cell.stage}: {sum(s is not None for s in steps)}/{len(seeds)} seeds reached "
               f"99% validation accuracy; steps to 99%: {steps}; written to {out}")
+    if fleet.resumed_from:
+        print(f"(resumed from the snapshot at update {fleet.resumed_from})")
+    snapshot.unlink(missing_ok=True)  # the results are written: nothing left to resume
     failed = [(cell.stage, err) for cell, err in zip(cells, fleet.errors, strict=True) if err]
     for stage, err in failed:
         print(f"groklab: error: {stage}: {err}", file=sys.stderr)
