@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     seeds = list(params["seeds"])
     cells, configs = fleet_cells(params, args.stages)
-    label = f"fleet of {len(cells)} cells"
+    label = f"fleet of {len(cells)} cell{'s' if len(cells) > 1 else ''}"
     check_run_memory(configs[0], len(seeds) * len(cells), label)
     for cell in cells:
         for path in (cell.path(args.models), cell.path(args.checkpoints)):
