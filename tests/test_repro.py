@@ -67,6 +67,16 @@ def test_a_count_below_one_is_one_line_before_anything_runs(tmp_path, flag):
                            "(see python -m groklab.repro --help)\n")
 
 
+@pytest.mark.parametrize("module", ["groklab.repro", "groklab.stages.fleet"])
+def test_a_negative_snapshot_period_is_one_line_before_anything_runs(tmp_path, module):
+    args = ["--snapshot-every", "-5"] + (["baseline@x_plus_y"] if "fleet" in module else [])
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == ("groklab: error: --snapshot-every -5: must be 0 or more seconds "
+                           f"(see python -m {module} --help)\n")
+
+
 def test_failure_line_is_the_stage_own_message():
     out = "Running stage 'x':\n> python -m ...\ngroklab: error: lr is NaN\nERROR: failed\n"
     assert failure_line(out) == "groklab: error: lr is NaN"

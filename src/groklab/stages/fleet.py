@@ -66,7 +66,7 @@ def commit(stages: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(description=__doc__,
+    parser = OneLineParser(prog="python -m groklab.stages.fleet", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stages", nargs="+", help="training stages, e.g. baseline@x_plus_y")
     parser.add_argument("--params", default=PARAMS_FILE, help="parameters file")
